@@ -1,0 +1,36 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.errors import error_body
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: every model is loaded",
+            responses={503: {"description": "still loading"}})
+async def readyz(request: Request) -> Any:
+    container = getattr(request.app.state, "container", None)
+    if container is None:
+        return JSONResponse(error_body("not_ready", "models are still loading"), status_code=503)
+    return {
+        "status": "ready",
+        "models": sorted(f"{r.task}/{r.ref}" for r in container.registry.list()),
+        "load_seconds": round(container.load_seconds, 3),
+    }
+
+
+@router.get("/metrics", summary="Prometheus metrics of this process", include_in_schema=True)
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

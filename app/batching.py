@@ -1,0 +1,115 @@
+"""Dynamic batching: one queue and one inference worker per model session.
+
+Each submitted item gets its own future. The worker takes whatever is waiting, up to
+``max_batch_size`` items, optionally waiting up to ``max_wait_ms`` for more (default 0: an idle
+server adds no latency; batches form by themselves while the previous batch runs). Inference
+runs in a single-thread executor, off the event loop; a failure is set on every waiter of that
+batch. With ``max_batch_size == 1`` the batcher is a pass-through: one item per inference call.
+The queue is created lazily inside the running loop, never at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+from app import metrics
+from app.errors import InferenceError
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+class Batcher(Generic[In, Out]):
+    def __init__(self, predict: Callable[[list[In]], list[Out]], name: str,
+                 max_batch_size: int = 32, max_wait_ms: float = 0.0) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self.predict = predict
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000.0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_batch_size > 1
+
+    async def submit(self, item: In) -> Out:
+        return (await self.submit_many([item]))[0]
+
+    async def submit_many(self, items: Sequence[In]) -> list[Out]:
+        """Results in the order of ``items``; each item may land in a different batch."""
+        loop = asyncio.get_running_loop()
+        if not self.enabled:
+            return [(await loop.run_in_executor(self._executor, self._run_batch, [item]))[0]
+                    for item in items]
+        if self._queue is None or self._worker is None or self._worker.done():
+            self._queue = asyncio.Queue()
+            self._worker = loop.create_task(self._loop(), name=f"batcher-{self.name}")
+        futures: list[asyncio.Future[Out]] = []
+        for item in items:
+            fut: asyncio.Future[Out] = loop.create_future()
+            self._queue.put_nowait((item, fut))
+            futures.append(fut)
+        return list(await asyncio.gather(*futures))
+
+    def _run_batch(self, items: list[In]) -> list[Out]:
+        t0 = time.perf_counter()
+        outs = self.predict(items)
+        if len(outs) != len(items):
+            raise InferenceError(f"{self.name}: predict returned {len(outs)} outputs for {len(items)} inputs")
+        metrics.BATCH_SIZE.labels(self.name).observe(len(items))
+        metrics.INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
+        return outs
+
+    async def _collect(self) -> list[tuple[In, asyncio.Future[Out]]]:
+        assert self._queue is not None
+        batch = [await self._queue.get()]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait
+        while len(batch) < self.max_batch_size:
+            try:
+                batch.append(self._queue.get_nowait())
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return batch
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._collect()
+            live = [(item, fut) for item, fut in batch if not fut.done()]  # drop callers that left
+            if not live:
+                continue
+            try:
+                outs = await loop.run_in_executor(self._executor, self._run_batch, [i for i, _ in live])
+            except Exception as exc:  # every waiter of the batch learns of the failure
+                for _, fut in live:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), out in zip(live, outs, strict=True):
+                if not fut.done():
+                    fut.set_result(out)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,59 @@
+"""Typed errors raised below the HTTP layer.
+
+Each carries a stable machine-readable ``code`` and a message written for the API user. They
+know nothing about HTTP: ``app.api.errors`` maps each kind to a status code in one table.
+"""
+
+from __future__ import annotations
+
+
+class SeqServeError(Exception):
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(SeqServeError):
+    """The request is well-formed JSON but its content cannot be served."""
+
+    code = "invalid_input"
+
+
+class InputTooLarge(SeqServeError):
+    """More items or longer items than the configured limits."""
+
+    code = "input_too_large"
+
+
+class ModelNotFound(SeqServeError):
+    code = "model_not_found"
+
+    def __init__(self, ref: str, task: str | None = None, available: list[str] | None = None) -> None:
+        where = f" for task {task!r}" if task else ""
+        hint = f"; available: {', '.join(available)}" if available else ""
+        super().__init__(f"no model {ref!r}{where}{hint}")
+
+
+class InvalidStateToken(SeqServeError):
+    code = "invalid_state"
+
+
+class Overloaded(SeqServeError):
+    code = "overloaded"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the server is at its limit of {limit} requests in flight; retry shortly")
+
+
+class NotReady(SeqServeError):
+    code = "not_ready"
+
+
+class ModelLoadError(SeqServeError):
+    code = "model_load_error"
+
+
+class InferenceError(SeqServeError):
+    code = "inference_error"

@@ -1,0 +1,28 @@
+"""Cap on requests in flight: answer 'overloaded' at once instead of queueing without bound."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from app import metrics
+from app.errors import Overloaded
+
+
+class InflightLimiter:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.current = 0
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        # Runs on the event loop only, so a plain counter is race-free.
+        if self.current >= self.limit:
+            raise Overloaded(self.limit)
+        self.current += 1
+        metrics.IN_FLIGHT.inc()
+        try:
+            yield
+        finally:
+            self.current -= 1
+            metrics.IN_FLIGHT.dec()

@@ -1,0 +1,46 @@
+"""Builds the FastAPI app. ``uvicorn app.main:app`` serves the models under ``models/``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api import errors
+from app.api.middleware import MetricsMiddleware
+from app.api.routes import health, models, sentiment
+from app.container import Container
+from app.settings import Settings, get_settings
+
+DESCRIPTION = """Recurrent sequence models (LSTM/GRU) served with onnxruntime.
+
+Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container = Container.build(settings)
+        app.state.container = container
+        try:
+            yield
+        finally:
+            app.state.container = None
+            await container.close()
+
+    app = FastAPI(title="seqserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.container = None
+    errors.install(app)
+    app.add_middleware(MetricsMiddleware)
+    for module in (health, models, sentiment):
+        app.include_router(module.router)
+    return app
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+app = create_app()

@@ -1,0 +1,125 @@
+"""Model discovery: ``models/<task>/<name>/<version>/`` folders, each with ``card.json``.
+
+The registry only knows folders, cards and sessions; what a task does with its model lives in
+the task services. A request names a model as ``name`` or ``name:version``; without one, the
+task's default is used (configured, else the first name alphabetically at its newest version).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from app.errors import ModelLoadError, ModelNotFound
+from app.runtime import OrtModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelRecord:
+    task: str
+    name: str
+    version: str
+    path: Path
+    card: dict[str, Any]
+    sessions: dict[str, OrtModel] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def file(self, key: str) -> Path:
+        """Path of an artifact the card names, e.g. ``file("tokenizer")``."""
+        entry = self.card.get(key)
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not name:
+            raise ModelLoadError(f"{self.path}/card.json names no {key!r} file")
+        path = self.path / name
+        if not path.is_file():
+            raise ModelLoadError(f"{path} named by card.json is missing")
+        return path
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "task": self.task,
+            "description": self.card.get("description"),
+            "metrics": self.card.get("metrics", {}),
+            "created": self.card.get("created"),
+            "providers": sorted({p for s in self.sessions.values() for p in s.providers}),
+        }
+
+
+def _version_key(version: str) -> tuple[int, int | str]:
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+class Registry:
+    def __init__(self, models_dir: Path, providers: list[str], intra_op_threads: int = 1,
+                 defaults: dict[str, str] | None = None) -> None:
+        self.models_dir = models_dir
+        self.providers = providers
+        self.intra_op_threads = intra_op_threads
+        self.defaults = defaults or {}
+        self.records: dict[tuple[str, str, str], ModelRecord] = {}
+
+    def discover(self) -> list[ModelRecord]:
+        """Read every card under the models dir (no sessions yet)."""
+        found = []
+        for card_path in sorted(self.models_dir.glob("*/*/*/card.json")):
+            folder = card_path.parent
+            task, name, version = folder.parts[-3:]
+            try:
+                card = json.loads(card_path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ModelLoadError(f"unreadable card {card_path}: {exc}") from exc
+            if card.get("task") != task:
+                raise ModelLoadError(f"{card_path} says task {card.get('task')!r} but lives under {task!r}")
+            found.append(ModelRecord(task, name, version, folder, card))
+        return found
+
+    def load_all(self) -> None:
+        for rec in self.discover():
+            rec.sessions["model"] = self.open_session(rec, "onnx")
+            self.records[(rec.task, rec.name, rec.version)] = rec
+            log.info("loaded %s/%s (%s)", rec.task, rec.ref, ", ".join(rec.sessions["model"].providers))
+        for task, ref in self.defaults.items():
+            self.get(task, ref)  # fail fast on a default that does not exist
+
+    def open_session(self, rec: ModelRecord, key: str) -> OrtModel:
+        return OrtModel(rec.file(key), self.providers, self.intra_op_threads)
+
+    def list(self, task: str | None = None) -> list[ModelRecord]:
+        return [r for r in self.records.values() if task is None or r.task == task]
+
+    def tasks(self) -> set[str]:
+        return {r.task for r in self.records.values()}
+
+    def get(self, task: str, ref: str | None = None) -> ModelRecord:
+        """Resolve ``name``, ``name:version`` or the task default to a loaded model."""
+        candidates = self.list(task)
+        available = sorted(r.ref for r in candidates)
+        ref = ref or self.defaults.get(task)
+        if not candidates:
+            raise ModelNotFound(ref or "(default)", task, available)
+        if ref is None:
+            first = min(r.name for r in candidates)
+            return max((r for r in candidates if r.name == first), key=lambda r: _version_key(r.version))
+        name, _, version = ref.partition(":")
+        matches = [r for r in candidates if r.name == name and (not version or r.version == version)]
+        if not matches:
+            raise ModelNotFound(ref, task, available)
+        return max(matches, key=lambda r: _version_key(r.version))
+
+    def find(self, name: str) -> list[ModelRecord]:
+        """Every loaded version of a model name, across tasks (for /v1/models/{name})."""
+        base, _, version = name.partition(":")
+        hits = [r for r in self.records.values() if r.name == base and (not version or r.version == version)]
+        if not hits:
+            raise ModelNotFound(name, None, sorted(r.ref for r in self.records.values()))
+        return sorted(hits, key=lambda r: _version_key(r.version))

@@ -1,0 +1,120 @@
+"""Sentiment: tokenize with the model's own tokenizer.json, batch, decode probabilities.
+
+Texts longer than the model's ``max_length`` tokens are cut to it and the result says so
+(``truncated: true``) — never silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from app.batching import Batcher
+from app.errors import InputTooLarge, InvalidInput
+from app.registry import ModelRecord, Registry
+from app.services.common import check_text
+from app.settings import Settings
+
+TASK = "sentiment"
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float
+    probabilities: dict[str, float]
+    tokens: int
+    truncated: bool
+
+
+def pad_sorted(seqs: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sort by length and right-pad; returns (matrix, order) so results can be put back."""
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    width = max(len(s) for s in seqs)
+    out = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    for row, idx in enumerate(order):
+        out[row, : len(seqs[idx])] = seqs[idx]
+    return out, order
+
+
+class SentimentModel:
+    """One loaded sentiment model version with its tokenizer and batcher."""
+
+    def __init__(self, rec: ModelRecord, settings: Settings) -> None:
+        self.record = rec
+        card = rec.card
+        self.labels: list[str] = list(card["labels"])
+        tok = card["tokenizer"]
+        self.max_length = int(tok["max_length"])
+        self.pad_id = int(tok["pad_id"])
+        self.unk_id = int(tok["unk_id"])
+        self.tokenizer = Tokenizer.from_file(str(rec.file("tokenizer")))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.input_name = next(iter(card["onnx"]["inputs"]))
+        self.output_name = next(iter(card["onnx"]["outputs"]))
+        self.session = rec.sessions["model"]
+        self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
+            self._predict, rec.ref, settings.max_batch_size, settings.max_batch_wait_ms
+        )
+
+    def encode(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
+        """(ids cut to max_length, full token count) per text."""
+        out = []
+        for enc in self.tokenizer.encode_batch(texts):
+            ids = enc.ids or [self.unk_id]
+            out.append((np.asarray(ids[: self.max_length], dtype=np.int64), len(ids)))
+        return out
+
+    def _predict(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
+        """Runs in the batcher's thread: one padded, length-sorted batch per call."""
+        x, order = pad_sorted(seqs, self.pad_id)
+        probs = self.session.run({self.input_name: x}, [self.output_name])[self.output_name]
+        result: list[np.ndarray] = [np.empty(0)] * len(seqs)
+        for row, idx in enumerate(order):
+            result[idx] = probs[row]
+        return result
+
+    async def classify(self, texts: list[str]) -> list[Prediction]:
+        encoded = self.encode(texts)
+        probs = await self.batcher.submit_many([ids for ids, _ in encoded])
+        preds = []
+        for (_, n_tokens), p in zip(encoded, probs, strict=True):
+            best = int(np.argmax(p))
+            preds.append(Prediction(
+                label=self.labels[best], score=float(p[best]),
+                probabilities={lab: float(v) for lab, v in zip(self.labels, p, strict=True)},
+                tokens=n_tokens, truncated=n_tokens > self.max_length,
+            ))
+        return preds
+
+
+class SentimentService:
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.models = {rec.ref: SentimentModel(rec, settings) for rec in registry.list(TASK)}
+
+    def validate(self, texts: list[str], field: str) -> None:
+        limit = self.settings.max_texts
+        if not texts:
+            raise InvalidInput(f"{field} is empty; send at least one text")
+        if len(texts) > limit:
+            raise InputTooLarge(f"{field} has {len(texts)} items; the limit is {limit}")
+        for i, text in enumerate(texts):
+            check_text(text, f"{field}[{i}]" if field == "texts" else field, self.settings.max_text_chars)
+
+    async def classify(self, texts: list[str], field: str, model: str | None) -> tuple[ModelRecord, list[Prediction]]:
+        rec = self.registry.get(TASK, model)
+        self.validate(texts, field)
+        return rec, await self.models[rec.ref].classify(texts)
+
+    def models_info(self) -> list[dict[str, Any]]:
+        return [m.record.summary() for m in self.models.values()]
+
+    async def close(self) -> None:
+        for m in self.models.values():
+            await m.batcher.close()

@@ -1,0 +1,58 @@
+"""Service configuration from environment variables (prefix ``SEQSERVE_``) or a ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+KNOWN_PROVIDERS = {"CPUExecutionProvider", "CUDAExecutionProvider"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", env_file=".env", extra="ignore")
+
+    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="root of models/<task>/<name>/<version>/")
+    default_models: dict[str, str] = Field(
+        default_factory=dict,
+        description='task -> "name" or "name:version" used when a request names no model '
+        '(JSON, e.g. {"sentiment": "sst2-bilstm:1"}); otherwise the first name, newest version',
+    )
+    providers: list[str] = Field(
+        default_factory=lambda: ["CPUExecutionProvider"],
+        description="onnxruntime execution providers in preference order; CUDA falls back to CPU "
+        "with a warning when unavailable",
+    )
+    intra_op_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per session")
+    max_batch_size: int = Field(32, ge=1, description="largest batch the batcher forms; 1 turns batching off")
+    max_batch_wait_ms: float = Field(
+        0.0, ge=0.0, description="how long a batch may wait for more requests; 0 adds no latency when idle"
+    )
+    max_concurrent_requests: int = Field(
+        512, ge=1, description="requests in flight before the service answers 429 (overloaded)"
+    )
+    max_texts: int = Field(64, ge=1, description="most texts in one /sentiment request")
+    max_text_chars: int = Field(2000, ge=1, description="longest text accepted, in characters")
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if p not in KNOWN_PROVIDERS]
+        if unknown or not value:
+            raise ValueError(f"providers must be a non-empty subset of {sorted(KNOWN_PROVIDERS)}, got {value}")
+        return value
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir_exists(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"models_dir {value} is not a directory")
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

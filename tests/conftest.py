@@ -1,0 +1,63 @@
+"""Shared fixtures: an app on the shipped models, and tiny models trained on fixture data."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+
+POS_WORDS = ["good", "great", "wonderful", "moving", "witty", "brilliant", "charming", "fine"]
+NEG_WORDS = ["bad", "awful", "dull", "boring", "tedious", "weak", "clumsy", "flat"]
+FILLER = ["the", "film", "is", "a", "story", "with", "plot", "and", "cast", "very", "quite"]
+
+
+def write_sentiment_tsv(path: Path, n: int, seed: int) -> Path:
+    """A separable toy dataset in SST-2's format: label words mixed into filler words."""
+    rng = random.Random(seed)
+    lines = ["sentence\tlabel"]
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(FILLER) for _ in range(rng.randint(2, 12))]
+        for _ in range(rng.randint(1, 2)):
+            words.insert(rng.randint(0, len(words)), rng.choice(POS_WORDS if label else NEG_WORDS))
+        lines.append(" ".join(words) + f"\t{label}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sentiment_fixture_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("sst_fixture")
+    return write_sentiment_tsv(d / "train.tsv", 600, 1), write_sentiment_tsv(d / "dev.tsv", 100, 2)
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_models(tmp_path_factory: pytest.TempPathFactory, sentiment_fixture_data: tuple[Path, Path]) -> Path:
+    """A models dir holding one tiny sentiment model trained from the fixture data."""
+    from training.cli import main
+
+    train, dev = sentiment_fixture_data
+    root = tmp_path_factory.mktemp("models")
+    run = tmp_path_factory.mktemp("run")
+    rc = main(["sentiment", "train", "--train", str(train), "--dev", str(dev), "--run-dir", str(run),
+               "--export-dir", str(root / "sentiment" / "toy" / "1"), "--name", "toy",
+               "--epochs", "8", "--patience", "8", "--lr", "0.01", "--dropout", "0.1", "--emb-dim", "16", "--hidden", "16", "--seeds", "1", "2",
+               "--threads", "1", "--batch-size", "32"])
+    assert rc == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    """The real app on the shipped models (lifespan runs: models load as in production)."""
+    with TestClient(create_app(Settings(models_dir=MODELS))) as c:
+        yield c

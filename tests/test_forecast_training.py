@@ -1,0 +1,254 @@
+"""Forecast training: metrics, preprocessing, the graph on odd inputs, ONNX parity, and the CLI
+on tiny fixture datasets (M4-wide and an ETTh1-like long CSV). Runs without ../shared/data.
+
+    pytest tests/test_forecast_training.py -q
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.cli import main
+from training.forecast.data import (
+    last_window,
+    load_series,
+    positive_shift,
+    split_holdout,
+)
+from training.forecast.metrics import mase, mase_scale, naive, seasonal_naive, smape
+from training.forecast.model import ForecastEnsemble, ForecastNet, median_over_members
+from training.forecast.train import LEVEL_GRID, conformal_table, interval_k, intervals
+
+WINDOW, PERIOD, HORIZON = 48, 24, 24
+
+
+def _series(n: int, seed: int, offset: float = 50.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return offset + 10 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 1, n)
+
+
+@pytest.fixture
+def m4_csv(tmp_path: Path) -> Path:
+    lengths = [200, 260, 230, 300]
+    rows = [[f"H{i + 1}"] + [f"{v:.3f}" for v in _series(n, i)] for i, n in enumerate(lengths)]
+    # one series that dips below zero, to exercise the shift rule
+    rows.append(["H5"] + [f"{v:.3f}" for v in _series(220, 9, offset=2.0)])
+    width = max(len(r) for r in rows)
+    path = tmp_path / "wide.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([f"V{i + 1}" for i in range(width)])
+        for r in rows:
+            w.writerow(r + [""] * (width - len(r)))
+    return path
+
+
+@pytest.fixture
+def long_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "ett.csv"
+    start = dt.datetime(2016, 7, 1)
+    ot, hufl = _series(300, 1, offset=30.0), _series(300, 2, offset=5.0)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["date", "HUFL", "OT"])
+        for i in range(300):
+            stamp = (start + dt.timedelta(hours=i)).strftime("%Y-%m-%d %H:%M:%S")
+            w.writerow([stamp, f"{hufl[i]:.4f}", f"{ot[i]:.4f}"])
+    return path
+
+
+# ------------------------------------------------------------------ metrics and baselines
+
+
+def test_smape_hand_computed() -> None:
+    y = np.array([[100.0, 200.0]])
+    f = np.array([[110.0, 180.0]])
+    expected = 100 * (10 / 210 + 20 / 380)  # 200/h * sum, h = 2
+    assert smape(y, f)[0] == pytest.approx(expected)
+    assert smape(np.zeros((1, 3)), np.zeros((1, 3)))[0] == 0.0
+
+
+def test_mase_hand_computed() -> None:
+    hist = np.array([1.0, 2, 3, 4, 5, 6])
+    assert mase_scale(hist, 2) == pytest.approx(2.0)  # |3-1|, |4-2|, ... all 2
+    got = mase(np.array([[7.0, 8.0]]), np.array([[6.0, 6.0]]), np.array([2.0]))
+    assert got[0] == pytest.approx(0.75)
+
+
+def test_baselines() -> None:
+    hist = np.array([1.0, 2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(seasonal_naive(hist, 5, 2), [5, 6, 5, 6, 5])
+    np.testing.assert_array_equal(naive(hist, 3), [6, 6, 6])
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+def test_positive_shift_rule() -> None:
+    x = np.array([[1.0, 2.0], [-1.0, 3.0], [0.0, 0.0], [-5.0, -5.0]])
+    np.testing.assert_allclose(positive_shift(x), [0.0, 1.4, 1.0, 5.5])
+    shifted = x + positive_shift(x)[:, None]
+    assert (shifted > 0).all()
+
+
+def test_last_window_keeps_phase() -> None:
+    x = np.arange(30, dtype=float) % 24  # phase = value
+    w = last_window(x, 48, 24)
+    assert len(w) == 48
+    np.testing.assert_array_equal(w, np.arange(-18, 30) % 24)
+    np.testing.assert_array_equal(last_window(np.arange(100.0), 48, 24), np.arange(52.0, 100))
+
+
+def test_loaders(m4_csv: Path, long_csv: Path) -> None:
+    wide = load_series(m4_csv)
+    assert wide.ids[:2] == ["H1", "H2"] and [len(v) for v in wide.values][:2] == [200, 260]
+    long = load_series(long_csv, time_col="date", targets=["OT"])
+    assert long.ids == ["OT"] and len(long.values[0]) == 300
+    hist, fut = split_holdout(long, 24)
+    assert len(hist[0]) == 276 and len(fut[0]) == 24
+    with pytest.raises(ValueError, match="no column"):
+        load_series(long_csv, targets=["nope"])
+
+
+# ------------------------------------------------------------------ model and graph
+
+
+def _ensemble(n: int, cell: str = "gru") -> ForecastEnsemble:
+    torch.manual_seed(0)
+    nets = [ForecastNet(cell, WINDOW, PERIOD, hidden=8, horizon=HORIZON) for _ in range(n)]
+    for net in nets:  # the head starts at zero; make members differ
+        torch.nn.init.normal_(net.head.weight, std=0.3)
+        torch.nn.init.normal_(net.head.bias, std=0.3)
+    return ForecastEnsemble(nets).eval()
+
+
+def test_median_over_members_matches_numpy() -> None:
+    for m in (1, 2, 3, 4):
+        a = torch.randn(m, 5, 6)
+        np.testing.assert_allclose(median_over_members(a).numpy(), np.median(a.numpy(), 0),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_skip_connection_starts_at_seasonal_naive() -> None:
+    net = ForecastNet("lstm", WINDOW, PERIOD, hidden=4, horizon=HORIZON + 5)
+    ens = ForecastEnsemble([net]).eval()
+    x = torch.from_numpy(_series(WINDOW, 3).astype(np.float32))[None]
+    with torch.no_grad():
+        med, q = ens(x)
+    expected = seasonal_naive(x[0].numpy(), HORIZON + 5, PERIOD)
+    np.testing.assert_allclose(med[0].numpy(), expected, rtol=1e-5)
+    assert (q[..., 0] <= q[..., 1]).all() and (q[..., 1] <= q[..., 2]).all()
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_constant_and_zero_windows_are_finite(cell: str) -> None:
+    ens = _ensemble(3, cell)
+    x = torch.stack([torch.zeros(WINDOW), torch.full((WINDOW,), 7.0),
+                     torch.full((WINDOW,), 1e-9)])
+    with torch.no_grad():
+        med, q = ens(x)
+    assert torch.isfinite(med).all() and torch.isfinite(q).all()
+    assert med[0].abs().max() < 1e-3  # a zero series stays (about) zero
+
+
+@pytest.mark.parametrize("members", [2, 3])
+def test_onnx_parity_and_odd_inputs(tmp_path: Path, members: int) -> None:
+    from training.common.onnx_utils import ort_session
+    from training.forecast.export import export_onnx, rel_diff
+
+    ens = _ensemble(members)
+    path = export_onnx(ens, tmp_path / "m.onnx", WINDOW)
+    sess = ort_session(path)
+    assert [i.name for i in sess.get_inputs()] == ["values"]
+    assert [o.name for o in sess.get_outputs()] == ["median", "quantiles"]
+    assert sess.get_outputs()[1].shape[1:] == [HORIZON, 3]
+    rng = np.random.default_rng(0)
+    for b in (1, 4, 33):
+        x = (rng.random((b, WINDOW)) * 100 + 1).astype(np.float32)
+        med_o, q_o = sess.run(None, {"values": x})
+        with torch.no_grad():
+            med_t, q_t = ens(torch.from_numpy(x))
+        assert med_o.shape == (b, HORIZON) and q_o.shape == (b, HORIZON, 3)
+        assert rel_diff(med_o, med_t.numpy()) <= 1e-4
+        assert rel_diff(q_o, q_t.numpy()) <= 1e-4
+    odd = np.stack([np.zeros(WINDOW), np.full(WINDOW, 3.0)]).astype(np.float32)
+    med_o, q_o = sess.run(None, {"values": odd})
+    assert np.isfinite(med_o).all() and np.isfinite(q_o).all()
+
+
+# ------------------------------------------------------------------ intervals
+
+
+def test_intervals_monotone_and_calibrated_on_synthetic() -> None:
+    rng = np.random.default_rng(0)
+    n, h = 4000, 3
+    med = np.full((n, h), 100.0)
+    spread = 0.1
+    q = np.stack([med * np.exp(-spread), med, med * np.exp(spread)], axis=-1)
+    y = med * np.exp(rng.normal(0, spread / 1.2816, (n, h)))  # q10/q90 exactly right
+    shift = np.zeros(n)
+    table = conformal_table(y, med, q, shift)
+    assert table.shape == (h, len(LEVEL_GRID))
+    assert interval_k(table, 80)[0] == pytest.approx(1.0, abs=0.06)
+    widths = []
+    for lev in (10, 50, 80, 95, 99.5, 99.99):
+        lo, hi = intervals(med, q, shift, table, lev)
+        assert (lo <= med).all() and (med <= hi).all()
+        widths.append(float((hi - lo).mean()))
+    assert widths == sorted(widths) and len(set(widths)) == len(widths)
+    lo, hi = intervals(med, q, shift, table, 80)
+    assert 0.78 < np.mean((y >= lo) & (y <= hi)) < 0.82
+    with pytest.raises(ValueError):
+        interval_k(table, 100)
+
+
+# ------------------------------------------------------------------ CLI
+
+
+TINY = ["--window", str(WINDOW), "--horizon", str(HORIZON), "--holdout", str(HORIZON)]
+
+
+def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path) -> None:
+    out, run = tmp_path / "model", tmp_path / "run"
+    rc = main(["forecast", "train", "--data", str(m4_csv), "--dry-run", *TINY,
+               "--cell", "lstm", "--out", str(out), "--run-dir", str(run)])
+    assert rc == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["task"] == "forecast" and card["cell"] == "lstm"
+    assert card["window"] == WINDOW and card["max_horizon"] == HORIZON
+    assert card["onnx"]["inputs"][0]["name"] == "values"
+    assert card["parity"]["passed"] is True
+    assert len(card["metrics"]["members"]) == 2
+    assert len(card["intervals"]["table"]) == HORIZON
+    for f in ("model.onnx", "curves.png", "parity.png"):
+        assert (out / f).stat().st_size > 0
+    assert (run / "ckpt.pt").exists()
+
+
+def test_cli_long_csv_train_evaluate_export(
+    tmp_path: Path, long_csv: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    rc = main(["forecast", "train", "--data", str(long_csv), "--time-col", "date",
+               "--targets", "OT", "--dry-run", *TINY, "--members", "1", "--no-export",
+               "--run-dir", str(run)])
+    assert rc == 0
+    ckpt = str(run / "ckpt.pt")
+    capsys.readouterr()
+    assert main(["forecast", "evaluate", "--checkpoint", ckpt, "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) >= {"ensemble", "seasonal_naive", "naive", "interval_coverage"}
+    assert np.isfinite(metrics["ensemble"]["smape"])
+    out = tmp_path / "model"
+    assert main(["forecast", "export", "--checkpoint", ckpt, "--out", str(out)]) == 0
+    card = json.loads((out / "card.json").read_text())
+    assert card["datasets"][0]["file"] == "ett.csv" and card["freq"] == "h"
+    assert card["metrics"]["seasonal_naive"]["smape"] > 0

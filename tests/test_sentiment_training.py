@@ -1,0 +1,54 @@
+"""Train → export → verify on a fixture dataset made here, through the real CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training.cli import main
+from training.common.onnx_utils import ort_session
+from training.sentiment.data import load_dataset
+
+
+def test_trained_toy_model_learns_and_exports_with_parity(tiny_sentiment_models: Path) -> None:
+    folder = tiny_sentiment_models / "sentiment" / "toy" / "1"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["task"] == "sentiment" and card["labels"] == ["negative", "positive"]
+    assert card["parity"]["max_abs_diff_probabilities"] <= 1e-4
+    assert card["parity"]["max_abs_diff_extra_padding"] <= 1e-6
+    assert card["metrics"]["dev_accuracy"] >= 0.9  # the toy task is separable
+    assert len(card["datasets"]["train"]["sha256"]) == 64
+    assert card["onnx"]["sha256"] and card["onnx"]["opset"] >= 17
+    for name in ("model.onnx", "tokenizer.json", "curves.png"):
+        assert (folder / name).is_file()
+
+
+def test_exported_graph_has_dynamic_batch_and_length(tiny_sentiment_models: Path) -> None:
+    folder = tiny_sentiment_models / "sentiment" / "toy" / "1"
+    vocab = json.loads((folder / "card.json").read_text())["tokenizer"]["vocab_size"]
+    sess = ort_session(folder / "model.onnx")
+    for batch, length in [(1, 1), (3, 17), (9, 200)]:
+        x = np.random.default_rng(0).integers(2, vocab, (batch, length))
+        probs = sess.run(["probabilities"], {"input_ids": x})[0]
+        assert probs.shape == (batch, 2)
+        assert np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_dry_run_and_evaluate_cli(tmp_path: Path, sentiment_fixture_data: tuple[Path, Path], capsys) -> None:
+    train, dev = sentiment_fixture_data
+    out = tmp_path / "model"
+    assert main(["sentiment", "train", "--dry-run", "--train", str(train), "--dev", str(dev),
+                 "--run-dir", str(tmp_path / "run"), "--export-dir", str(out), "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["sentiment", "evaluate", "--model-dir", str(out), "--data", str(dev)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["examples"] == 100 and 0 <= result["accuracy"] <= 1
+
+
+def test_generic_jsonl_and_csv_loaders(tmp_path: Path) -> None:
+    (tmp_path / "d.jsonl").write_text('{"review": "fine", "stars": "pos"}\n{"review": "bad", "stars": "neg"}\n')
+    ds = load_dataset(tmp_path / "d.jsonl", "review", "stars", label_names=None)
+    assert ds.texts == ["fine", "bad"] and ds.labels == ["pos", "neg"]
+    (tmp_path / "d.csv").write_text('text,y\n"good, really",1\nawful,0\n')
+    ds = load_dataset(tmp_path / "d.csv", "text", "y", label_names={"0": "negative", "1": "positive"})
+    assert ds.texts == ["good, really", "awful"] and ds.labels == ["positive", "negative"]

@@ -1,0 +1,179 @@
+"""``seqserve-train forecast {train,evaluate,export}``.
+
+    python -m training.cli forecast train                       # M4 Hourly, ships the model
+    python -m training.cli forecast train --dry-run --out /tmp/f # seconds, for CI
+    python -m training.cli forecast evaluate --checkpoint runs/forecast/m4-hourly-gru/ckpt.pt
+    python -m training.cli forecast export --checkpoint runs/forecast/m4-hourly-gru/ckpt.pt
+
+A user's own hourly CSV (timestamp column + value columns):
+
+    python -m training.cli forecast train --data my.csv --time-col date --targets OT \
+        --name my-gru --out models/forecast/my-gru/1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from training.forecast.train import REPO_ROOT, ForecastConfig
+
+DEFAULTS = ForecastConfig()
+
+
+def _default_out(name: str, version: str) -> Path:
+    return REPO_ROOT / "models" / "forecast" / name / version
+
+
+def _default_run_dir(name: str) -> Path:
+    return REPO_ROOT / "runs" / "forecast" / name
+
+
+def _add_data_args(p: argparse.ArgumentParser, required_defaults: bool = True) -> None:
+    d = DEFAULTS if required_defaults else None
+    p.add_argument("--data", default=d.data if d else None,
+                   help="CSV: M4 wide format (V1=id, then values) or a long CSV with a "
+                        "timestamp column and value columns (default: M4 Hourly-train.csv in "
+                        "../shared/data)")
+    p.add_argument("--format", dest="fmt", default=d.fmt if d else None,
+                   choices=["auto", "m4", "long"],
+                   help="input layout; auto = m4 when the first header cell is V1")
+    p.add_argument("--time-col", default=None,
+                   help="long CSV: timestamp column (default: first column)")
+    p.add_argument("--targets", nargs="+", default=None,
+                   help="long CSV: value column(s), each one series (default: all but time)")
+    p.add_argument("--holdout", type=int, default=d.holdout if d else None,
+                   help="last points of every series held out for validation")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("forecast", help="global RNN/LSTM/GRU forecaster (hourly)",
+                                   description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train an ensemble, then evaluate and export it")
+    _add_data_args(t)
+    t.add_argument("--freq", default=DEFAULTS.freq, help="frequency tag written to the card")
+    t.add_argument("--period", type=int, default=DEFAULTS.period,
+                   help="seasonal period in steps (24 for hourly data); the net reads one "
+                        "period per RNN step")
+    t.add_argument("--cell", default=DEFAULTS.cell, choices=["rnn", "lstm", "gru"],
+                   help="recurrent cell")
+    t.add_argument("--window", type=int, default=DEFAULTS.window,
+                   help="input length in steps (multiple of --period)")
+    t.add_argument("--horizon", type=int, default=DEFAULTS.horizon,
+                   help="max forecast horizon output by the graph (>= --holdout)")
+    t.add_argument("--hidden", type=int, default=DEFAULTS.hidden, help="hidden units")
+    t.add_argument("--layers", type=int, default=DEFAULTS.layers, help="recurrent layers")
+    t.add_argument("--dropout", type=float, default=DEFAULTS.dropout,
+                   help="dropout between recurrent layers")
+    t.add_argument("--members", type=int, default=DEFAULTS.members,
+                   help="ensemble size (seeds seed, seed+1, ...)")
+    t.add_argument("--seed", type=int, default=DEFAULTS.seed, help="first seed")
+    t.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="epochs per member")
+    t.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="batch size")
+    t.add_argument("--lr", type=float, default=DEFAULTS.lr, help="initial learning rate (Adam)")
+    t.add_argument("--lr-final", type=float, default=DEFAULTS.lr_final,
+                   help="learning rate at the end of the cosine decay")
+    t.add_argument("--windows-per-epoch", type=int, default=DEFAULTS.windows_per_epoch,
+                   help="random training windows drawn per epoch")
+    t.add_argument("--clip", type=float, default=DEFAULTS.clip, help="gradient-norm clip")
+    t.add_argument("--threads", type=int, default=DEFAULTS.threads, help="torch CPU threads")
+    t.add_argument("--calib-windows", type=int, default=DEFAULTS.calib_windows,
+                   help="conformal calibration windows per series (end of the training part)")
+    t.add_argument("--name", default=DEFAULTS.name, help="model name (folder and card)")
+    t.add_argument("--version", default=DEFAULTS.version, help="model version (folder)")
+    t.add_argument("--out", default=None,
+                   help="model folder (default: models/forecast/<name>/<version>)")
+    t.add_argument("--run-dir", default=None,
+                   help="where the checkpoint and log go (default: runs/forecast/<name>)")
+    t.add_argument("--no-export", action="store_true", help="only train and save a checkpoint")
+    t.add_argument("--int8", action="store_true",
+                   help="also try dynamic int8 quantization and record it in the card")
+    t.add_argument("--dry-run", action="store_true",
+                   help="tiny settings (1 epoch, 2 members, few windows) to smoke-test the "
+                        "whole pipeline in seconds")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a checkpoint on the held-out windows")
+    e.add_argument("--checkpoint", required=True, help="ckpt.pt written by train")
+    _add_data_args(e, required_defaults=False)
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("export", help="export a checkpoint to ONNX + card.json")
+    x.add_argument("--checkpoint", required=True, help="ckpt.pt written by train")
+    _add_data_args(x, required_defaults=False)
+    x.add_argument("--out", default=None,
+                   help="model folder (default: models/forecast/<name>/<version>)")
+    x.add_argument("--int8", action="store_true",
+                   help="also try dynamic int8 quantization and record it in the card")
+    x.set_defaults(func=cmd_export)
+
+
+def config_from_args(args: argparse.Namespace) -> ForecastConfig:
+    names = {f.name for f in fields(ForecastConfig)}
+    cfg = ForecastConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    if args.dry_run:
+        cfg.epochs, cfg.members = 1, min(cfg.members, 2)
+        cfg.windows_per_epoch = cfg.batch_size = 32
+        cfg.hidden, cfg.calib_windows = min(cfg.hidden, 8), 1
+    return cfg
+
+
+def _override_data(ckpt: dict[str, Any], args: argparse.Namespace) -> None:
+    for key in ("data", "fmt", "time_col", "targets", "holdout"):
+        if getattr(args, key, None) is not None:
+            ckpt["config"][key] = getattr(args, key)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.forecast.export import export_model
+    from training.forecast.train import (
+        format_metrics,
+        prepare,
+        run_training,
+        save_checkpoint,
+    )
+
+    cfg = config_from_args(args)
+    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg.name)
+    ckpt = run_training(cfg)
+    path = save_checkpoint(ckpt, run_dir / "ckpt.pt")
+    print(f"checkpoint: {path}")
+    if args.no_export:
+        return 0
+    card = export_model(ckpt, prepare(cfg), args.out or _default_out(cfg.name, cfg.version),
+                        int8=args.int8)
+    m = card["metrics"]
+    print(format_metrics({**m, "interval_coverage": m["coverage"],
+                          "quantile_coverage_10_90": m["coverage"]["raw_quantiles_10_90"]}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.forecast.train import evaluate_all, format_metrics, load_checkpoint, prepare
+
+    ckpt = load_checkpoint(args.checkpoint)
+    _override_data(ckpt, args)
+    res = evaluate_all(ckpt, prepare(ForecastConfig(**ckpt["config"])))
+    if args.json:
+        print(json.dumps(res["metrics"], indent=2))
+    else:
+        print(format_metrics(res["metrics"]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.forecast.export import export_model
+    from training.forecast.train import load_checkpoint, prepare
+
+    ckpt = load_checkpoint(args.checkpoint)
+    _override_data(ckpt, args)
+    cfg = ForecastConfig(**ckpt["config"])
+    export_model(ckpt, prepare(cfg), args.out or _default_out(cfg.name, cfg.version),
+                 int8=args.int8)
+    return 0

@@ -1,0 +1,185 @@
+"""Loading hourly series and cutting them into training / validation windows.
+
+Two input layouts are understood:
+
+* M4 "wide" CSV (``Hourly-train.csv``): one row per series, first column the id, then the
+  values, empty cells after the end of each series.
+* A user's "long" CSV (e.g. ETTh1): one timestamp column and one or more value columns; every
+  chosen value column becomes one series (rows sorted by timestamp).
+
+Nothing here touches torch, so tests and serving-side references can use it freely.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+M4_URL = "https://github.com/Mcompetitions/M4-methods/tree/master/Dataset"
+ETTH1_URL = "https://github.com/zhouhaoyi/ETDataset/blob/main/ETT-small/ETTh1.csv"
+
+
+@dataclass
+class SeriesSet:
+    """A collection of univariate series (float64, possibly different lengths)."""
+
+    ids: list[str]
+    values: list[np.ndarray]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+def read_m4_wide(path: str | Path) -> SeriesSet:
+    ids: list[str] = []
+    values: list[np.ndarray] = []
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader)  # header: V1, V2, ...
+        for row in reader:
+            if not row:
+                continue
+            cells = [c for c in row[1:] if c.strip() != ""]
+            ids.append(row[0])
+            values.append(np.asarray([float(c) for c in cells], dtype=np.float64))
+    return SeriesSet(ids, values, "m4-wide")
+
+
+def read_long_csv(
+    path: str | Path, time_col: str | None = None, targets: list[str] | None = None
+) -> SeriesSet:
+    """Timestamp column + value columns; ``targets`` default: every column but the time column."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        rows = list(reader)
+    if not header:
+        raise ValueError(f"{path}: empty CSV")
+    time_col = time_col or header[0]
+    if time_col not in header:
+        raise ValueError(f"{path}: no time column {time_col!r} (columns: {header})")
+    targets = targets or [c for c in header if c != time_col]
+    missing = [t for t in targets if t not in header]
+    if missing:
+        raise ValueError(f"{path}: no column(s) {missing} (columns: {header})")
+    # ISO-like timestamps sort correctly as strings; keep file order for ties.
+    rows.sort(key=lambda r: r[time_col])
+    values = [
+        np.asarray([float(r[t]) for r in rows if r[t].strip() != ""], dtype=np.float64)
+        for t in targets
+    ]
+    return SeriesSet(list(targets), values, "long-csv")
+
+
+def detect_format(path: str | Path) -> str:
+    with open(path, newline="") as fh:
+        header = next(csv.reader(fh))
+    return "m4" if header and header[0].strip() == "V1" else "long"
+
+
+def load_series(
+    path: str | Path,
+    fmt: str = "auto",
+    time_col: str | None = None,
+    targets: list[str] | None = None,
+) -> SeriesSet:
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "m4":
+        return read_m4_wide(path)
+    if fmt == "long":
+        return read_long_csv(path, time_col, targets)
+    raise ValueError(f"unknown format {fmt!r} (auto, m4, long)")
+
+
+def positive_shift(x: np.ndarray, rel_margin: float = 0.1, abs_floor: float = 1.0) -> np.ndarray:
+    """Shift that makes each row of ``x`` strictly positive (0 when it already is).
+
+    The rule serving uses before calling the graph (and undoes afterwards), per request row:
+
+        shift = 0                                  if min(x) > 0
+        shift = -min(x) + margin                   otherwise, where
+        margin = max(rel_margin * (max(x) - min(x)), rel_margin * max|x|, abs_floor * [range==0 and max|x|==0])
+
+    i.e. the shifted minimum sits ``margin`` above zero, ``margin`` being 10% of the row's
+    range (or of its magnitude when the row is constant), and 1.0 for an all-zero row.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    lo = x.min(axis=-1)
+    hi = x.max(axis=-1)
+    mag = np.abs(x).max(axis=-1)
+    margin = np.maximum(rel_margin * (hi - lo), rel_margin * mag)
+    margin = np.where(margin > 0, margin, abs_floor)
+    return np.where(lo > 0, 0.0, -lo + margin)
+
+
+def split_holdout(series: SeriesSet, horizon: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(history, future): the last ``horizon`` points of every series are held out."""
+    hist, fut = [], []
+    for v in series.values:
+        if len(v) <= horizon:
+            raise ValueError(f"series of length {len(v)} too short for horizon {horizon}")
+        hist.append(v[:-horizon])
+        fut.append(v[-horizon:])
+    return hist, fut
+
+
+def last_window(x: np.ndarray, window: int, period: int) -> np.ndarray:
+    """The most recent ``window`` points; shorter series are left-padded by repeating their
+    first seasonal cycle (so the seasonal phase is kept)."""
+    if len(x) >= window:
+        return x[-window:]
+    if len(x) < period:
+        raise ValueError(f"series of length {len(x)} is shorter than one period ({period})")
+    pad = window - len(x)
+    first = x[:period]
+    reps = np.tile(first, pad // period + 2)
+    # The padding must end just before x[0] with the right phase: x[0] has phase 0.
+    start = (-pad) % period
+    return np.concatenate([reps[start : start + pad], x])
+
+
+class WindowSampler:
+    """Random (input window, target) pairs from the training histories.
+
+    Origins are drawn uniformly: first a series (each series equally likely, as in a global
+    model), then a cut point so that the target lies inside the history.
+    """
+
+    def __init__(self, histories: list[np.ndarray], window: int, horizon: int, period: int):
+        self.window, self.horizon, self.period = window, horizon, period
+        self.series = [last_window(h, window + horizon, period) if len(h) < window + horizon
+                       else h for h in histories]
+        self.n_origins = np.asarray([len(s) - window - horizon + 1 for s in self.series])
+        offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.series])])
+        self.offsets = offsets[:-1]
+        self.flat = np.concatenate(self.series).astype(np.float64)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        sid = rng.integers(0, len(self.series), size=n)
+        start = (rng.random(n) * self.n_origins[sid]).astype(np.int64)
+        base = self.offsets[sid] + start
+        idx = base[:, None] + np.arange(self.window + self.horizon)[None, :]
+        block = self.flat[idx]
+        return block[:, : self.window], block[:, self.window :]
+
+
+def origin_windows(
+    histories: list[np.ndarray], window: int, horizon: int, period: int, back: int
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Inputs/targets whose target is the ``horizon`` points ending ``back`` points before the
+    end of each history (``back=0``: the last ``horizon`` points). Series too short are skipped;
+    the indices of the series kept are returned."""
+    xs, ys, keep = [], [], []
+    for i, h in enumerate(histories):
+        end = len(h) - back
+        if end - horizon < period:
+            continue
+        xs.append(last_window(h[: end - horizon], window, period))
+        ys.append(h[end - horizon : end])
+        keep.append(i)
+    return np.asarray(xs), np.asarray(ys), keep

@@ -1,0 +1,320 @@
+"""ONNX export of the ensemble, parity check against PyTorch, figures and card.json.
+
+The graph takes RAW values (``values`` float32 [batch, window], the most recent ``window``
+points, shifted to be positive by serving when needed) and returns forecasts in the original
+scale; the scaling, the members and their median all live inside the graph.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.forecast.train import (
+    LEVEL_GRID,
+    QUANTILES,
+    ForecastConfig,
+    dataset_url,
+    evaluate_all,
+    intervals,
+    predict,
+)
+
+PARITY_BATCHES = (1, 3, 64, 257)
+
+
+def export_onnx(ens: Any, path: str | Path, window: int) -> Path:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.rand(2, window) + 0.5
+    torch.onnx.export(
+        ens,
+        (dummy,),
+        str(path),
+        input_names=["values"],
+        output_names=["median", "quantiles"],
+        dynamic_axes={"values": {0: "batch"}, "median": {0: "batch"}, "quantiles": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    # The tracer leaves the horizon/quantile dims symbolic; pin them so the signature is exact.
+    import onnx
+
+    model = onnx.load(str(path))
+    horizon = ens.members[0].horizon
+    static = {"median": [horizon], "quantiles": [horizon, 3]}
+    for out in model.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        for d, v in zip(dims[1:], static[out.name], strict=True):
+            d.Clear()
+            d.dim_value = v
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| / max(|b|, 1e-6), elementwise."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-6)))
+
+
+def parity(ens: Any, sess: Any, x: np.ndarray) -> dict[str, Any]:
+    """Max relative difference ONNX vs PyTorch on several batch sizes (raw graph inputs)."""
+    import torch
+
+    from training.forecast.data import positive_shift
+
+    xs = x + positive_shift(x)[:, None]
+    out: dict[str, Any] = {"batches": {}}
+    worst = 0.0
+    for b in PARITY_BATCHES:
+        xb = np.resize(xs, (b, xs.shape[1])).astype(np.float32)
+        with torch.no_grad():
+            med_t, q_t = ens(torch.from_numpy(xb))
+        med_o, q_o = sess.run(["median", "quantiles"], {"values": xb})
+        d = max(rel_diff(med_o, med_t.numpy()), rel_diff(q_o, q_t.numpy()))
+        out["batches"][str(b)] = d
+        worst = max(worst, d)
+    out["max_abs_rel_diff"] = worst
+    out["tolerance"] = 1e-4
+    out["passed"] = worst <= 1e-4
+    return out
+
+
+def latency_ms(sess: Any, x: np.ndarray, reps: int = 20) -> float:
+    xb = x.astype(np.float32)
+    sess.run(None, {"values": xb})
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        sess.run(None, {"values": xb})
+    return 1000 * (time.perf_counter() - t0) / reps
+
+
+def plot_parity(ens: Any, sess: Any, x: np.ndarray, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    med_t, _ = predict(ens, x)
+    med_o, _ = predict(sess, x)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    axes[0].scatter(med_t.ravel(), med_o.ravel(), s=2, alpha=0.4)
+    lim = [min(med_t.min(), med_o.min()), max(med_t.max(), med_o.max())]
+    axes[0].plot(lim, lim, "k--", lw=0.8)
+    axes[0].set_xscale("symlog")
+    axes[0].set_yscale("symlog")
+    axes[0].set_xlabel("PyTorch median forecast")
+    axes[0].set_ylabel("ONNX median forecast")
+    rel = np.abs(med_o - med_t) / np.maximum(np.abs(med_t), 1e-6)
+    axes[1].hist(np.log10(np.maximum(rel.ravel(), 1e-12)), bins=60)
+    axes[1].set_xlabel("log10 relative difference")
+    axes[1].set_title(f"max {rel.max():.2e}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_examples(
+    x: np.ndarray, y: np.ndarray, med: np.ndarray, lo: np.ndarray, hi: np.ndarray, path: Path,
+    ids: list[str], n: int = 4,
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(x))
+    pick = np.linspace(0, len(x) - 1, n).astype(int)
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3), squeeze=False)
+    hz = y.shape[1]
+    for ax, i in zip(axes[0], pick, strict=True):
+        past = x[i, -3 * hz :]
+        t0 = np.arange(-len(past), 0)
+        t1 = np.arange(hz)
+        ax.plot(t0, past, color="k", lw=0.8)
+        ax.plot(t1, y[i], color="k", lw=0.8, ls=":")
+        ax.plot(t1, med[i, :hz], color="C0")
+        ax.fill_between(t1, lo[i], hi[i], color="C0", alpha=0.25, label="80%")
+        ax.set_title(ids[i])
+    axes[0][0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def export_model(
+    ckpt: dict[str, Any], data: dict[str, Any], out: str | Path, int8: bool = False,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Evaluate + calibrate, write model.onnx, figures and card.json into ``out``."""
+    from training.common.artifacts import dataset_record, write_card
+    from training.common.curves import plot_curves
+    from training.common.onnx_utils import opset_of, ort_session, quantize_int8
+    from training.forecast.data import positive_shift
+
+    cfg = ForecastConfig(**ckpt["config"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = evaluate_all(ckpt, data)
+    metrics, table, ens = res["metrics"], res["table"], res["ensemble"]
+    x, y, scales = data["val"]
+
+    onnx_path = export_onnx(ens, out / "model.onnx", cfg.window)
+    sess = ort_session(onnx_path)
+    par = parity(ens, sess, x)
+    log(f"parity: {json.dumps(par)}")
+    med_o, q_o = predict(sess, x)
+    from training.forecast.metrics import score
+
+    metrics["ensemble_onnx"] = score(y, med_o[:, : cfg.holdout], scales)
+
+    # int8: only the MatMul/LSTM weights get quantized (no quantized GRU op in onnxruntime).
+    int8_info: dict[str, Any] = {"considered": True, "shipped": False}
+    if int8:
+        q_path = out.parent / f".{out.name}.int8.onnx"
+        quantize_int8(onnx_path, q_path)
+        qs = ort_session(q_path)
+        med_q, _ = predict(qs, x)
+        int8_info["metrics"] = score(y, med_q[:, : cfg.holdout], scales)
+        int8_info["bytes"] = q_path.stat().st_size
+        int8_info["fp32_bytes"] = onnx_path.stat().st_size
+        int8_info["latency_ms_batch64"] = latency_ms(qs, x[:64] + positive_shift(x[:64])[:, None])
+        int8_info["fp32_latency_ms_batch64"] = latency_ms(
+            sess, x[:64] + positive_shift(x[:64])[:, None])
+        rel = int8_info["metrics"]["smape"] / metrics["ensemble_onnx"]["smape"] - 1
+        int8_info["smape_rel_change"] = rel
+        int8_info["note"] = ("not shipped: fp32 graph is already small and fast; "
+                             "int8 only touches the MatMul weights" if cfg.cell != "lstm" or
+                             rel > 0.02 else "within 2% sMAPE but kept fp32 for parity")
+        q_path.unlink()
+        log(f"int8: {json.dumps(int8_info)}")
+
+    # figures
+    history: list[dict[str, float]] = []
+    for e in range(len(ckpt["history"][0])):
+        rec: dict[str, float] = {"epoch": float(e + 1)}
+        for i, h in enumerate(ckpt["history"]):
+            rec[f"loss_m{i}"] = h[e]["train_loss"]
+            rec[f"smape_m{i}"] = h[e]["val_smape"]
+            rec[f"mase_m{i}"] = h[e]["val_mase"]
+        history.append(rec)
+    n = len(ckpt["history"])
+    plot_curves(history, out / "curves.png",
+                [("train pinball loss (log space)", [f"loss_m{i}" for i in range(n)]),
+                 ("validation sMAPE", [f"smape_m{i}" for i in range(n)]),
+                 ("validation MASE", [f"mase_m{i}" for i in range(n)])],
+                title=f"{cfg.name}: {n} members")
+    plot_parity(ens, sess, x, out / "parity.png")
+    lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
+    plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["series"].ids)
+
+    card = {
+        "task": "forecast",
+        "name": cfg.name,
+        "version": cfg.version,
+        "cell": cfg.cell,
+        "sizes": {"hidden": cfg.hidden, "layers": cfg.layers, "input_size": cfg.period,
+                  "steps": cfg.window // cfg.period,
+                  "parameters_per_member": sum(p.numel() for p in ens.members[0].parameters())},
+        "members": {"count": n, "seeds": [cfg.seed + i for i in range(n)],
+                    "combination": "elementwise median over members of the log-space "
+                                   "quantiles, computed in-graph"},
+        "onnx": {
+            "file": "model.onnx",
+            "opset": opset_of(onnx_path),
+            "inputs": [{"name": "values", "dtype": "float32", "shape": ["batch", cfg.window],
+                        "meaning": "raw last `window` points of each series, oldest first, "
+                                   "after the preprocessing shift"}],
+            "outputs": [
+                {"name": "median", "dtype": "float32", "shape": ["batch", cfg.horizon],
+                 "meaning": "point forecast (median) in the shifted original scale"},
+                {"name": "quantiles", "dtype": "float32",
+                 "shape": ["batch", cfg.horizon, len(QUANTILES)],
+                 "meaning": f"quantiles at levels {list(QUANTILES)} (last axis)"},
+            ],
+            "dynamic_axes": {"values": [0], "median": [0], "quantiles": [0]},
+        },
+        "window": cfg.window,
+        "max_horizon": cfg.horizon,
+        "freq": cfg.freq,
+        "seasonal_period": cfg.period,
+        "quantile_levels": list(QUANTILES),
+        "preprocessing": {
+            "input": f"the most recent `window` ({cfg.window}) observations, oldest first. "
+                     f"Series shorter than `window` (but >= seasonal_period) are left-padded by "
+                     f"repeating their first seasonal cycle, keeping the phase: "
+                     f"pad[i] = x[(i - pad_len) mod seasonal_period].",
+            "shift": {
+                "rule": "per series row x (the values fed to the graph): if min(x) > 0 then "
+                        "shift = 0; else margin = max(0.1*(max(x)-min(x)), 0.1*max(|x|)), "
+                        "margin = 1.0 if that is 0 (all-zero row), shift = -min(x) + margin. "
+                        "Feed x + shift; subtract shift from every output (median, quantiles, "
+                        "interval bounds).",
+                "rel_margin": 0.1,
+                "abs_floor": 1.0,
+                "reference": "training.forecast.data.positive_shift",
+            },
+            "in_graph": "level = max(mean(last seasonal_period values), 1e-6); "
+                        "z = log(max(values/level, 1e-4)); members predict a log-space "
+                        "correction on top of the seasonal-naive forecast (last period of z "
+                        "repeated); outputs = exp(median over members) * level.",
+        },
+        "intervals": {
+            "method": "normalised split-conformal on log residuals",
+            "rule": "for level L in (0,100), per horizon step h (shifted space): "
+                    "spread_h = max((ln q0.9_h - ln q0.1_h)/2, 1e-6); k_h(L) = linear "
+                    "interpolation of `table[h]` over `levels` for L <= levels[-1], else "
+                    "table[h][-1] * ln(1 - L/100) / ln(1 - levels[-1]/100); "
+                    "lo = median*exp(-k_h(L)*spread_h), hi = median*exp(+k_h(L)*spread_h); "
+                    "then subtract the shift. Monotone in L; lo <= median <= hi.",
+            "levels": list(LEVEL_GRID),
+            "table": np.round(table, 5).tolist(),
+            "table_horizon": int(table.shape[0]),
+            "beyond_table_horizon": "use the last row of the table",
+            "calibration": f"{metrics['calibration_windows']} windows: the last "
+                           f"{cfg.calib_windows} non-overlapping {cfg.holdout}-step windows of "
+                           f"the training part of every series (validation not used)",
+            "reference": "training.forecast.train.intervals",
+        },
+        "metrics": {
+            "validation": f"last {cfg.holdout} points of every series "
+                          f"({len(y)} series), never trained on",
+            "seasonal_naive": metrics["seasonal_naive"],
+            "naive": metrics["naive"],
+            "members": metrics["members"],
+            "ensemble": metrics["ensemble"],
+            "ensemble_onnx": metrics["ensemble_onnx"],
+            "coverage": {"80": metrics["interval_coverage"]["80"],
+                         "95": metrics["interval_coverage"]["95"],
+                         "50": metrics["interval_coverage"]["50"],
+                         "raw_quantiles_10_90": metrics["quantile_coverage_10_90"]},
+            "definitions": "M4: sMAPE = 200/h sum|y-f|/(|y|+|f|); MASE scaled by the in-sample "
+                           f"seasonal-naive MAE (m={cfg.period}); means over series",
+        },
+        "parity": par,
+        "int8": int8_info,
+        "latency_ms_batch64_fp32": latency_ms(
+            sess, x[:64] + positive_shift(x[:64])[:, None]),
+        "training": {k: v for k, v in ckpt["config"].items() if k != "extra"},
+        "datasets": [dataset_record(cfg.data, dataset_url(cfg.data, data["series"]))],
+        "figures": {"curves": "curves.png", "parity": "parity.png",
+                    "examples": "examples.png"},
+    }
+    card["training"]["data"] = Path(cfg.data).name
+    card["training"]["loss"] = ("pinball at 0.1/0.5/0.9 in log(value/level) space, median "
+                                "weighted x2 (= L1 on the point forecast)")
+    card["training"]["seconds"] = float(sum(r["seconds"] for h in ckpt["history"] for r in h))
+    write_card(out, card)
+    log(f"wrote {out}")
+    return card

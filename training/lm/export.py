@@ -1,0 +1,320 @@
+"""Export a trained checkpoint to the next-word model folder and verify it.
+
+    python -m training.cli lm export --checkpoint runs/lm/best.pt \
+        --model-dir models/next-word/wikitext2-lstm/1
+
+Writes two graphs (legacy exporter, dynamic batch and sequence axes) so serving never builds
+[seq, vocab] distributions it does not need:
+
+* ``model.onnx``: input_ids [batch, seq], h0 (, c0) -> log_probs [batch, vocab] at the last
+  position, hn (, cn);
+* ``score.onnx``: input_ids, target_ids [batch, seq], h0 (, c0) -> token_log_probs
+  [batch, seq] = log p(target_t | inputs <= t), hn (, cn);
+
+plus ``tokenizer.json``, ``curves.png`` and ``card.json``. The fp32 graphs are checked against
+PyTorch (several shapes, and a run split in two halves with the state carried over); when the
+fp32 folder would exceed the size cap the int8 (dynamic quantization) graphs are shipped and
+both validation perplexities go into the card.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.common.artifacts import dataset_record, sha256_file, write_card
+from training.common.curves import plot_curves
+from training.common.onnx_utils import max_abs_diff, opset_of, ort_session, quantize_int8
+from training.lm.data import EOS, UNK, batchify, encode, read_tokens
+from training.lm.evaluate import load_checkpoint, onnx_perplexity, onnx_topk
+from training.lm.model import RNNModel, State
+from training.lm.tokenizer import build_tokenizer, round_trip_mismatches
+
+DATASET_URL = "https://huggingface.co/datasets/Salesforce/wikitext"
+MAX_FOLDER_BYTES = 40 * 1000 * 1000  # size cap of a shipped model folder
+PARITY_TOLERANCE = 1e-4  # max abs diff on log-probs, ONNX fp32 vs PyTorch
+INT8_MAX_PPL_INCREASE = 0.02  # int8 perplexity may be at most 2 % above fp32
+PARITY_SHAPES = [(1, 1), (1, 23), (3, 9), (8, 40)]  # (batch, seq)
+TOKENIZER_EXAMPLES = [
+    "Happy birthday, my friend!",
+    "I don't think John's well-known car cost $1,000 or 3.5%.",
+    "The U.S. Army's No. 1 hit (in 1998) was great...",
+]
+
+
+class NextWordGraph(nn.Module):
+    """input_ids, *state -> log-distribution at the last position, *new state."""
+
+    def __init__(self, model: RNNModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, new_state = self.model.features(input_ids, tuple(state))
+        return (self.model.log_prob(out[:, -1]), *new_state)
+
+
+class ScoreGraph(nn.Module):
+    """input_ids, target_ids, *state -> log p(target_t | inputs <= t), *new state."""
+
+    def __init__(self, model: RNNModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, target_ids: torch.Tensor,
+                *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out, new_state = self.model.features(input_ids, tuple(state))
+        flat = out.reshape(-1, out.size(-1))
+        lp = self.model.target_log_prob(flat, target_ids.reshape(-1))
+        return (lp.reshape(target_ids.shape), *new_state)
+
+
+def state_names(model: RNNModel) -> tuple[list[str], list[str]]:
+    return (["h0", "c0"], ["hn", "cn"]) if model.is_lstm else (["h0"], ["hn"])
+
+
+def export_graphs(model: RNNModel, folder: Path, opset: int) -> dict[str, dict[str, Any]]:
+    """Write fp32 ``model.onnx`` and ``score.onnx`` into ``folder``; return their I/O specs."""
+    if opset < 17:
+        raise ValueError(f"opset {opset} < 17")
+    model.eval()
+    s_in, s_out = state_names(model)
+    ids = torch.randint(0, model.config.vocab_size, (2, 5))
+    state = model.init_hidden(2)
+    state_axes = {n: {1: "batch"} for n in s_in + s_out}
+    specs: dict[str, dict[str, Any]] = {}
+    graphs: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], str]] = [
+        ("model.onnx", NextWordGraph(model), (ids, *state), ["input_ids"], "log_probs"),
+        ("score.onnx", ScoreGraph(model), (ids, ids, *state), ["input_ids", "target_ids"],
+         "token_log_probs"),
+    ]
+    for file, module, args, id_inputs, main_out in graphs:
+        axes = {n: {0: "batch", 1: "seq"} for n in id_inputs}
+        axes[main_out] = {0: "batch"} if main_out == "log_probs" else {0: "batch", 1: "seq"}
+        axes.update(state_axes)
+        torch.onnx.export(module, args, str(folder / file), dynamo=False, opset_version=opset,
+                          input_names=[*id_inputs, *s_in], output_names=[main_out, *s_out],
+                          dynamic_axes=axes, do_constant_folding=True)
+        specs[file] = {"file": file, "inputs": [*id_inputs, *s_in],
+                       "outputs": [main_out, *s_out], "opset": opset_of(folder / file)}
+    return specs
+
+
+def _torch_run(model: RNNModel, ids: torch.Tensor, targets: torch.Tensor,
+               state: State) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    with torch.no_grad():
+        out, new_state = model.features(ids, state)
+        last = model.log_prob(out[:, -1]).numpy()
+        full = model.log_prob(out.reshape(-1, out.size(-1)))
+        token = full.gather(1, targets.reshape(-1, 1)).reshape(targets.shape).numpy()
+    return last, token, [s.numpy() for s in new_state]
+
+
+def _ort_run(next_sess: Any, score_sess: Any, ids: np.ndarray, targets: np.ndarray,
+             state: list[np.ndarray], s_in: list[str],
+             s_out: list[str]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    feeds = dict(zip(s_in, state, strict=True))
+    nxt = next_sess.run(["log_probs", *s_out], {"input_ids": ids, **feeds})
+    sc = score_sess.run(["token_log_probs", *s_out],
+                        {"input_ids": ids, "target_ids": targets, **feeds})
+    return nxt[0], sc[0], list(nxt[1:])
+
+
+def check_parity(model: RNNModel, model_path: Path, score_path: Path,
+                 threads: int = 1, seed: int = 0) -> dict[str, Any]:
+    """Max abs differences ONNX vs PyTorch, halves-with-carried-state vs whole, score vs gather."""
+    s_in, s_out = state_names(model)
+    next_sess, score_sess = ort_session(model_path, threads), ort_session(score_path, threads)
+    gen = torch.Generator().manual_seed(seed)
+    cases, worst = [], {"log_probs": 0.0, "token_log_probs": 0.0, "state": 0.0,
+                        "split_state": 0.0, "score_vs_gather": 0.0}
+    layers, hidden, vocab = (model.config.layers, model.config.hidden_size,
+                             model.config.vocab_size)
+    for batch, seq in PARITY_SHAPES:
+        ids = torch.randint(0, vocab, (batch, seq + 1), generator=gen)
+        inputs, targets = ids[:, :-1], ids[:, 1:]
+        state = tuple(0.5 * torch.randn(layers, batch, hidden, generator=gen) for _ in s_in)
+        t_last, t_tok, t_state = _torch_run(model, inputs, targets, state)
+        st_np = [s.numpy() for s in state]
+        o_last, o_tok, o_state = _ort_run(next_sess, score_sess, inputs.numpy(), targets.numpy(),
+                                          st_np, s_in, s_out)
+        case = {"batch": batch, "seq": seq,
+                "log_probs": max_abs_diff(o_last, t_last),
+                "token_log_probs": max_abs_diff(o_tok, t_tok),
+                "state": max(max_abs_diff(a, b) for a, b in zip(o_state, t_state, strict=True)),
+                # the score graph's last position = model.onnx's distribution gathered at it
+                "score_vs_gather": max_abs_diff(
+                    o_tok[:, -1], np.take_along_axis(o_last, targets.numpy()[:, -1:], 1)[:, 0])}
+        if seq >= 2:
+            half = seq // 2
+            a_last, a_tok, a_state = _ort_run(next_sess, score_sess, inputs[:, :half].numpy(),
+                                              targets[:, :half].numpy(), st_np, s_in, s_out)
+            b_last, b_tok, b_state = _ort_run(next_sess, score_sess, inputs[:, half:].numpy(),
+                                              targets[:, half:].numpy(), a_state, s_in, s_out)
+            case["split_state"] = max(
+                max_abs_diff(b_last, o_last),
+                max_abs_diff(np.concatenate([a_tok, b_tok], axis=1), o_tok),
+                *(max_abs_diff(x, y) for x, y in zip(b_state, o_state, strict=True)))
+        for key in worst:
+            worst[key] = max(worst[key], float(case.get(key, 0.0)))
+        cases.append(case)
+    return {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE, "cases": cases,
+            "passed": all(v <= PARITY_TOLERANCE for v in worst.values())}
+
+
+def quantized_op_types(path: Path) -> dict[str, int]:
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    return dict(Counter(node.op_type for node in graph.node))
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def _graph_metrics(folder: Path, data: np.ndarray, layers: int, hidden: int, s_in: list[str],
+                   s_out: list[str], threads: int, topk_positions: int | None) -> dict[str, Any]:
+    t0 = time.monotonic()
+    ppl = onnx_perplexity(ort_session(folder / "score.onnx", threads), data, layers, hidden,
+                          s_in, s_out)
+    t1 = time.monotonic()
+    topk = onnx_topk(ort_session(folder / "model.onnx", threads), data, layers, hidden, s_in,
+                     s_out, max_positions=topk_positions)
+    return {"valid_perplexity": ppl, "valid_top1": topk["top1"], "valid_top5": topk["top5"],
+            "topk_positions": topk["positions"], "perplexity_seconds": round(t1 - t0, 1),
+            "topk_seconds": round(time.monotonic() - t1, 1)}
+
+
+def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file: Path,
+                 opset: int = 17, quantize: str = "auto", threads: int = 2,
+                 max_valid_lines: int | None = None, history: Path | None = None,
+                 topk_positions: int | None = None) -> dict[str, Any]:
+    torch.set_num_threads(threads)
+    model, ckpt = load_checkpoint(checkpoint)
+    cfg = model.config
+    vocab: list[str] = ckpt["vocab"]
+    s_in, s_out = state_names(model)
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = build_tokenizer(vocab)
+    tokenizer.save(str(model_dir / "tokenizer.json"))
+    valid_lines = open(valid_file, encoding="utf-8").read().splitlines()
+    if max_valid_lines is not None:
+        valid_lines = valid_lines[:max_valid_lines]
+    rt_checked, rt_bad, rt_examples = round_trip_mismatches(tokenizer, valid_lines, vocab)
+
+    data = batchify(encode(read_tokens(valid_file, max_valid_lines), vocab),
+                    ckpt["train_config"]["eval_batch_size"]).numpy()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        fp32_dir, int8_dir = Path(tmp_name) / "fp32", Path(tmp_name) / "int8"
+        fp32_dir.mkdir()
+        int8_dir.mkdir()
+        specs = export_graphs(model, fp32_dir, opset)
+        parity = check_parity(model, fp32_dir / "model.onnx", fp32_dir / "score.onnx", threads)
+        if not parity["passed"]:
+            raise RuntimeError(f"ONNX parity failed: {json.dumps(parity['max_abs_diff'])}")
+        fp32_bytes = sum((fp32_dir / f).stat().st_size for f in specs)
+        extra = (model_dir / "tokenizer.json").stat().st_size + 200_000  # card + curves
+        ship_int8 = quantize == "yes" or (quantize == "auto"
+                                          and fp32_bytes + extra > MAX_FOLDER_BYTES)
+        metrics: dict[str, Any] = {"fp32": _graph_metrics(fp32_dir, data, cfg.layers,
+                                                          cfg.hidden_size, s_in, s_out, threads,
+                                                          topk_positions)}
+        quant: dict[str, Any] = {"shipped": ship_int8}
+        if quantize != "no":
+            for file in specs:
+                quantize_int8(fp32_dir / file, int8_dir / file)
+            metrics["int8"] = _graph_metrics(int8_dir, data, cfg.layers, cfg.hidden_size, s_in,
+                                             s_out, threads, topk_positions)
+            int8_parity = check_parity(model, int8_dir / "model.onnx", int8_dir / "score.onnx",
+                                       threads)
+            increase = (metrics["int8"]["valid_perplexity"]
+                        / metrics["fp32"]["valid_perplexity"] - 1)
+            quant.update({
+                "method": "onnxruntime quantize_dynamic, int8 weights (QInt8)",
+                "op_types": quantized_op_types(int8_dir / "model.onnx"),
+                "fp32_bytes": fp32_bytes,
+                "int8_bytes": sum((int8_dir / f).stat().st_size for f in specs),
+                "valid_perplexity_increase": increase,
+                "within_2_percent": increase <= INT8_MAX_PPL_INCREASE,
+                "max_abs_diff_vs_pytorch": int8_parity["max_abs_diff"],
+            })
+        src = int8_dir if ship_int8 else fp32_dir
+        for file in specs:
+            shutil.copyfile(src / file, model_dir / file)
+
+    hist_path = history or checkpoint.with_name("history.json")
+    hist = json.loads(hist_path.read_text()) if hist_path.exists() else ckpt["history"]
+    plot_curves(hist, model_dir / "curves.png",
+                [("loss (nats/token)", ["train_loss", "valid_loss"]),
+                 ("perplexity", ["train_ppl", "valid_ppl"])], title="WikiText-2 word-level LM")
+    shipped = metrics["int8" if ship_int8 else "fp32"]
+    epoch_seconds = [h["train_seconds"] for h in hist]
+    card: dict[str, Any] = {
+        "task": "next-word",
+        "name": "wikitext2-lstm",
+        "version": "1",
+        "description": "Word-level LSTM language model on WikiText-2 (adaptive softmax).",
+        "cell": cfg.cell,
+        "layers": cfg.layers,
+        "emb_size": cfg.emb_size,
+        "hidden_size": cfg.hidden_size,
+        "vocab_size": cfg.vocab_size,
+        "precision": "int8" if ship_int8 else "fp32",
+        "tokenizer": {"file": "tokenizer.json", "type": "tokenizers WordLevel",
+                      "usage": "Tokenizer.from_file(path).encode(text).ids",
+                      "examples": {t: " ".join(tokenizer.encode(t).tokens)
+                                   for t in TOKENIZER_EXAMPLES},
+                      "round_trip": {"lines": rt_checked, "mismatched_lines": rt_bad,
+                                     "examples": rt_examples}},
+        "special_tokens": {"unk": {"token": UNK, "id": vocab.index(UNK)},
+                           "eos": {"token": EOS, "id": vocab.index(EOS)}},
+        "start_token": {"token": EOS, "id": vocab.index(EOS),
+                        "note": "training text is a stream of lines each ended by <eos>; feed "
+                                "it first so a fresh prompt starts like a new line"},
+        "onnx": specs["model.onnx"],
+        "score_onnx": specs["score.onnx"],
+        "state": {"inputs": s_in, "outputs": s_out, "shape": [cfg.layers, "batch",
+                                                              cfg.hidden_size],
+                  "layers": cfg.layers, "hidden_size": cfg.hidden_size, "dtype": "float32",
+                  "initial": "zeros"},
+        "training": {"model_config": cfg.to_dict(), "train_config": ckpt["train_config"],
+                     "best_epoch": ckpt["epoch"], "epochs_run": len(hist),
+                     "best_valid_perplexity_pytorch": float(np.exp(ckpt["valid_loss"])),
+                     "history": hist},
+        "datasets": {"train": dataset_record(train_file, DATASET_URL),
+                     "valid": dataset_record(valid_file, DATASET_URL)},
+        "metrics": {
+            "valid_perplexity": shipped["valid_perplexity"],
+            "valid_perplexity_fp32": metrics["fp32"]["valid_perplexity"],
+            "valid_perplexity_int8": metrics.get("int8", {}).get("valid_perplexity"),
+            "valid_top1": shipped["valid_top1"],
+            "valid_top5": shipped["valid_top5"],
+            "evaluation": "shipped ONNX graphs on valid.txt: score.onnx for perplexity "
+                          f"({data.shape[0]} streams, state carried), model.onnx fed one "
+                          "token at a time for top-k",
+            "by_precision": metrics,
+            "train_seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else None,
+            "parity": {k: parity[k] for k in ("max_abs_diff", "tolerance", "cases", "passed")},
+        },
+        "quantization": quant,
+    }
+    write_card(model_dir, card)
+    # write_card hashes only the main graph: add the score graph's hash and the folder size
+    full = json.loads((model_dir / "card.json").read_text())
+    full["score_onnx"]["sha256"] = sha256_file(model_dir / "score.onnx")
+    full["score_onnx"]["bytes"] = (model_dir / "score.onnx").stat().st_size
+    for _ in range(2):  # the second pass counts the card with its own size in it
+        full["folder_bytes"] = folder_bytes(model_dir)
+        (model_dir / "card.json").write_text(json.dumps(full, indent=2) + "\n")
+    return full

@@ -1,0 +1,83 @@
+"""Text-classification datasets: GLUE/SST-2 TSV and generic CSV/TSV/JSONL files.
+
+Every loader returns ``(texts, labels)`` with string labels, so label names come from the data
+(or a ``--label-names`` mapping) and training writes them into the card for serving.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "sst2"
+SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+SST2_LABEL_NAMES = {"0": "negative", "1": "positive"}
+
+
+@dataclass
+class TextDataset:
+    texts: list[str]
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = path.suffix.lower()
+    return {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(suffix, "tsv")
+
+
+def load_dataset(
+    path: str | Path,
+    text_column: str = "sentence",
+    label_column: str = "label",
+    fmt: str = "auto",
+    label_names: dict[str, str] | None = None,
+) -> TextDataset:
+    """Load ``text_column``/``label_column`` from a TSV, CSV or JSONL file with a header.
+
+    ``label_names`` maps raw label values to names (SST-2: ``{"0": "negative", "1": "positive"}``).
+    Rows with an empty text are an error rather than silently dropped: bad data should be seen.
+    """
+    path = Path(path)
+    kind = _detect_format(path, fmt)
+    rows: list[dict[str, object]]
+    if kind == "jsonl":
+        with open(path, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh if line.strip()]
+    else:
+        delimiter = "\t" if kind == "tsv" else ","
+        with open(path, encoding="utf-8", newline="") as fh:
+            # SST-2 is not quoted (it contains bare quotes), so TSV reading turns quoting off.
+            quoting = csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL
+            rows = list(csv.DictReader(fh, delimiter=delimiter, quoting=quoting))
+    texts: list[str] = []
+    labels: list[str] = []
+    for i, row in enumerate(rows, start=2):
+        if text_column not in row or label_column not in row:
+            raise ValueError(f"{path}: row {i} lacks column {text_column!r} or {label_column!r}")
+        text = str(row[text_column]).strip()
+        if not text:
+            raise ValueError(f"{path}: row {i} has an empty {text_column!r}")
+        raw = str(row[label_column]).strip()
+        texts.append(text)
+        labels.append(label_names.get(raw, raw) if label_names else raw)
+    return TextDataset(texts, labels)
+
+
+def label_list(*datasets: TextDataset, order: Sequence[str] | None = None) -> list[str]:
+    """Stable label order: an explicit order if given, else sorted unique labels."""
+    seen = sorted({label for ds in datasets for label in ds.labels})
+    if order:
+        missing = set(seen) - set(order)
+        if missing:
+            raise ValueError(f"labels {sorted(missing)} not in the given label order {list(order)}")
+        return list(order)
+    return seen

@@ -1,0 +1,220 @@
+"""Export an ensemble of trained members to ONNX, verify it, evaluate it, write the card.
+
+The graph takes ``input_ids`` [batch, seq] (int64, right-padded with the pad id) and returns
+``probabilities`` [batch, labels] — the mean of the members' softmax outputs. Parity is checked
+on several batch sizes and lengths with padding; dev accuracy is computed by onnxruntime on the
+exact file that ships.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.common.artifacts import dataset_record, write_card
+from training.common.curves import plot_curves
+from training.common.onnx_fp16 import gather_tables_to_fp16
+from training.common.onnx_utils import max_abs_diff, opset_of, ort_session, quantize_int8
+from training.sentiment import tokenizer as toks
+from training.sentiment.model import EnsembleClassifier, RNNClassifier
+from training.sentiment.train import load_member
+
+INPUT_NAME = "input_ids"
+OUTPUT_NAME = "probabilities"
+OPSET = 17
+
+
+def export_onnx(model: torch.nn.Module, path: Path, vocab_size: int) -> None:
+    example = torch.randint(2, max(vocab_size, 3), (3, 11))
+    example[1, 7:] = toks.PAD_ID
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch", 1: "sequence"}, OUTPUT_NAME: {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def pad_batch(ids: list[list[int]]) -> np.ndarray:
+    width = max(len(s) for s in ids)
+    out = np.full((len(ids), width), toks.PAD_ID, dtype=np.int64)
+    for r, s in enumerate(ids):
+        out[r, : len(s)] = s
+    return out
+
+
+def parity_check(model: torch.nn.Module, onnx_path: Path, vocab_size: int, seed: int = 0) -> dict[str, float]:
+    """Max |ONNX − PyTorch| over batches of several sizes/lengths, plus padding invariance in ORT."""
+    rng = np.random.default_rng(seed)
+    sess = ort_session(onnx_path)
+    worst, pad_worst = 0.0, 0.0
+    for batch, length in [(1, 1), (1, 9), (2, 5), (5, 23), (16, 40), (7, 128)]:
+        seqs = [list(rng.integers(2, vocab_size, rng.integers(1, length + 1))) for _ in range(batch)]
+        x = pad_batch(seqs)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(x)).numpy()
+        got = sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+        worst = max(worst, max_abs_diff(ref, got))
+        extra = np.concatenate([x, np.full((batch, 13), toks.PAD_ID, dtype=np.int64)], 1)
+        pad_worst = max(pad_worst, max_abs_diff(got, sess.run([OUTPUT_NAME], {INPUT_NAME: extra})[0]))
+    return {"max_abs_diff_probabilities": worst, "max_abs_diff_extra_padding": pad_worst}
+
+
+def ort_predict(onnx_path: Path, ids: list[list[int]], batch_size: int = 128) -> np.ndarray:
+    sess = ort_session(onnx_path)
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    out: np.ndarray | None = None
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        p = sess.run([OUTPUT_NAME], {INPUT_NAME: pad_batch([ids[r] for r in rows])})[0]
+        if out is None:
+            out = np.zeros((len(ids), p.shape[1]), dtype=np.float32)
+        out[rows] = p
+    assert out is not None
+    return out
+
+
+def single_latency_ms(onnx_path: Path, model: torch.nn.Module, ids: list[int], n: int = 200) -> dict[str, float]:
+    """Median single-request latency of ORT (1 thread) vs PyTorch eager (1 thread)."""
+    sess = ort_session(onnx_path, threads=1)
+    x = np.asarray([ids], dtype=np.int64)
+    torch.set_num_threads(1)
+    tx = torch.from_numpy(x)
+
+    def med(fn: Any) -> float:
+        for _ in range(10):
+            fn()
+        ts = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts) * 1e3)
+
+    with torch.no_grad():
+        torch_ms = med(lambda: model(tx))
+    ort_ms = med(lambda: sess.run([OUTPUT_NAME], {INPUT_NAME: x}))
+    return {"tokens": len(ids), "onnxruntime_ms_p50": ort_ms, "pytorch_eager_ms_p50": torch_ms}
+
+
+def export_model(
+    run_dir: Path,
+    out_dir: Path,
+    dev_texts: list[str],
+    dev_labels: list[str],
+    name: str,
+    version: str,
+    datasets: dict[str, Any],
+    fp16_embeddings: bool = True,
+    quantize: bool = False,
+    max_quant_drop: float = 0.005,
+) -> dict[str, Any]:
+    """Build the ensemble from every ``seed*.pt`` in ``run_dir`` and write the model folder."""
+    summary = json.loads((run_dir / "run.json").read_text())
+    labels: list[str] = summary["labels"]
+    tok = toks.load(run_dir / "tokenizer.json")
+    members: list[RNNClassifier] = []
+    ckpts = []
+    for m in summary["members"]:
+        model, ckpt = load_member(m["checkpoint"])
+        members.append(model)
+        ckpts.append(ckpt)
+    ensemble = EnsembleClassifier(members).eval()
+    if fp16_embeddings:  # make the PyTorch reference hold exactly the weights the graph will hold
+        with torch.no_grad():
+            for m in members:
+                m.embedding.weight.copy_(m.embedding.weight.half().float())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / "model.onnx"
+    vocab_size = tok.get_vocab_size()
+    export_onnx(ensemble, onnx_path, vocab_size)
+    fp16_tables = gather_tables_to_fp16(onnx_path) if fp16_embeddings else []
+    parity = parity_check(ensemble, onnx_path, vocab_size)
+
+    max_length = int(summary["train_config"]["max_length"])
+    label_index = {lab: i for i, lab in enumerate(labels)}
+    dev_ids = toks.encode_batch(tok, dev_texts, max_length)
+    dev_y = np.array([label_index[lab] for lab in dev_labels])
+    dev_acc = float((ort_predict(onnx_path, dev_ids).argmax(1) == dev_y).mean())
+    metrics: dict[str, Any] = {
+        "dev_accuracy": dev_acc,
+        "dev_examples": len(dev_y),
+        "members_dev_accuracy": [m["dev_accuracy"] for m in summary["members"]],
+    }
+    quant: dict[str, Any] | None = None
+    if quantize:
+        q_path = out_dir / "model.int8.onnx"
+        quantize_int8(onnx_path, q_path)
+        q_acc = float((ort_predict(q_path, dev_ids).argmax(1) == dev_y).mean())
+        shipped = dev_acc - q_acc <= max_quant_drop
+        quant = {"dev_accuracy_int8": q_acc, "dev_accuracy_fp32": dev_acc, "shipped": shipped,
+                 "rule": f"ship int8 only if dev accuracy drops by <= {max_quant_drop * 100:.1f} points"}
+        if shipped:
+            q_path.replace(onnx_path)
+            metrics["dev_accuracy"] = q_acc
+        else:
+            q_path.unlink()
+    example = dev_ids[int(np.argmin([abs(len(s) - 20) for s in dev_ids]))]
+    latency = single_latency_ms(onnx_path, ensemble, example)
+    shutil.copy(run_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    _plot_members(summary, out_dir / "curves.png")
+    mc = ckpts[0]["model_config"]
+    card = {
+        "task": "sentiment",
+        "name": name,
+        "version": version,
+        "description": f"{len(members)}-member ensemble of {'bi' if mc['bidirectional'] else ''}"
+        f"{mc['cell'].upper()} sentiment classifiers trained on SST-2; outputs mean probabilities.",
+        "labels": labels,
+        "tokenizer": {"file": "tokenizer.json", "pad_id": toks.PAD_ID, "unk_id": toks.UNK_ID,
+                      "vocab_size": vocab_size, "max_length": max_length,
+                      "lowercase": True},
+        "onnx": {"file": "model.onnx", "opset": opset_of(onnx_path),
+                 "inputs": {INPUT_NAME: {"dtype": "int64", "shape": ["batch", "sequence"],
+                                         "padding": "right, with pad_id"}},
+                 "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", len(labels)]}},
+                 "float16_tables": fp16_tables, "int8": quant is not None and quant["shipped"]},
+        "model": {**mc, "members": len(members), "combine": "mean of softmax probabilities"},
+        "training": {"train_config": summary["train_config"], "members": [
+            {k: m[k] for k in ("seed", "best_epoch", "epochs_run", "dev_accuracy", "seconds")}
+            for m in summary["members"]]},
+        "datasets": datasets,
+        "metrics": metrics,
+        "parity": {**parity, "tolerance": 1e-4, "reference": "PyTorch ensemble with the shipped weights"},
+        "latency_single_request": latency,
+    }
+    if quant:
+        card["quantization"] = quant
+    write_card(out_dir, card)
+    return card
+
+
+def _plot_members(summary: dict[str, Any], path: Path) -> None:
+    rows: dict[int, dict[str, float]] = {}
+    keys_loss, keys_acc = [], []
+    for m in summary["members"]:
+        s = m["seed"]
+        for h in m["history"]:
+            row = rows.setdefault(h["epoch"], {"epoch": h["epoch"]})
+            row[f"train_loss s{s}"] = h["train_loss"]
+            row[f"dev_loss s{s}"] = h["dev_loss"]
+            row[f"train_acc s{s}"] = h["train_accuracy"]
+            row[f"dev_acc s{s}"] = h["dev_accuracy"]
+        keys_loss += [f"train_loss s{s}", f"dev_loss s{s}"]
+        keys_acc += [f"train_acc s{s}", f"dev_acc s{s}"]
+    plot_curves([rows[e] for e in sorted(rows)], path, [("loss", keys_loss), ("accuracy", keys_acc)],
+                title="SST-2 training curves (train vs dev, per member)")
+
+
+def dataset_records(train_path: Path, dev_path: Path, url: str | None) -> dict[str, Any]:
+    return {"train": dataset_record(train_path, url), "dev": dataset_record(dev_path, url)}
