@@ -25,8 +25,13 @@ Out = TypeVar("Out")
 
 
 class Batcher(Generic[In, Out]):
-    def __init__(self, predict: Callable[[list[In]], list[Out]], name: str,
-                 max_batch_size: int = 32, max_wait_ms: float = 0.0) -> None:
+    def __init__(
+        self,
+        predict: Callable[[list[In]], list[Out]],
+        name: str,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 0.0,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         self.predict = predict
@@ -48,8 +53,10 @@ class Batcher(Generic[In, Out]):
         """Results in the order of ``items``; each item may land in a different batch."""
         loop = asyncio.get_running_loop()
         if not self.enabled:
-            return [(await loop.run_in_executor(self._executor, self._run_batch, [item]))[0]
-                    for item in items]
+            return [
+                (await loop.run_in_executor(self._executor, self._run_batch, [item]))[0]
+                for item in items
+            ]
         if self._queue is None or self._worker is None or self._worker.done():
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._loop(), name=f"batcher-{self.name}")
@@ -64,7 +71,9 @@ class Batcher(Generic[In, Out]):
         t0 = time.perf_counter()
         outs = self.predict(items)
         if len(outs) != len(items):
-            raise InferenceError(f"{self.name}: predict returned {len(outs)} outputs for {len(items)} inputs")
+            raise InferenceError(
+                f"{self.name}: predict returned {len(outs)} outputs for {len(items)} inputs"
+            )
         metrics.BATCH_SIZE.labels(self.name).observe(len(items))
         metrics.INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
         return outs
@@ -97,7 +106,9 @@ class Batcher(Generic[In, Out]):
             if not live:
                 continue
             try:
-                outs = await loop.run_in_executor(self._executor, self._run_batch, [i for i, _ in live])
+                outs = await loop.run_in_executor(
+                    self._executor, self._run_batch, [i for i, _ in live]
+                )
             except Exception as exc:  # every waiter of the batch learns of the failure
                 for _, fut in live:
                     if not fut.done():

@@ -29,15 +29,19 @@ class Container:
     @classmethod
     def build(cls, settings: Settings) -> Container:
         t0 = time.perf_counter()
-        registry = Registry(settings.models_dir, settings.providers, settings.intra_op_threads,
-                            settings.default_models)
+        registry = Registry(
+            settings.models_dir,
+            settings.providers,
+            settings.intra_op_threads,
+            settings.default_models,
+        )
         registry.load_all()
         c = cls(settings, registry, InflightLimiter(settings.max_concurrent_requests))
         tasks = registry.tasks()
         if "sentiment" in tasks:
             c.sentiment = SentimentService(registry, settings)
         for task in tasks:
-            metrics.MODELS_LOADED.labels(task).set(len(registry.list(task)))
+            metrics.MODELS_LOADED.labels(task).set(len(registry.models(task)))
         c.load_seconds = time.perf_counter() - t0
         log.info("loaded %d models in %.2fs", len(registry.records), c.load_seconds)
         return c

@@ -30,7 +30,9 @@ class InputTooLarge(SeqServeError):
 class ModelNotFound(SeqServeError):
     code = "model_not_found"
 
-    def __init__(self, ref: str, task: str | None = None, available: list[str] | None = None) -> None:
+    def __init__(
+        self, ref: str, task: str | None = None, available: list[str] | None = None
+    ) -> None:
         where = f" for task {task!r}" if task else ""
         hint = f"; available: {', '.join(available)}" if available else ""
         super().__init__(f"no model {ref!r}{where}{hint}")

@@ -60,8 +60,13 @@ def _version_key(version: str) -> tuple[int, int | str]:
 
 
 class Registry:
-    def __init__(self, models_dir: Path, providers: list[str], intra_op_threads: int = 1,
-                 defaults: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        providers: list[str],
+        intra_op_threads: int = 1,
+        defaults: dict[str, str] | None = None,
+    ) -> None:
         self.models_dir = models_dir
         self.providers = providers
         self.intra_op_threads = intra_op_threads
@@ -79,7 +84,9 @@ class Registry:
             except (OSError, json.JSONDecodeError) as exc:
                 raise ModelLoadError(f"unreadable card {card_path}: {exc}") from exc
             if card.get("task") != task:
-                raise ModelLoadError(f"{card_path} says task {card.get('task')!r} but lives under {task!r}")
+                raise ModelLoadError(
+                    f"{card_path} says task {card.get('task')!r} but lives under {task!r}"
+                )
             found.append(ModelRecord(task, name, version, folder, card))
         return found
 
@@ -87,14 +94,16 @@ class Registry:
         for rec in self.discover():
             rec.sessions["model"] = self.open_session(rec, "onnx")
             self.records[(rec.task, rec.name, rec.version)] = rec
-            log.info("loaded %s/%s (%s)", rec.task, rec.ref, ", ".join(rec.sessions["model"].providers))
+            log.info(
+                "loaded %s/%s (%s)", rec.task, rec.ref, ", ".join(rec.sessions["model"].providers)
+            )
         for task, ref in self.defaults.items():
             self.get(task, ref)  # fail fast on a default that does not exist
 
     def open_session(self, rec: ModelRecord, key: str) -> OrtModel:
         return OrtModel(rec.file(key), self.providers, self.intra_op_threads)
 
-    def list(self, task: str | None = None) -> list[ModelRecord]:
+    def models(self, task: str | None = None) -> list[ModelRecord]:
         return [r for r in self.records.values() if task is None or r.task == task]
 
     def tasks(self) -> set[str]:
@@ -102,16 +111,20 @@ class Registry:
 
     def get(self, task: str, ref: str | None = None) -> ModelRecord:
         """Resolve ``name``, ``name:version`` or the task default to a loaded model."""
-        candidates = self.list(task)
+        candidates = self.models(task)
         available = sorted(r.ref for r in candidates)
         ref = ref or self.defaults.get(task)
         if not candidates:
             raise ModelNotFound(ref or "(default)", task, available)
         if ref is None:
             first = min(r.name for r in candidates)
-            return max((r for r in candidates if r.name == first), key=lambda r: _version_key(r.version))
+            return max(
+                (r for r in candidates if r.name == first), key=lambda r: _version_key(r.version)
+            )
         name, _, version = ref.partition(":")
-        matches = [r for r in candidates if r.name == name and (not version or r.version == version)]
+        matches = [
+            r for r in candidates if r.name == name and (not version or r.version == version)
+        ]
         if not matches:
             raise ModelNotFound(ref, task, available)
         return max(matches, key=lambda r: _version_key(r.version))
@@ -119,7 +132,11 @@ class Registry:
     def find(self, name: str) -> list[ModelRecord]:
         """Every loaded version of a model name, across tasks (for /v1/models/{name})."""
         base, _, version = name.partition(":")
-        hits = [r for r in self.records.values() if r.name == base and (not version or r.version == version)]
+        hits = [
+            r
+            for r in self.records.values()
+            if r.name == base and (not version or r.version == version)
+        ]
         if not hits:
             raise ModelNotFound(name, None, sorted(r.ref for r in self.records.values()))
         return sorted(hits, key=lambda r: _version_key(r.version))

@@ -24,8 +24,12 @@ def resolve_providers(requested: Sequence[str]) -> list[str]:
     chosen = [p for p in requested if p in available]
     for p in requested:
         if p not in available:
-            log.warning("execution provider %s is not available in this onnxruntime build "
-                        "(available: %s); falling back", p, sorted(available))
+            log.warning(
+                "execution provider %s is not available in this onnxruntime build "
+                "(available: %s); falling back",
+                p,
+                sorted(available),
+            )
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
@@ -34,8 +38,12 @@ def resolve_providers(requested: Sequence[str]) -> list[str]:
 class OrtModel:
     """A loaded ONNX graph: named inputs in, named outputs out, numpy only."""
 
-    def __init__(self, path: Path, providers: Sequence[str] = ("CPUExecutionProvider",),
-                 intra_op_threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: Path,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+        intra_op_threads: int = 1,
+    ) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
@@ -44,7 +52,9 @@ class OrtModel:
         # Spinning threads burn the other core while idle; with one thread it changes nothing.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=resolve_providers(providers))
+            self.session = ort.InferenceSession(
+                str(path), opts, providers=resolve_providers(providers)
+            )
         except Exception as exc:  # onnxruntime raises several unrelated types
             raise ModelLoadError(f"cannot load {path}: {exc}") from exc
         self.path = path
@@ -52,7 +62,9 @@ class OrtModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.providers = self.session.get_providers()
 
-    def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         names = list(outputs or self.output_names)
         try:
             values = self.session.run(names, dict(feeds))

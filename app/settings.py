@@ -15,7 +15,9 @@ KNOWN_PROVIDERS = {"CPUExecutionProvider", "CUDAExecutionProvider"}
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEQSERVE_", env_file=".env", extra="ignore")
 
-    models_dir: Path = Field(DEFAULT_MODELS_DIR, description="root of models/<task>/<name>/<version>/")
+    models_dir: Path = Field(
+        DEFAULT_MODELS_DIR, description="root of models/<task>/<name>/<version>/"
+    )
     default_models: dict[str, str] = Field(
         default_factory=dict,
         description='task -> "name" or "name:version" used when a request names no model '
@@ -27,9 +29,13 @@ class Settings(BaseSettings):
         "with a warning when unavailable",
     )
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per session")
-    max_batch_size: int = Field(32, ge=1, description="largest batch the batcher forms; 1 turns batching off")
+    max_batch_size: int = Field(
+        32, ge=1, description="largest batch the batcher forms; 1 turns batching off"
+    )
     max_batch_wait_ms: float = Field(
-        0.0, ge=0.0, description="how long a batch may wait for more requests; 0 adds no latency when idle"
+        0.0,
+        ge=0.0,
+        description="how long a batch may wait for more requests; 0 adds no latency when idle",
     )
     max_concurrent_requests: int = Field(
         512, ge=1, description="requests in flight before the service answers 429 (overloaded)"
@@ -42,7 +48,9 @@ class Settings(BaseSettings):
     def _known_providers(cls, value: list[str]) -> list[str]:
         unknown = [p for p in value if p not in KNOWN_PROVIDERS]
         if unknown or not value:
-            raise ValueError(f"providers must be a non-empty subset of {sorted(KNOWN_PROVIDERS)}, got {value}")
+            raise ValueError(
+                f"providers must be a non-empty subset of {sorted(KNOWN_PROVIDERS)}, got {value}"
+            )
         return value
 
     @field_validator("models_dir")

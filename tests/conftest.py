@@ -41,17 +41,50 @@ def sentiment_fixture_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 
 
 @pytest.fixture(scope="session")
-def tiny_sentiment_models(tmp_path_factory: pytest.TempPathFactory, sentiment_fixture_data: tuple[Path, Path]) -> Path:
+def tiny_sentiment_models(
+    tmp_path_factory: pytest.TempPathFactory, sentiment_fixture_data: tuple[Path, Path]
+) -> Path:
     """A models dir holding one tiny sentiment model trained from the fixture data."""
     from training.cli import main
 
     train, dev = sentiment_fixture_data
     root = tmp_path_factory.mktemp("models")
     run = tmp_path_factory.mktemp("run")
-    rc = main(["sentiment", "train", "--train", str(train), "--dev", str(dev), "--run-dir", str(run),
-               "--export-dir", str(root / "sentiment" / "toy" / "1"), "--name", "toy",
-               "--epochs", "8", "--patience", "8", "--lr", "0.01", "--dropout", "0.1", "--emb-dim", "16", "--hidden", "16", "--seeds", "1", "2",
-               "--threads", "1", "--batch-size", "32"])
+    rc = main(
+        [
+            "sentiment",
+            "train",
+            "--train",
+            str(train),
+            "--dev",
+            str(dev),
+            "--run-dir",
+            str(run),
+            "--export-dir",
+            str(root / "sentiment" / "toy" / "1"),
+            "--name",
+            "toy",
+            "--epochs",
+            "8",
+            "--patience",
+            "8",
+            "--lr",
+            "0.01",
+            "--dropout",
+            "0.1",
+            "--emb-dim",
+            "16",
+            "--hidden",
+            "16",
+            "--seeds",
+            "1",
+            "2",
+            "--threads",
+            "1",
+            "--batch-size",
+            "32",
+        ]
+    )
     assert rc == 0
     return root
 

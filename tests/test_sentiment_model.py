@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from training.sentiment.model import ClassifierConfig, EnsembleClassifier, RNNClassifier, reverse_valid
+from training.sentiment.model import (
+    ClassifierConfig,
+    EnsembleClassifier,
+    RNNClassifier,
+    reverse_valid,
+)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -9,8 +14,16 @@ from training.sentiment.model import ClassifierConfig, EnsembleClassifier, RNNCl
 @pytest.mark.parametrize("pooling", ["maxmean", "last"])
 def test_output_does_not_depend_on_padding(cell: str, bidirectional: bool, pooling: str) -> None:
     torch.manual_seed(0)
-    cfg = ClassifierConfig(vocab_size=40, num_labels=2, cell=cell, bidirectional=bidirectional,
-                           layers=2, emb_dim=8, hidden=8, pooling=pooling)
+    cfg = ClassifierConfig(
+        vocab_size=40,
+        num_labels=2,
+        cell=cell,
+        bidirectional=bidirectional,
+        layers=2,
+        emb_dim=8,
+        hidden=8,
+        pooling=pooling,
+    )
     model = RNNClassifier(cfg).eval()
     x = torch.randint(2, 40, (1, 6))
     padded = torch.cat([x, torch.zeros(1, 9, dtype=torch.long)], 1)
@@ -31,8 +44,10 @@ def test_reverse_valid_reverses_only_valid_steps_and_is_an_involution() -> None:
 
 
 def test_ensemble_averages_member_probabilities() -> None:
-    members = [RNNClassifier(ClassifierConfig(vocab_size=20, num_labels=3, emb_dim=4, hidden=4)).eval()
-               for _ in range(3)]
+    members = [
+        RNNClassifier(ClassifierConfig(vocab_size=20, num_labels=3, emb_dim=4, hidden=4)).eval()
+        for _ in range(3)
+    ]
     x = torch.randint(2, 20, (4, 7))
     with torch.no_grad():
         expected = torch.stack([torch.softmax(m(x), -1) for m in members]).mean(0)

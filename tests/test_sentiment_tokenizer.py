@@ -6,7 +6,20 @@ from training.sentiment import tokenizer as toks
 def test_typed_text_maps_onto_sst_tokenization() -> None:
     tok = toks.train_tokenizer(["it does n't work , the film 's plot is well-made ..."])
     enc = tok.encode("It DOESN'T work, the film\u2019s plot is well-made...")
-    assert enc.tokens == ["it", "does", "n't", "work", ",", "the", "film", "'s", "plot", "is", "well-made", "..."]
+    assert enc.tokens == [
+        "it",
+        "does",
+        "n't",
+        "work",
+        ",",
+        "the",
+        "film",
+        "'s",
+        "plot",
+        "is",
+        "well-made",
+        "...",
+    ]
     assert toks.UNK_ID not in enc.ids
 
 
@@ -14,7 +27,11 @@ def test_unknown_words_become_unk_and_specials_are_fixed() -> None:
     tok = toks.train_tokenizer(["good movie"])
     assert tok.token_to_id(toks.PAD_TOKEN) == toks.PAD_ID
     assert tok.token_to_id(toks.UNK_TOKEN) == toks.UNK_ID
-    assert tok.encode("good zebra movie").ids == [tok.token_to_id("good"), toks.UNK_ID, tok.token_to_id("movie")]
+    assert tok.encode("good zebra movie").ids == [
+        tok.token_to_id("good"),
+        toks.UNK_ID,
+        tok.token_to_id("movie"),
+    ]
 
 
 def test_save_load_round_trip_gives_identical_ids(tmp_path: Path) -> None:

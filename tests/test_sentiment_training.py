@@ -34,11 +34,31 @@ def test_exported_graph_has_dynamic_batch_and_length(tiny_sentiment_models: Path
         assert np.allclose(probs.sum(1), 1, atol=1e-5)
 
 
-def test_dry_run_and_evaluate_cli(tmp_path: Path, sentiment_fixture_data: tuple[Path, Path], capsys) -> None:
+def test_dry_run_and_evaluate_cli(
+    tmp_path: Path, sentiment_fixture_data: tuple[Path, Path], capsys
+) -> None:
     train, dev = sentiment_fixture_data
     out = tmp_path / "model"
-    assert main(["sentiment", "train", "--dry-run", "--train", str(train), "--dev", str(dev),
-                 "--run-dir", str(tmp_path / "run"), "--export-dir", str(out), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "sentiment",
+                "train",
+                "--dry-run",
+                "--train",
+                str(train),
+                "--dev",
+                str(dev),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--export-dir",
+                str(out),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["sentiment", "evaluate", "--model-dir", str(out), "--data", str(dev)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -46,9 +66,13 @@ def test_dry_run_and_evaluate_cli(tmp_path: Path, sentiment_fixture_data: tuple[
 
 
 def test_generic_jsonl_and_csv_loaders(tmp_path: Path) -> None:
-    (tmp_path / "d.jsonl").write_text('{"review": "fine", "stars": "pos"}\n{"review": "bad", "stars": "neg"}\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"review": "fine", "stars": "pos"}\n{"review": "bad", "stars": "neg"}\n'
+    )
     ds = load_dataset(tmp_path / "d.jsonl", "review", "stars", label_names=None)
     assert ds.texts == ["fine", "bad"] and ds.labels == ["pos", "neg"]
     (tmp_path / "d.csv").write_text('text,y\n"good, really",1\nawful,0\n')
-    ds = load_dataset(tmp_path / "d.csv", "text", "y", label_names={"0": "negative", "1": "positive"})
+    ds = load_dataset(
+        tmp_path / "d.csv", "text", "y", label_names={"0": "negative", "1": "positive"}
+    )
     assert ds.texts == ["good, really", "awful"] and ds.labels == ["positive", "negative"]

@@ -25,7 +25,7 @@ TASKS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqserve-train", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="task", required=True, metavar="TASK")
-    for task, module_name in TASKS.items():
+    for module_name in TASKS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

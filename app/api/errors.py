@@ -31,7 +31,7 @@ STATUS: dict[type[errors.SeqServeError], int] = {
 def status_for(exc: errors.SeqServeError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 500
 
 
@@ -59,7 +59,9 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
     for e in errs[:5]:
         where = _location(tuple(e.get("loc", ())))
         msg = str(e.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(msg if where == "body" and e.get("type") == "value_error" else f"{where}: {msg}")
+        parts.append(
+            msg if where == "body" and e.get("type") == "value_error" else f"{where}: {msg}"
+        )
     more = f" (and {len(errs) - 5} more)" if len(errs) > 5 else ""
     return 422, "invalid_request", "; ".join(parts) + more
 
@@ -80,8 +82,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

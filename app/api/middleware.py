@@ -7,8 +7,16 @@ from typing import Any
 
 from app import metrics
 
-KNOWN_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast", "/healthz", "/readyz",
-                "/v1/models", "/metrics"}
+KNOWN_ROUTES = {
+    "/sentiment",
+    "/next-word",
+    "/next-word/score",
+    "/forecast",
+    "/healthz",
+    "/readyz",
+    "/v1/models",
+    "/metrics",
+}
 
 
 class MetricsMiddleware:
@@ -20,7 +28,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        route = path if path in KNOWN_ROUTES else ("/v1/models/{name}" if path.startswith("/v1/models/") else "other")
+        route = (
+            path
+            if path in KNOWN_ROUTES
+            else ("/v1/models/{name}" if path.startswith("/v1/models/") else "other")
+        )
         status = {"code": 500}
         t0 = time.perf_counter()
 

@@ -84,11 +84,15 @@ class SentimentModel:
         preds = []
         for (_, n_tokens), p in zip(encoded, probs, strict=True):
             best = int(np.argmax(p))
-            preds.append(Prediction(
-                label=self.labels[best], score=float(p[best]),
-                probabilities={lab: float(v) for lab, v in zip(self.labels, p, strict=True)},
-                tokens=n_tokens, truncated=n_tokens > self.max_length,
-            ))
+            preds.append(
+                Prediction(
+                    label=self.labels[best],
+                    score=float(p[best]),
+                    probabilities={lab: float(v) for lab, v in zip(self.labels, p, strict=True)},
+                    tokens=n_tokens,
+                    truncated=n_tokens > self.max_length,
+                )
+            )
         return preds
 
 
@@ -96,7 +100,7 @@ class SentimentService:
     def __init__(self, registry: Registry, settings: Settings) -> None:
         self.registry = registry
         self.settings = settings
-        self.models = {rec.ref: SentimentModel(rec, settings) for rec in registry.list(TASK)}
+        self.by_ref = {rec.ref: SentimentModel(rec, settings) for rec in registry.models(TASK)}
 
     def validate(self, texts: list[str], field: str) -> None:
         limit = self.settings.max_texts
@@ -105,16 +109,20 @@ class SentimentService:
         if len(texts) > limit:
             raise InputTooLarge(f"{field} has {len(texts)} items; the limit is {limit}")
         for i, text in enumerate(texts):
-            check_text(text, f"{field}[{i}]" if field == "texts" else field, self.settings.max_text_chars)
+            check_text(
+                text, f"{field}[{i}]" if field == "texts" else field, self.settings.max_text_chars
+            )
 
-    async def classify(self, texts: list[str], field: str, model: str | None) -> tuple[ModelRecord, list[Prediction]]:
+    async def classify(
+        self, texts: list[str], field: str, model: str | None
+    ) -> tuple[ModelRecord, list[Prediction]]:
         rec = self.registry.get(TASK, model)
         self.validate(texts, field)
-        return rec, await self.models[rec.ref].classify(texts)
+        return rec, await self.by_ref[rec.ref].classify(texts)
 
     def models_info(self) -> list[dict[str, Any]]:
-        return [m.record.summary() for m in self.models.values()]
+        return [m.record.summary() for m in self.by_ref.values()]
 
     async def close(self) -> None:
-        for m in self.models.values():
+        for m in self.by_ref.values():
             await m.batcher.close()

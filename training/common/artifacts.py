@@ -27,7 +27,9 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def library_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "tokenizers", "numpy")) -> dict[str, str]:
+def library_versions(
+    names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "tokenizers", "numpy"),
+) -> dict[str, str]:
     """Installed versions of the libraries that shaped an artifact (for reproducibility)."""
     versions = {"python": platform.python_version()}
     for name in names:

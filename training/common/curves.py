@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def plot_curves(history: Sequence[dict[str, float]], path: str | Path, panels: Sequence[tuple[str, Sequence[str]]], title: str = "") -> Path:
+def plot_curves(
+    history: Sequence[dict[str, float]],
+    path: str | Path,
+    panels: Sequence[tuple[str, Sequence[str]]],
+    title: str = "",
+) -> Path:
     """Plot one panel per (ylabel, keys) from a per-epoch history list of dicts.
 
     ``history`` items hold an ``epoch`` key plus metrics; missing keys are skipped so the same

@@ -13,7 +13,7 @@ import numpy as np
 
 
 def gather_tables_to_fp16(path: str | Path, min_elements: int = 100_000) -> list[str]:
-    """Rewrite in place every large float32 initializer read only by Gather ops; return their names."""
+    """Rewrite in place every large float32 table read only by Gather ops; return their names."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -39,7 +39,9 @@ def gather_tables_to_fp16(path: str | Path, min_elements: int = 100_000) -> list
             out = n.output[0]
             half_out = out + "_fp16"
             n.output[0] = half_out
-            cast = helper.make_node("Cast", [half_out], [out], to=TensorProto.FLOAT, name=f"{n.name}_to_fp32")
+            cast = helper.make_node(
+                "Cast", [half_out], [out], to=TensorProto.FLOAT, name=f"{n.name}_to_fp32"
+            )
             graph.node.insert(list(graph.node).index(n) + 1, cast)
         converted.append(name)
     onnx.checker.check_model(model)

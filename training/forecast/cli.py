@@ -70,6 +70,11 @@ def register(subparsers: Any) -> None:
     t.add_argument("--layers", type=int, default=DEFAULTS.layers, help="recurrent layers")
     t.add_argument("--dropout", type=float, default=DEFAULTS.dropout,
                    help="dropout between recurrent layers")
+    t.add_argument("--linear-skip", action="store_true",
+                   help="add a direct linear window -> median correction path")
+    t.add_argument("--recent", type=int, default=DEFAULTS.recent,
+                   help="if > 0, draw training targets only from the last RECENT points of "
+                        "each series (0 = anywhere in the training part)")
     t.add_argument("--members", type=int, default=DEFAULTS.members,
                    help="ensemble size (seeds seed, seed+1, ...)")
     t.add_argument("--seed", type=int, default=DEFAULTS.seed, help="first seed")

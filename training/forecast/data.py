@@ -101,9 +101,9 @@ def positive_shift(x: np.ndarray, rel_margin: float = 0.1, abs_floor: float = 1.
 
     The rule serving uses before calling the graph (and undoes afterwards), per request row:
 
-        shift = 0                                  if min(x) > 0
-        shift = -min(x) + margin                   otherwise, where
-        margin = max(rel_margin * (max(x) - min(x)), rel_margin * max|x|, abs_floor * [range==0 and max|x|==0])
+        shift = 0                  if min(x) > 0
+        shift = -min(x) + margin   otherwise, where
+        margin = max(rel_margin * (max(x) - min(x)), rel_margin * max|x|), or abs_floor if 0
 
     i.e. the shifted minimum sits ``margin`` above zero, ``margin`` being 10% of the row's
     range (or of its magnitude when the row is constant), and 1.0 for an all-zero row.
@@ -150,18 +150,26 @@ class WindowSampler:
     model), then a cut point so that the target lies inside the history.
     """
 
-    def __init__(self, histories: list[np.ndarray], window: int, horizon: int, period: int):
+    def __init__(
+        self, histories: list[np.ndarray], window: int, horizon: int, period: int, recent: int = 0
+    ):
         self.window, self.horizon, self.period = window, horizon, period
         self.series = [last_window(h, window + horizon, period) if len(h) < window + horizon
                        else h for h in histories]
         self.n_origins = np.asarray([len(s) - window - horizon + 1 for s in self.series])
+        # recent > 0: only targets ending within the last `recent` points of each series.
+        self.first = np.zeros_like(self.n_origins)
+        if recent > 0:
+            keep = np.minimum(self.n_origins, max(1, recent - horizon + 1))
+            self.first = self.n_origins - keep
+            self.n_origins = keep
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.series])])
         self.offsets = offsets[:-1]
         self.flat = np.concatenate(self.series).astype(np.float64)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         sid = rng.integers(0, len(self.series), size=n)
-        start = (rng.random(n) * self.n_origins[sid]).astype(np.int64)
+        start = self.first[sid] + (rng.random(n) * self.n_origins[sid]).astype(np.int64)
         base = self.offsets[sid] + start
         idx = base[:, None] + np.arange(self.window + self.horizon)[None, :]
         block = self.flat[idx]

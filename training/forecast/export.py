@@ -219,7 +219,7 @@ def export_model(
     lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
     plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["series"].ids)
 
-    card = {
+    card: dict[str, Any] = {
         "task": "forecast",
         "name": cfg.name,
         "version": cfg.version,

@@ -42,6 +42,7 @@ class ForecastNet(nn.Module):
         layers: int = 1,
         horizon: int = 48,
         dropout: float = 0.0,
+        linear_skip: bool = False,
     ):
         super().__init__()
         if cell not in CELLS:
@@ -62,8 +63,14 @@ class ForecastNet(nn.Module):
         # Start as the seasonal-naive forecast with a moderate interval.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+        # Optional direct linear map window -> median correction (learns e.g. weekly naive).
+        self.linear = nn.Linear(window, horizon) if linear_skip else None
+        if self.linear is not None:
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
         # Index of the seasonal-naive source for each horizon step (last period, repeated).
         idx = torch.arange(horizon) % period + (window - period)
+        self.snaive_idx: torch.Tensor
         self.register_buffer("snaive_idx", idx, persistent=False)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -73,6 +80,8 @@ class ForecastNet(nn.Module):
         d = self.head(out[:, -1]).reshape(b, self.horizon, 3)
         base = z.index_select(1, self.snaive_idx)
         mid = base + d[..., 1]
+        if self.linear is not None:
+            mid = mid + self.linear(z)
         lo = mid - F.softplus(d[..., 0])
         hi = mid + F.softplus(d[..., 2])
         return torch.stack([lo, mid, hi], dim=-1)

@@ -59,6 +59,7 @@ class ForecastConfig:
     hidden: int = 64
     layers: int = 1
     dropout: float = 0.0
+    linear_skip: bool = False  # add a direct linear window -> median path
     # optimisation
     members: int = 5
     seed: int = 0
@@ -67,6 +68,7 @@ class ForecastConfig:
     lr: float = 3e-3
     lr_final: float = 1e-4  # cosine decay from lr to lr_final over all steps
     windows_per_epoch: int = 8192
+    recent: int = 0  # >0: training targets only from the last `recent` points of a series
     clip: float = 1.0
     threads: int = 1
     calib_windows: int = 3  # conformal calibration origins inside the training part
@@ -112,7 +114,7 @@ def train_member(
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     net = ForecastNet(cfg.cell, cfg.window, cfg.period, cfg.hidden, cfg.layers, cfg.horizon,
-                      cfg.dropout)
+                      cfg.dropout, cfg.linear_skip)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     steps_per_epoch = max(1, cfg.windows_per_epoch // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -274,7 +276,7 @@ def run_training(cfg: ForecastConfig, log: Any = print) -> dict[str, Any]:
 
     torch.set_num_threads(cfg.threads)
     data = prepare(cfg)
-    sampler = WindowSampler(data["hist"], cfg.window, cfg.horizon, cfg.period)
+    sampler = WindowSampler(data["hist"], cfg.window, cfg.horizon, cfg.period, cfg.recent)
     log(f"{len(data['hist'])} series, {int(sampler.n_origins.sum())} training origins")
     states, histories = [], []
     for i in range(cfg.members):
@@ -291,7 +293,7 @@ def build_ensemble(ckpt: dict[str, Any]) -> Any:
     nets = []
     for sd in ckpt["members"]:
         net = ForecastNet(c["cell"], c["window"], c["period"], c["hidden"], c["layers"],
-                          c["horizon"], c["dropout"])
+                          c["horizon"], c["dropout"], c.get("linear_skip", False))
         net.load_state_dict(sd)
         net.eval()
         nets.append(net)

@@ -2,7 +2,8 @@
 
     seqserve-train lm train --out-dir runs/lm
     seqserve-train lm evaluate --checkpoint runs/lm/best.pt
-    seqserve-train lm export --checkpoint runs/lm/best.pt --model-dir models/next-word/wikitext2-lstm/1
+    seqserve-train lm export --checkpoint runs/lm/best.pt \
+        --model-dir models/next-word/wikitext2-lstm/1
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                         valid_file=_repo_path(args.valid_file), opset=args.opset,
                         quantize=args.quantize, threads=args.threads,
                         max_valid_lines=args.max_valid_lines,
+                        topk_positions=args.topk_positions,
                         history=_repo_path(args.history) if args.history else None)
     summary: dict[str, Any] = {"model_dir": str(_repo_path(args.model_dir)),
                                "metrics": card.get("metrics")}
@@ -137,6 +139,8 @@ def register(subparsers: Any) -> None:
                    help="model folder to write")
     x.add_argument("--history", default=None,
                    help="history.json for curves.png (default: next to the checkpoint)")
+    x.add_argument("--topk-positions", type=int, default=None,
+                   help="top-1/top-5 accuracy on the first N validation positions (default: all)")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     x.add_argument("--quantize", choices=["auto", "yes", "no"], default="auto",
                    help="int8-quantize the shipped graphs: auto = when fp32 exceeds the size cap")

@@ -70,9 +70,9 @@ def onnx_perplexity(session: Any, data: np.ndarray, layers: int, hidden: int,
     nll, count = 0.0, 0
     for i in range(0, data.shape[1] - 1, chunk):
         n = min(chunk, data.shape[1] - 1 - i)
+        inputs, targets = data[:, i : i + n], data[:, i + 1 : i + 1 + n]
         outs = session.run(["token_log_probs", *state_out],
-                           {"input_ids": data[:, i : i + n], "target_ids": data[:, i + 1 : i + 1 + n],
-                            **feeds})
+                           {"input_ids": inputs, "target_ids": targets, **feeds})
         nll -= float(np.sum(outs[0], dtype=np.float64))
         count += outs[0].size
         feeds = dict(zip(state_in, outs[1:], strict=True))

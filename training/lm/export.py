@@ -98,6 +98,7 @@ def export_graphs(model: RNNModel, folder: Path, opset: int) -> dict[str, dict[s
          "token_log_probs"),
     ]
     for file, module, args, id_inputs, main_out in graphs:
+        module.eval()  # export restores the wrapper's mode afterwards: it must be eval too
         axes = {n: {0: "batch", 1: "seq"} for n in id_inputs}
         axes[main_out] = {0: "batch"} if main_out == "log_probs" else {0: "batch", 1: "seq"}
         axes.update(state_axes)
@@ -242,7 +243,11 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
                         / metrics["fp32"]["valid_perplexity"] - 1)
             quant.update({
                 "method": "onnxruntime quantize_dynamic, int8 weights (QInt8)",
-                "op_types": quantized_op_types(int8_dir / "model.onnx"),
+                "op_types": (ops := quantized_op_types(int8_dir / "model.onnx")),
+                "quantized": {"embedding_gather": ops.get("DequantizeLinear", 0) > 0,
+                              "lstm_nodes": ops.get("DynamicQuantizeLSTM", 0),
+                              "matmul_integer_nodes": ops.get("MatMulInteger", 0),
+                              "float_matmul_nodes": ops.get("MatMul", 0) + ops.get("Gemm", 0)},
                 "fp32_bytes": fp32_bytes,
                 "int8_bytes": sum((int8_dir / f).stat().st_size for f in specs),
                 "valid_perplexity_increase": increase,

@@ -83,7 +83,8 @@ def round_trip_mismatches(tok: Tokenizer, lines: Iterable[str],
     """(lines checked, lines whose ids differ from splitting on spaces, a few examples)."""
     index = {w: i for i, w in enumerate(vocab)}
     unk = index[UNK]
-    checked, bad, examples = 0, 0, []
+    checked, bad = 0, 0
+    examples: list[str] = []
     batch = [line for line in lines if line.strip()]
     for line, enc in zip(batch, tok.encode_batch(batch), strict=True):
         checked += 1

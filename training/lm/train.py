@@ -142,7 +142,7 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
         total, count = 0.0, 0
         t0 = time.monotonic()
         bar = tqdm(bptt_chunks(train_data, cfg.bptt), total=n_chunks, desc=f"epoch {epoch}",
-                   mininterval=30 if not cfg.dry_run else 0.1, disable=None)
+                   mininterval=30 if not cfg.dry_run else 0.1)
         for inputs, targets in bar:
             state = repackage(state)
             optimizer.zero_grad(set_to_none=True)

@@ -38,7 +38,9 @@ def _label_names(spec: str | None) -> dict[str, str] | None:
 
 
 def _load(args: argparse.Namespace, path: Path) -> TextDataset:
-    ds = load_dataset(path, args.text_column, args.label_column, args.format, _label_names(args.label_names))
+    ds = load_dataset(
+        path, args.text_column, args.label_column, args.format, _label_names(args.label_names)
+    )
     if args.limit:
         ds = TextDataset(ds.texts[: args.limit], ds.labels[: args.limit])
     return ds
@@ -62,17 +64,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_y = np.array([index[x] for x in train.labels])
     dev_y = np.array([index[x] for x in dev.labels])
     model_cfg = ClassifierConfig(
-        vocab_size=tok.get_vocab_size(), num_labels=len(labels), cell=args.cell,
-        bidirectional=args.bidirectional, layers=args.layers, emb_dim=args.emb_dim,
-        hidden=args.hidden, dropout=args.dropout, pooling=args.pooling, pad_id=toks.PAD_ID,
+        vocab_size=tok.get_vocab_size(),
+        num_labels=len(labels),
+        cell=args.cell,
+        bidirectional=args.bidirectional,
+        layers=args.layers,
+        emb_dim=args.emb_dim,
+        hidden=args.hidden,
+        dropout=args.dropout,
+        pooling=args.pooling,
+        pad_id=toks.PAD_ID,
     )
     members: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for seed in args.seeds:
         cfg = TrainConfig(
-            epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, clip=args.clip, word_dropout=args.word_dropout,
-            max_length=args.max_length, seed=seed, threads=args.threads, limit_train=args.limit,
+            epochs=args.epochs,
+            patience=args.patience,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            clip=args.clip,
+            lr_decay=args.lr_decay,
+            word_dropout=args.word_dropout,
+            max_length=args.max_length,
+            seed=seed,
+            threads=args.threads,
+            limit_train=args.limit,
         )
         members.append(train_member(model_cfg, cfg, train_ids, train_y, dev_ids, dev_y, run_dir))
     summary = {
@@ -97,12 +115,29 @@ def _export(args: argparse.Namespace, run_dir: Path, out: Path, dev: TextDataset
 
     summary = json.loads((run_dir / "run.json").read_text())
     card = export_model(
-        run_dir, out, dev.texts, dev.labels, name=args.name, version=args.version,
-        datasets=dataset_records(Path(summary["train_path"]), Path(summary["dev_path"]), args.dataset_url),
-        fp16_embeddings=not args.fp32_embeddings, quantize=args.quantize,
+        run_dir,
+        out,
+        dev.texts,
+        dev.labels,
+        name=args.name,
+        version=args.version,
+        datasets=dataset_records(
+            Path(summary["train_path"]), Path(summary["dev_path"]), args.dataset_url
+        ),
+        fp16_embeddings=not args.fp32_embeddings,
+        quantize=args.quantize,
     )
-    print(json.dumps({"exported": str(out), "metrics": card["metrics"], "parity": card["parity"],
-                      "latency": card["latency_single_request"]}, indent=1))
+    print(
+        json.dumps(
+            {
+                "exported": str(out),
+                "metrics": card["metrics"],
+                "parity": card["parity"],
+                "latency": card["latency_single_request"],
+            },
+            indent=1,
+        )
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -123,29 +158,56 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     index = {lab: i for i, lab in enumerate(card["labels"])}
     y = np.array([index[x] for x in ds.labels])
     acc = float((probs.argmax(1) == y).mean())
-    print(json.dumps({"model": f"{card['name']}:{card['version']}", "data": str(args.data),
-                      "examples": len(y), "accuracy": acc}))
+    print(
+        json.dumps(
+            {
+                "model": f"{card['name']}:{card['version']}",
+                "data": str(args.data),
+                "examples": len(y),
+                "accuracy": acc,
+            }
+        )
+    )
     return 0
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text-column", default="sentence", help="column holding the text (default: sentence)")
-    p.add_argument("--label-column", default="label", help="column holding the label (default: label)")
-    p.add_argument("--format", default="auto", choices=["auto", "tsv", "csv", "jsonl"],
-                   help="file format; auto uses the file extension")
-    p.add_argument("--label-names", default=None,
-                   help="raw->name mapping like '0=negative,1=positive'; 'sst2' (default) or 'none'")
+    p.add_argument(
+        "--text-column", default="sentence", help="column holding the text (default: sentence)"
+    )
+    p.add_argument(
+        "--label-column", default="label", help="column holding the label (default: label)"
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=["auto", "tsv", "csv", "jsonl"],
+        help="file format; auto uses the file extension",
+    )
+    p.add_argument(
+        "--label-names",
+        default=None,
+        help="raw->name mapping like '0=negative,1=positive'; 'sst2' (default) or 'none'",
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N rows of each file")
 
 
 def _export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default="sst2-bilstm", help="model name in the registry")
     p.add_argument("--version", default="1", help="model version in the registry")
-    p.add_argument("--quantize", action="store_true",
-                   help="also try int8 dynamic quantization; shipped only if dev accuracy drops <= 0.5 points")
-    p.add_argument("--fp32-embeddings", action="store_true",
-                   help="keep embedding tables in float32 (default stores them as float16 to halve the file)")
-    p.add_argument("--dataset-url", default=SST2_URL, help="public download address recorded in the card")
+    p.add_argument(
+        "--quantize",
+        action="store_true",
+        help="also try int8 dynamic quantization; shipped only if dev accuracy drops <= 0.5 points",
+    )
+    p.add_argument(
+        "--fp32-embeddings",
+        action="store_true",
+        help="keep embedding tables in float32 (default stores them as float16 to halve the file)",
+    )
+    p.add_argument(
+        "--dataset-url", default=SST2_URL, help="public download address recorded in the card"
+    )
 
 
 def register(sub: Any) -> None:
@@ -153,44 +215,89 @@ def register(sub: Any) -> None:
     s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = s.add_parser("train", help="train ensemble members (one per seed), optionally export")
-    t.add_argument("--train", type=Path, default=DEFAULT_DATA_DIR / "train.tsv", help="training file")
-    t.add_argument("--dev", type=Path, default=DEFAULT_DATA_DIR / "dev.tsv", help="dev file (early stopping, selection)")
+    t.add_argument(
+        "--train", type=Path, default=DEFAULT_DATA_DIR / "train.tsv", help="training file"
+    )
+    t.add_argument(
+        "--dev",
+        type=Path,
+        default=DEFAULT_DATA_DIR / "dev.tsv",
+        help="dev file (early stopping, selection)",
+    )
     _data_flags(t)
-    t.add_argument("--label-order", default=None, help="comma-separated label order (default: sorted)")
-    t.add_argument("--run-dir", type=Path, default=Path("runs/sentiment/default"), help="where checkpoints go")
-    t.add_argument("--export-dir", type=Path, default=None, help="export the ensemble here after training")
+    t.add_argument(
+        "--label-order", default=None, help="comma-separated label order (default: sorted)"
+    )
+    t.add_argument(
+        "--run-dir", type=Path, default=Path("runs/sentiment/default"), help="where checkpoints go"
+    )
+    t.add_argument(
+        "--export-dir", type=Path, default=None, help="export the ensemble here after training"
+    )
     t.add_argument("--cell", default="lstm", choices=sorted(CELLS), help="recurrent cell")
-    t.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True, help="bidirectional layers")
+    t.add_argument(
+        "--bidirectional",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="bidirectional layers",
+    )
     t.add_argument("--layers", type=int, default=1, help="stacked recurrent layers")
     t.add_argument("--emb-dim", type=int, default=128, help="embedding size")
     t.add_argument("--hidden", type=int, default=192, help="hidden units per direction")
-    t.add_argument("--dropout", type=float, default=0.5, help="dropout on embeddings and pooled features")
-    t.add_argument("--pooling", default="maxmean", choices=POOLINGS, help="masked pooling over valid tokens")
-    t.add_argument("--word-dropout", type=float, default=0.1, help="fraction of training tokens replaced by [UNK]")
-    t.add_argument("--min-freq", type=int, default=1, help="minimum word count to enter the vocabulary")
+    t.add_argument(
+        "--dropout", type=float, default=0.5, help="dropout on embeddings and pooled features"
+    )
+    t.add_argument(
+        "--pooling", default="maxmean", choices=POOLINGS, help="masked pooling over valid tokens"
+    )
+    t.add_argument(
+        "--word-dropout",
+        type=float,
+        default=0.1,
+        help="fraction of training tokens replaced by [UNK]",
+    )
+    t.add_argument(
+        "--min-freq", type=int, default=1, help="minimum word count to enter the vocabulary"
+    )
     t.add_argument("--max-length", type=int, default=128, help="maximum tokens per text")
     t.add_argument("--epochs", type=int, default=6, help="maximum epochs")
     t.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")
     t.add_argument("--batch-size", type=int, default=64, help="batch size")
     t.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
+    t.add_argument(
+        "--lr-decay", type=float, default=1.0, help="learning-rate factor applied after each epoch"
+    )
     t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     t.add_argument("--clip", type=float, default=5.0, help="gradient-norm clipping threshold")
-    t.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="one ensemble member per seed")
+    t.add_argument(
+        "--seeds", type=int, nargs="+", default=[1, 2, 3], help="one ensemble member per seed"
+    )
     t.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    t.add_argument("--dry-run", action="store_true", help="tiny model on 300 rows for one epoch (smoke test)")
+    t.add_argument(
+        "--dry-run", action="store_true", help="tiny model on 300 rows for one epoch (smoke test)"
+    )
     _export_flags(t)
     t.set_defaults(func=cmd_train)
 
-    e = s.add_parser("export", help="export a finished run's members as one ONNX ensemble with its card")
+    e = s.add_parser(
+        "export", help="export a finished run's members as one ONNX ensemble with its card"
+    )
     e.add_argument("--run-dir", type=Path, required=True, help="run directory written by 'train'")
     e.add_argument("--export-dir", type=Path, required=True, help="model folder to write")
-    e.add_argument("--dev", type=Path, default=None, help="dev file (default: the one used in training)")
+    e.add_argument(
+        "--dev", type=Path, default=None, help="dev file (default: the one used in training)"
+    )
     _data_flags(e)
     _export_flags(e)
     e.set_defaults(func=cmd_export)
 
     v = s.add_parser("evaluate", help="accuracy of an exported model folder on a labelled file")
-    v.add_argument("--model-dir", type=Path, required=True, help="folder with model.onnx, tokenizer.json, card.json")
+    v.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="folder with model.onnx, tokenizer.json, card.json",
+    )
     v.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR / "dev.tsv", help="labelled file")
     _data_flags(v)
     v.set_defaults(func=cmd_evaluate)

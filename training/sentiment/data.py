@@ -56,8 +56,10 @@ def load_dataset(
         delimiter = "\t" if kind == "tsv" else ","
         with open(path, encoding="utf-8", newline="") as fh:
             # SST-2 is not quoted (it contains bare quotes), so TSV reading turns quoting off.
-            quoting = csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL
-            rows = list(csv.DictReader(fh, delimiter=delimiter, quoting=quoting))
+            if kind == "tsv":
+                rows = list(csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE))
+            else:
+                rows = list(csv.DictReader(fh, delimiter=delimiter))
     texts: list[str] = []
     labels: list[str] = []
     for i, row in enumerate(rows, start=2):

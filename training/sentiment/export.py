@@ -53,20 +53,26 @@ def pad_batch(ids: list[list[int]]) -> np.ndarray:
     return out
 
 
-def parity_check(model: torch.nn.Module, onnx_path: Path, vocab_size: int, seed: int = 0) -> dict[str, float]:
-    """Max |ONNX − PyTorch| over batches of several sizes/lengths, plus padding invariance in ORT."""
+def parity_check(
+    model: torch.nn.Module, onnx_path: Path, vocab_size: int, seed: int = 0
+) -> dict[str, float]:
+    """Max |ONNX − PyTorch| over several batch sizes and lengths, plus ORT padding invariance."""
     rng = np.random.default_rng(seed)
     sess = ort_session(onnx_path)
     worst, pad_worst = 0.0, 0.0
     for batch, length in [(1, 1), (1, 9), (2, 5), (5, 23), (16, 40), (7, 128)]:
-        seqs = [list(rng.integers(2, vocab_size, rng.integers(1, length + 1))) for _ in range(batch)]
+        seqs = [
+            list(rng.integers(2, vocab_size, rng.integers(1, length + 1))) for _ in range(batch)
+        ]
         x = pad_batch(seqs)
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
         got = sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         worst = max(worst, max_abs_diff(ref, got))
         extra = np.concatenate([x, np.full((batch, 13), toks.PAD_ID, dtype=np.int64)], 1)
-        pad_worst = max(pad_worst, max_abs_diff(got, sess.run([OUTPUT_NAME], {INPUT_NAME: extra})[0]))
+        pad_worst = max(
+            pad_worst, max_abs_diff(got, sess.run([OUTPUT_NAME], {INPUT_NAME: extra})[0])
+        )
     return {"max_abs_diff_probabilities": worst, "max_abs_diff_extra_padding": pad_worst}
 
 
@@ -84,7 +90,9 @@ def ort_predict(onnx_path: Path, ids: list[list[int]], batch_size: int = 128) ->
     return out
 
 
-def single_latency_ms(onnx_path: Path, model: torch.nn.Module, ids: list[int], n: int = 200) -> dict[str, float]:
+def single_latency_ms(
+    onnx_path: Path, model: torch.nn.Module, ids: list[int], n: int = 200
+) -> dict[str, float]:
     """Median single-request latency of ORT (1 thread) vs PyTorch eager (1 thread)."""
     sess = ort_session(onnx_path, threads=1)
     x = np.asarray([ids], dtype=np.int64)
@@ -157,8 +165,12 @@ def export_model(
         quantize_int8(onnx_path, q_path)
         q_acc = float((ort_predict(q_path, dev_ids).argmax(1) == dev_y).mean())
         shipped = dev_acc - q_acc <= max_quant_drop
-        quant = {"dev_accuracy_int8": q_acc, "dev_accuracy_fp32": dev_acc, "shipped": shipped,
-                 "rule": f"ship int8 only if dev accuracy drops by <= {max_quant_drop * 100:.1f} points"}
+        quant = {
+            "dev_accuracy_int8": q_acc,
+            "dev_accuracy_fp32": dev_acc,
+            "shipped": shipped,
+            "rule": f"ship int8 only if dev accuracy drops by <= {max_quant_drop * 100:.1f} points",
+        }
         if shipped:
             q_path.replace(onnx_path)
             metrics["dev_accuracy"] = q_acc
@@ -176,21 +188,43 @@ def export_model(
         "description": f"{len(members)}-member ensemble of {'bi' if mc['bidirectional'] else ''}"
         f"{mc['cell'].upper()} sentiment classifiers trained on SST-2; outputs mean probabilities.",
         "labels": labels,
-        "tokenizer": {"file": "tokenizer.json", "pad_id": toks.PAD_ID, "unk_id": toks.UNK_ID,
-                      "vocab_size": vocab_size, "max_length": max_length,
-                      "lowercase": True},
-        "onnx": {"file": "model.onnx", "opset": opset_of(onnx_path),
-                 "inputs": {INPUT_NAME: {"dtype": "int64", "shape": ["batch", "sequence"],
-                                         "padding": "right, with pad_id"}},
-                 "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", len(labels)]}},
-                 "float16_tables": fp16_tables, "int8": quant is not None and quant["shipped"]},
+        "tokenizer": {
+            "file": "tokenizer.json",
+            "pad_id": toks.PAD_ID,
+            "unk_id": toks.UNK_ID,
+            "vocab_size": vocab_size,
+            "max_length": max_length,
+            "lowercase": True,
+        },
+        "onnx": {
+            "file": "model.onnx",
+            "opset": opset_of(onnx_path),
+            "inputs": {
+                INPUT_NAME: {
+                    "dtype": "int64",
+                    "shape": ["batch", "sequence"],
+                    "padding": "right, with pad_id",
+                }
+            },
+            "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", len(labels)]}},
+            "float16_tables": fp16_tables,
+            "int8": quant is not None and quant["shipped"],
+        },
         "model": {**mc, "members": len(members), "combine": "mean of softmax probabilities"},
-        "training": {"train_config": summary["train_config"], "members": [
-            {k: m[k] for k in ("seed", "best_epoch", "epochs_run", "dev_accuracy", "seconds")}
-            for m in summary["members"]]},
+        "training": {
+            "train_config": summary["train_config"],
+            "members": [
+                {k: m[k] for k in ("seed", "best_epoch", "epochs_run", "dev_accuracy", "seconds")}
+                for m in summary["members"]
+            ],
+        },
         "datasets": datasets,
         "metrics": metrics,
-        "parity": {**parity, "tolerance": 1e-4, "reference": "PyTorch ensemble with the shipped weights"},
+        "parity": {
+            **parity,
+            "tolerance": 1e-4,
+            "reference": "PyTorch ensemble with the shipped weights",
+        },
         "latency_single_request": latency,
     }
     if quant:
@@ -212,8 +246,12 @@ def _plot_members(summary: dict[str, Any], path: Path) -> None:
             row[f"dev_acc s{s}"] = h["dev_accuracy"]
         keys_loss += [f"train_loss s{s}", f"dev_loss s{s}"]
         keys_acc += [f"train_acc s{s}", f"dev_acc s{s}"]
-    plot_curves([rows[e] for e in sorted(rows)], path, [("loss", keys_loss), ("accuracy", keys_acc)],
-                title="SST-2 training curves (train vs dev, per member)")
+    plot_curves(
+        [rows[e] for e in sorted(rows)],
+        path,
+        [("loss", keys_loss), ("accuracy", keys_acc)],
+        title="SST-2 training curves (train vs dev, per member)",
+    )
 
 
 def dataset_records(train_path: Path, dev_path: Path, url: str | None) -> dict[str, Any]:

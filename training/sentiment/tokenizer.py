@@ -38,7 +38,9 @@ def new_tokenizer() -> Tokenizer:
     return tok
 
 
-def train_tokenizer(texts: Iterable[str], min_frequency: int = 1, vocab_size: int = 100_000) -> Tokenizer:
+def train_tokenizer(
+    texts: Iterable[str], min_frequency: int = 1, vocab_size: int = 100_000
+) -> Tokenizer:
     """Build the vocabulary from training texts only (dev/test words become ``[UNK]``)."""
     tok = new_tokenizer()
     trainer = trainers.WordLevelTrainer(
@@ -53,7 +55,7 @@ def train_tokenizer(texts: Iterable[str], min_frequency: int = 1, vocab_size: in
 
 
 def encode_batch(tok: Tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Ids per text, cut to ``max_length`` (the model's limit); never empty (an empty text is [UNK])."""
+    """Ids per text, cut to ``max_length``; never empty (an empty text becomes [UNK])."""
     out = []
     for enc in tok.encode_batch(texts):
         ids = enc.ids[:max_length]

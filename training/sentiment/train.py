@@ -33,6 +33,7 @@ class TrainConfig:
     patience: int = 2  # epochs without dev improvement before stopping
     batch_size: int = 64
     lr: float = 2e-3
+    lr_decay: float = 1.0  # multiply the learning rate by this after every epoch
     weight_decay: float = 1e-4  # AdamW
     clip: float = 5.0  # gradient-norm clipping
     word_dropout: float = 0.1  # fraction of training tokens replaced by [UNK]
@@ -43,7 +44,9 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def make_batches(ids: list[list[int]], batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+def make_batches(
+    ids: list[list[int]], batch_size: int, rng: np.random.Generator | None
+) -> list[np.ndarray]:
     """Index batches of similar length: sort by length, chunk, shuffle the chunk order."""
     order = np.argsort([len(x) for x in ids], kind="stable")
     if rng is not None:  # jitter lengths a little so batches differ between epochs
@@ -51,7 +54,7 @@ def make_batches(ids: list[list[int]], batch_size: int, rng: np.random.Generator
         order = np.argsort(noisy, kind="stable")
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if rng is not None:
-        rng.shuffle(batches)  # type: ignore[arg-type]
+        rng.shuffle(batches)
     return batches
 
 
@@ -94,6 +97,7 @@ def train_member(
     out_dir.mkdir(parents=True, exist_ok=True)
     model = RNNClassifier(model_cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     loss_fn = nn.CrossEntropyLoss()
     rng = np.random.default_rng(cfg.seed)
     history: list[dict[str, float]] = []
@@ -121,6 +125,7 @@ def train_member(
             correct += int((logits.argmax(-1) == y).sum())
             seen += len(rows)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+        sched.step()
         dev_p = predict_proba(model, dev_ids)
         dev_loss = float(-np.mean(np.log(dev_p[np.arange(len(dev_y)), dev_y] + 1e-12)))
         dev_acc = float((dev_p.argmax(1) == dev_y).mean())
@@ -133,7 +138,9 @@ def train_member(
             "seconds": time.perf_counter() - t0,
         }
         history.append(rec)
-        print(json.dumps({"seed": cfg.seed, **{k: round(v, 4) for k, v in rec.items()}}), flush=True)
+        print(
+            json.dumps({"seed": cfg.seed, **{k: round(v, 4) for k, v in rec.items()}}), flush=True
+        )
         if dev_acc > best_acc:
             best_acc, best_epoch, bad = dev_acc, epoch, 0
             torch.save(
@@ -157,9 +164,15 @@ def train_member(
         [("loss", ["train_loss", "dev_loss"]), ("accuracy", ["train_accuracy", "dev_accuracy"])],
         title=f"{model_cfg.cell} seed {cfg.seed}",
     )
-    return {"seed": cfg.seed, "best_epoch": best_epoch, "dev_accuracy": best_acc, "checkpoint": str(ckpt_path),
-            "epochs_run": len(history), "seconds": sum(h["seconds"] for h in history),
-            "history": history}
+    return {
+        "seed": cfg.seed,
+        "best_epoch": best_epoch,
+        "dev_accuracy": best_acc,
+        "checkpoint": str(ckpt_path),
+        "epochs_run": len(history),
+        "seconds": sum(h["seconds"] for h in history),
+        "history": history,
+    }
 
 
 def load_member(path: str | Path) -> tuple[RNNClassifier, dict[str, Any]]:
@@ -173,5 +186,3 @@ def load_member(path: str | Path) -> tuple[RNNClassifier, dict[str, Any]]:
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in d.items() if k in names})
-
-

@@ -18,15 +18,18 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: every model is loaded",
-            responses={503: {"description": "still loading"}})
+@router.get(
+    "/readyz",
+    summary="Readiness: every model is loaded",
+    responses={503: {"description": "still loading"}},
+)
 async def readyz(request: Request) -> Any:
     container = getattr(request.app.state, "container", None)
     if container is None:
         return JSONResponse(error_body("not_ready", "models are still loading"), status_code=503)
     return {
         "status": "ready",
-        "models": sorted(f"{r.task}/{r.ref}" for r in container.registry.list()),
+        "models": sorted(f"{r.task}/{r.ref}" for r in container.registry.models()),
         "load_seconds": round(container.load_seconds, 3),
     }
 

@@ -18,7 +18,9 @@ router = APIRouter(tags=["sentiment"])
 class SentimentRequest(StrictRequest):
     text: str | None = Field(None, description="one text to classify")
     texts: list[str] | None = Field(None, description="several texts, classified in order")
-    model: str | None = Field(None, description='"name" or "name:version"; default: the task default')
+    model: str | None = Field(
+        None, description='"name" or "name:version"; default: the task default'
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> SentimentRequest:
@@ -32,8 +34,10 @@ class SentimentResult(BaseModel):
     score: float = Field(description="probability of the predicted label")
     probabilities: dict[str, float]
     tokens: int = Field(description="tokens in the text")
-    truncated: bool = Field(description="true when the text was longer than the model's max_length "
-                                        "tokens and only its first max_length tokens were read")
+    truncated: bool = Field(
+        description="true when the text was longer than the model's max_length "
+        "tokens and only its first max_length tokens were read"
+    )
 
 
 class SentimentResponse(SentimentResult):
@@ -53,13 +57,22 @@ EXAMPLES = {
 
 
 def _result(p: Prediction) -> SentimentResult:
-    return SentimentResult(label=p.label, score=p.score, probabilities=p.probabilities,
-                           tokens=p.tokens, truncated=p.truncated)
+    return SentimentResult(
+        label=p.label,
+        score=p.score,
+        probabilities=p.probabilities,
+        tokens=p.tokens,
+        truncated=p.truncated,
+    )
 
 
-@router.post("/sentiment", summary="Classify the sentiment of one text or a list of texts",
-             response_model=SentimentResponse | SentimentBatchResponse,
-             responses=ERROR_RESPONSES, dependencies=[InflightDep])
+@router.post(
+    "/sentiment",
+    summary="Classify the sentiment of one text or a list of texts",
+    response_model=SentimentResponse | SentimentBatchResponse,
+    responses=ERROR_RESPONSES,
+    dependencies=[InflightDep],
+)
 async def sentiment(
     request: Annotated[SentimentRequest, Body(openapi_examples=EXAMPLES)], container: ContainerDep
 ) -> SentimentResponse | SentimentBatchResponse:
@@ -67,8 +80,11 @@ async def sentiment(
         raise ModelNotFound(request.model or "(default)", "sentiment")
     if request.text is not None:
         rec, preds = await container.sentiment.classify([request.text], "text", request.model)
-        return SentimentResponse(**_result(preds[0]).model_dump(), model=ModelRef(name=rec.name, version=rec.version))
+        return SentimentResponse(
+            **_result(preds[0]).model_dump(), model=ModelRef(name=rec.name, version=rec.version)
+        )
     assert request.texts is not None
     rec, preds = await container.sentiment.classify(request.texts, "texts", request.model)
-    return SentimentBatchResponse(results=[_result(p) for p in preds],
-                                  model=ModelRef(name=rec.name, version=rec.version))
+    return SentimentBatchResponse(
+        results=[_result(p) for p in preds], model=ModelRef(name=rec.name, version=rec.version)
+    )

@@ -1,0 +1,103 @@
+"""Batcher: results reach the right caller, batches respect the maximum, failures reach all."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+
+import pytest
+
+from app.batching import Batcher
+
+
+class Recorder:
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_on = fail_on
+        self.threads: set[str] = set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.threads.add(threading.current_thread().name)
+        if self.fail_on is not None and self.fail_on in items:
+            raise RuntimeError(f"boom on {self.fail_on}")
+        return [x * 10 for x in items]
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 8])
+def test_results_return_to_the_right_caller_under_random_interleavings(max_batch: int) -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        batcher: Batcher[int, int] = Batcher(rec, "t", max_batch_size=max_batch)
+        rng = random.Random(max_batch)
+
+        async def caller(i: int) -> None:
+            await asyncio.sleep(rng.random() / 1000)
+            items = list(range(i * 100, i * 100 + rng.randint(1, 5)))
+            assert await batcher.submit_many(items) == [x * 10 for x in items]
+
+        await asyncio.gather(*(caller(i) for i in range(60)))
+        await batcher.close()
+
+    asyncio.run(main())
+    assert all(len(b) <= max_batch for b in rec.batches)
+    assert rec.threads and all(t.startswith("infer-") for t in rec.threads)  # off the event loop
+    if max_batch == 1:
+        assert all(len(b) == 1 for b in rec.batches)  # pass-through
+    else:
+        assert max(len(b) for b in rec.batches) > 1  # batches formed under load
+
+
+def test_a_failure_reaches_every_waiter_of_that_batch_and_the_worker_survives() -> None:
+    rec = Recorder(fail_on=3)
+
+    async def main() -> None:
+        batcher: Batcher[int, int] = Batcher(rec, "t", max_batch_size=16, max_wait_ms=50)
+        results = await asyncio.gather(
+            *(batcher.submit(i) for i in range(6)), return_exceptions=True
+        )
+        assert len(rec.batches) == 1  # the wait let all six gather
+        assert all(isinstance(r, RuntimeError) and "boom" in str(r) for r in results)
+        assert await batcher.submit(7) == 70  # next batch is served
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_wait_time_flushes_a_partial_batch() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        batcher: Batcher[int, int] = Batcher(rec, "t", max_batch_size=100, max_wait_ms=20)
+        assert await asyncio.wait_for(batcher.submit(1), timeout=2) == 10
+        await batcher.close()
+
+    asyncio.run(main())
+    assert rec.batches == [[1]]
+
+
+def test_cancelled_callers_are_dropped_before_inference() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        batcher: Batcher[int, int] = Batcher(rec, "t", max_batch_size=8, max_wait_ms=30)
+        gone = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0)
+        gone.cancel()
+        assert await batcher.submit(2) == 20
+        await batcher.close()
+
+    asyncio.run(main())
+    assert [1] not in rec.batches and all(1 not in b for b in rec.batches)
+
+
+def test_wrong_output_count_is_an_inference_error() -> None:
+    async def main() -> None:
+        batcher: Batcher[int, int] = Batcher(lambda xs: [], "t", max_batch_size=4)
+        with pytest.raises(Exception, match="0 outputs for 1 inputs"):
+            await batcher.submit(1)
+        await batcher.close()
+
+    asyncio.run(main())

@@ -1,0 +1,239 @@
+"""Word-level LM: tokenizer, model, dry-run train + export through the CLI, ONNX parity.
+
+Runs on a tiny WikiText-style corpus written into tmp_path, so it needs no shared data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training.cli import main
+from training.lm.data import EOS, UNK, build_vocab, read_tokens
+from training.lm.model import LMConfig, RNNModel
+from training.lm.tokenizer import build_tokenizer, round_trip_mismatches
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+LINES = [
+    " = Happy birthday = ",
+    " ",
+    " Happy birthday , my friend ! The well @-@ known band played for 1 @,@ 000 people . ",
+    " I don 't think John 's car cost 3 @.@ 5 million dollars in the U.S. , Mr. Smith said . ",
+    " The players ' fees rose ; the team 's <unk> ( a new stadium ) was \" great \" ... ",
+    " My friend said : \" Happy birthday ! \" and the band played again . ",
+    " In 1998 the U.S. band was well @-@ known for a 2 @,@ 500 @-@ seat show . ",
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("wikitext")
+    train = root / "train.txt"
+    valid = root / "valid.txt"
+    train.write_text("\n".join(LINES * 12) + "\n", encoding="utf-8")
+    valid.write_text("\n".join(LINES[2:] * 4) + "\n", encoding="utf-8")
+    return {"train": train, "valid": valid, "root": root}
+
+
+@pytest.fixture(scope="module")
+def vocab(corpus: dict[str, Path]) -> list[str]:
+    return build_vocab(read_tokens(corpus["train"]))
+
+
+def _split(tok, text: str) -> str:  # type: ignore[no-untyped-def]
+    return " ".join(tok.encode(text).tokens)
+
+
+def test_vocab_is_frequency_sorted_with_specials(vocab: list[str], corpus: dict[str, Path]) -> None:
+    tokens = read_tokens(corpus["train"])
+    assert tokens[:5] == ["=", "Happy", "birthday", "=", EOS]  # one <eos> per line
+    assert tokens.count(EOS) == len(LINES) * 12
+    assert UNK in vocab and EOS in vocab and len(set(vocab)) == len(vocab)
+    counts = [tokens.count(w) for w in vocab]
+    assert counts == sorted(counts, reverse=True)  # adaptive softmax cutoffs rely on this
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Happy birthday, my friend!", "Happy birthday , my friend !"),
+    ("The well-known band", "The well @-@ known band"),
+    ("1,000 people cost 3.5 million", "1 @,@ 000 people cost 3 @.@ 5 million"),
+    ("I don't think John's car", "I don 't think John 's car"),
+    ("I don’t think", "I don 't think"),
+    ("the players' fees", "the players ' fees"),
+    ("the U.S. band, Mr. Smith said.", "the U.S. band , Mr. Smith said ."),
+    ('"great"... (a new stadium)', '" great " ... ( a new stadium )'),
+    ("happy BIRTHDAY", "<unk> <unk>"),  # case is kept: WikiText is cased
+])
+def test_tokenizer_normalizes_typed_text(vocab: list[str], text: str, expected: str) -> None:
+    tok = build_tokenizer(vocab)
+    assert _split(tok, text) == expected
+
+
+def test_tokenizer_round_trip_on_wikitext_lines(vocab: list[str], corpus: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    path = tmp_path / "tokenizer.json"
+    build_tokenizer(vocab).save(str(path))
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))  # what serving does
+    checked, bad, examples = round_trip_mismatches(tok, LINES, vocab)
+    assert checked == len([x for x in LINES if x.strip()])
+    assert bad == 0, examples
+    line = LINES[3]
+    assert tok.encode(line).ids == [vocab.index(w) for w in line.split()]
+    assert tok.encode("<unk> x").ids[0] == vocab.index(UNK)
+
+
+def test_config_errors() -> None:
+    with pytest.raises(ValueError, match="emb size == hidden size"):
+        RNNModel(LMConfig(vocab_size=50, emb_size=8, hidden_size=16, softmax="full",
+                          tie_weights=True))
+    with pytest.raises(ValueError, match="--softmax full"):
+        RNNModel(LMConfig(vocab_size=50, emb_size=16, hidden_size=16, tie_weights=True))
+    with pytest.raises(ValueError, match="cutoffs"):
+        RNNModel(LMConfig(vocab_size=50, cutoffs=[10, 80]))
+    with pytest.raises(ValueError, match="unknown cell"):
+        RNNModel(LMConfig(vocab_size=50, cell="transformer", cutoffs=[10, 20]))
+    tied = RNNModel(LMConfig(vocab_size=50, emb_size=16, hidden_size=16, softmax="full",
+                             tie_weights=True))
+    assert tied.decoder is not None and tied.decoder.weight is tied.encoder.weight
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_target_log_prob_equals_gathered_distribution(cell: str) -> None:
+    torch.manual_seed(0)
+    model = RNNModel(LMConfig(vocab_size=60, cell=cell, emb_size=8, hidden_size=12,
+                              cutoffs=[5, 20])).eval()
+    hidden = torch.randn(40, 12)
+    targets = torch.arange(40) + 15  # covers the shortlist and both tail clusters
+    full = model.log_prob(hidden)
+    assert torch.allclose(full.exp().sum(-1), torch.ones(40), atol=1e-5)
+    expected = full.gather(1, targets.unsqueeze(1)).squeeze(1)
+    assert torch.allclose(model.target_log_prob(hidden, targets), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def exported(corpus: dict[str, Path]) -> dict[str, Path]:
+    run = corpus["root"] / "run"
+    folder = corpus["root"] / "model"
+    common = ["--train-file", str(corpus["train"]), "--valid-file", str(corpus["valid"]),
+              "--threads", "1"]
+    assert main(["lm", "train", *common, "--dry-run", "--out-dir", str(run), "--emb-size", "16",
+                 "--hidden-size", "24", "--cutoffs", "10", "30"]) == 0
+    assert main(["lm", "export", *common, "--checkpoint", str(run / "best.pt"),
+                 "--model-dir", str(folder), "--quantize", "auto"]) == 0
+    return {"run": run, "folder": folder}
+
+
+def test_dry_run_writes_run_artifacts(exported: dict[str, Path]) -> None:
+    run = exported["run"]
+    history = json.loads((run / "history.json").read_text())
+    assert len(history) == 1 and math.isfinite(history[0]["valid_ppl"])
+    ckpt = torch.load(run / "best.pt", weights_only=True)  # plain data, no pickled modules
+    assert ckpt["model_config"]["hidden_size"] == 24
+    assert ckpt["model_config"]["cutoffs"] == [10, 30]
+    assert ckpt["vocab"][: len(ckpt["vocab"])] == ckpt["vocab"]
+    assert (run / "curves.png").stat().st_size > 0
+
+
+def test_export_card(exported: dict[str, Path], corpus: dict[str, Path]) -> None:
+    folder = exported["folder"]
+    names = {p.name for p in folder.iterdir()}
+    assert {"model.onnx", "score.onnx", "tokenizer.json", "card.json", "curves.png"} <= names
+    card = json.loads((folder / "card.json").read_text())
+    assert (card["task"], card["name"], card["version"]) == ("next-word", "wikitext2-lstm", "1")
+    assert card["onnx"]["inputs"] == ["input_ids", "h0", "c0"]
+    assert card["onnx"]["outputs"] == ["log_probs", "hn", "cn"]
+    assert card["score_onnx"]["inputs"] == ["input_ids", "target_ids", "h0", "c0"]
+    assert card["onnx"]["opset"] >= 17 and card["score_onnx"]["sha256"]
+    assert card["state"]["shape"] == [2, "batch", 24]
+    vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
+    assert card["vocab_size"] == len(vocab)
+    assert card["special_tokens"]["eos"]["id"] == vocab[EOS]
+    assert card["special_tokens"]["unk"]["id"] == vocab[UNK]
+    parity = card["metrics"]["parity"]
+    assert parity["passed"] and max(parity["max_abs_diff"].values()) <= 1e-4
+    metrics = card["metrics"]
+    # the ONNX fp32 graph on valid.txt reproduces the perplexity PyTorch measured in training
+    pytorch_ppl = card["training"]["best_valid_perplexity_pytorch"]
+    assert metrics["valid_perplexity_fp32"] == pytest.approx(pytorch_ppl, rel=1e-4)
+    assert metrics["valid_perplexity_int8"] is not None
+    assert 0 <= metrics["valid_top1"] <= metrics["valid_top5"] <= 1
+    assert card["tokenizer"]["round_trip"]["mismatched_lines"] == 0
+    assert card["datasets"]["train"]["sha256"]
+    assert card["folder_bytes"] == sum(p.stat().st_size for p in folder.iterdir())
+
+
+def _sessions(folder: Path) -> tuple[object, object]:
+    from training.common.onnx_utils import ort_session
+
+    return ort_session(folder / "model.onnx"), ort_session(folder / "score.onnx")
+
+
+def _zeros(batch: int, layers: int = 2, hidden: int = 24) -> dict[str, np.ndarray]:
+    return {n: np.zeros((layers, batch, hidden), np.float32) for n in ("h0", "c0")}
+
+
+def test_onnx_matches_pytorch_and_split_state(exported: dict[str, Path]) -> None:
+    from training.lm.evaluate import load_checkpoint
+
+    model, _ = load_checkpoint(exported["run"] / "best.pt")
+    nxt, _ = _sessions(exported["folder"])
+    rng = np.random.default_rng(0)
+    for batch, seq in [(1, 1), (2, 7), (5, 12)]:
+        ids = rng.integers(0, model.config.vocab_size, (batch, seq))
+        whole = nxt.run(None, {"input_ids": ids, **_zeros(batch)})  # type: ignore[attr-defined]
+        with torch.no_grad():
+            out, (h, c) = model.features(torch.from_numpy(ids), model.init_hidden(batch))
+            expected = model.log_prob(out[:, -1]).numpy()
+        assert np.abs(whole[0] - expected).max() <= 1e-4
+        assert np.abs(whole[1] - h.numpy()).max() <= 1e-4
+        assert np.allclose(np.exp(whole[0]).sum(1), 1.0, atol=1e-4)
+        if seq > 1:
+            half = seq // 2
+            first = nxt.run(None, {"input_ids": ids[:, :half],  # type: ignore[attr-defined]
+                                   **_zeros(batch)})
+            second = nxt.run(None, {"input_ids": ids[:, half:],  # type: ignore[attr-defined]
+                                    "h0": first[1], "c0": first[2]})
+            for a, b in zip(second, whole, strict=True):
+                assert np.abs(a - b).max() <= 1e-4
+
+
+def test_score_graph_agrees_with_model_graph(exported: dict[str, Path]) -> None:
+    nxt, score = _sessions(exported["folder"])
+    card = json.loads((exported["folder"] / "card.json").read_text())
+    rng = np.random.default_rng(1)
+    batch, seq = 3, 6
+    ids = rng.integers(0, card["vocab_size"], (batch, seq + 1))
+    inputs, targets = ids[:, :-1], ids[:, 1:]
+    tok_lp, hn, _ = score.run(None, {"input_ids": inputs,  # type: ignore[attr-defined]
+                                     "target_ids": targets, **_zeros(batch)})
+    assert tok_lp.shape == (batch, seq)
+    for t in range(seq):
+        lp, h_t, _ = nxt.run(None, {"input_ids": inputs[:, : t + 1],  # type: ignore[attr-defined]
+                                    **_zeros(batch)})
+        gathered = np.take_along_axis(lp, targets[:, t : t + 1], axis=1)[:, 0]
+        assert np.abs(tok_lp[:, t] - gathered).max() <= 1e-4
+    assert np.abs(h_t - hn).max() <= 1e-5
+
+
+def test_gru_dry_run_exports_single_state(corpus: dict[str, Path], tmp_path: Path) -> None:
+    common = ["--train-file", str(corpus["train"]), "--valid-file", str(corpus["valid"]),
+              "--threads", "1"]
+    assert main(["lm", "train", *common, "--dry-run", "--cell", "gru", "--out-dir",
+                 str(tmp_path / "run"), "--emb-size", "8", "--hidden-size", "8", "--layers", "1",
+                 "--cutoffs", "10", "30"]) == 0
+    assert main(["lm", "export", *common, "--checkpoint", str(tmp_path / "run" / "best.pt"),
+                 "--model-dir", str(tmp_path / "model"), "--quantize", "no",
+                 "--topk-positions", "50"]) == 0
+    card = json.loads((tmp_path / "model" / "card.json").read_text())
+    assert card["cell"] == "gru"
+    assert card["onnx"]["inputs"] == ["input_ids", "h0"]
+    assert card["score_onnx"]["outputs"] == ["token_log_probs", "hn"]
+    assert card["metrics"]["parity"]["passed"]
