@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from app import metrics
 from app.limits import InflightLimiter
 from app.registry import Registry
+from app.services.next_word import NextWordService
 from app.services.sentiment import SentimentService
 from app.settings import Settings
 
@@ -22,6 +24,7 @@ class Container:
     registry: Registry
     limiter: InflightLimiter
     sentiment: SentimentService | None = None
+    next_word: NextWordService | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     load_seconds: float = 0.0
@@ -40,6 +43,8 @@ class Container:
         tasks = registry.tasks()
         if "sentiment" in tasks:
             c.sentiment = SentimentService(registry, settings)
+        if "next-word" in tasks:
+            c.next_word = NextWordService(registry, settings, state_secret(settings))
         for task in tasks:
             metrics.MODELS_LOADED.labels(task).set(len(registry.models(task)))
         c.load_seconds = time.perf_counter() - t0
@@ -47,5 +52,16 @@ class Container:
         return c
 
     async def close(self) -> None:
-        if self.sentiment:
-            await self.sentiment.close()
+        for service in (self.sentiment, self.next_word):
+            if service is not None:
+                await service.close()
+
+
+def state_secret(settings: Settings) -> bytes:
+    if settings.state_secret is not None:
+        return settings.state_secret.get_secret_value().encode()
+    log.warning(
+        "SEQSERVE_STATE_SECRET is not set: next-word state tokens are signed with a random key "
+        "made now, so they stop working after a restart and are not accepted by other replicas"
+    )
+    return secrets.token_bytes(32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     )
     max_texts: int = Field(64, ge=1, description="most texts in one /sentiment request")
     max_text_chars: int = Field(2000, ge=1, description="longest text accepted, in characters")
+
+    max_context_chars: int = Field(
+        50_000, ge=1, description="longest /next-word text accepted, in characters"
+    )
+    max_context_tokens: int = Field(5_000, ge=1, description="most tokens in one /next-word text")
+    state_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key signing next-word state tokens; share it across replicas. When "
+        "unset, a random key is made at start-up and tokens do not survive a restart",
+    )
 
     @field_validator("providers")
     @classmethod

@@ -94,3 +94,31 @@ def client() -> Iterator[TestClient]:
     """The real app on the shipped models (lifespan runs: models load as in production)."""
     with TestClient(create_app(Settings(models_dir=MODELS))) as c:
         yield c
+
+
+LM_LINES = [
+    " = Happy birthday = ",
+    " Happy birthday , my friend ! The well @-@ known band played for 1 @,@ 000 people . ",
+    " I don 't think John 's car cost 3 @.@ 5 million dollars in the U.S. , Mr. Smith said . ",
+    " The players ' fees rose ; the team 's <unk> ( a new stadium ) was \" great \" ... ",
+    " My friend said : \" Happy birthday ! \" and the band played again . ",
+    " In 1998 the band was well @-@ known for a 2 @,@ 500 @-@ seat show . ",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir with one tiny word-level LSTM LM trained on a WikiText-style fixture."""
+    from training.cli import main
+
+    root = tmp_path_factory.mktemp("lm")
+    train, valid = root / "train.txt", root / "valid.txt"
+    train.write_text("\n".join(LM_LINES * 10) + "\n", encoding="utf-8")
+    valid.write_text("\n".join(LM_LINES[1:] * 3) + "\n", encoding="utf-8")
+    common = ["--train-file", str(train), "--valid-file", str(valid), "--threads", "1"]
+    models = root / "models"
+    assert main(["lm", "train", *common, "--dry-run", "--out-dir", str(root / "run"),
+                 "--emb-size", "16", "--hidden-size", "24", "--cutoffs", "10", "30"]) == 0
+    assert main(["lm", "export", *common, "--checkpoint", str(root / "run" / "best.pt"),
+                 "--model-dir", str(models / "next-word" / "tiny-lm" / "1"), "--quantize", "no"]) == 0
+    return models

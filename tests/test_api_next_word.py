@@ -1,0 +1,152 @@
+"""POST /next-word and /next-word/score on a tiny LM trained from a fixture corpus."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.services.next_word import detokenize
+from app.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def lm_client(tiny_lm_models: Path) -> Iterator[TestClient]:
+    settings = Settings(models_dir=tiny_lm_models, state_secret="test-secret", max_context_tokens=200)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _probs(body: dict) -> dict[str, float]:
+    return {c["word"]: c["probability"] for c in body["candidates"]}
+
+
+def test_candidates_are_sorted_and_exclude_unk_and_eos(lm_client: TestClient) -> None:
+    r = lm_client.post("/next-word", json={"text": "Happy", "k": 20})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    words = [c["word"] for c in body["candidates"]]
+    assert len(words) == 20 and "<unk>" not in words and "<eos>" not in words
+    probs = [c["probability"] for c in body["candidates"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert body["model"] == {"name": "tiny-lm", "version": "1"}
+
+
+def test_typed_text_is_normalized_like_wikitext(lm_client: TestClient) -> None:
+    body = lm_client.post("/next-word", json={"text": "Happy birthday, my friend!"}).json()
+    assert body["tokens"] == ["Happy", "birthday", ",", "my", "friend", "!"]
+    body = lm_client.post("/next-word", json={"text": "a well-known zyzzyva"}).json()
+    assert body["tokens"] == ["a", "well", "@-@", "known", "<unk>"]
+
+
+def test_state_token_gives_the_same_candidates_as_the_whole_text(lm_client: TestClient) -> None:
+    whole = lm_client.post("/next-word", json={"text": "Happy birthday , my friend", "k": 10}).json()
+    first = lm_client.post("/next-word", json={"text": "Happy birthday ,", "k": 10}).json()
+    rest = lm_client.post("/next-word", json={"text": "my friend", "k": 10, "state": first["state"]}).json()
+    assert [c["word"] for c in rest["candidates"]] == [c["word"] for c in whole["candidates"]]
+    for word, p in _probs(whole).items():
+        assert abs(_probs(rest)[word] - p) <= 1e-3
+
+
+def test_score_equals_chained_next_word_probabilities(lm_client: TestClient) -> None:
+    text = "the band played"
+    scored = lm_client.post("/next-word/score", json={"text": text}).json()
+    assert scored["tokens"] == 3
+    # p(the | <eos>) p(band | the) p(played | the band) through the full-vocabulary next-word path
+    big_k = 100
+    total, state, prefix = 0.0, None, None
+    for word in text.split():
+        if prefix is not None:
+            payload = {"text": prefix, "k": big_k, **({"state": state} if state else {})}
+            body = lm_client.post("/next-word", json=payload).json()
+            total += math.log(_probs(body)[word])
+            state = body["state"]
+        prefix = word
+    first = lm_client.post("/next-word/score", json={"text": "the"}).json()["log_likelihood"]
+    assert scored["log_likelihood"] == pytest.approx(first + total, abs=5e-3)
+    assert scored["perplexity"] == pytest.approx(math.exp(-scored["log_likelihood"] / 3), rel=1e-6)
+
+
+def test_completion_greedy_is_deterministic_and_sampling_follows_seed(lm_client: TestClient) -> None:
+    a = lm_client.post("/next-word", json={"text": "Happy", "complete": 5}).json()
+    b = lm_client.post("/next-word", json={"text": "Happy", "complete": 5}).json()
+    assert len(a["completion_tokens"]) == 5 and a["completion"] == b["completion"]
+    assert a["completion_tokens"][0] == a["candidates"][0]["word"]  # greedy = top candidate
+    s = {"text": "Happy", "complete": 6, "temperature": 1.0, "top_k": 20, "seed": 3}
+    assert lm_client.post("/next-word", json=s).json()["completion"] == \
+        lm_client.post("/next-word", json=s).json()["completion"]
+    assert "<unk>" not in a["completion_tokens"] and "<eos>" not in a["completion_tokens"]
+
+
+def _err(client: TestClient, path: str, payload: object) -> tuple[int, str, str]:
+    r = client.post(path, json=payload)
+    e = r.json()["error"]
+    return r.status_code, e["code"], e["message"]
+
+
+def test_tampered_truncated_foreign_and_malformed_tokens_are_400(lm_client: TestClient) -> None:
+    token = lm_client.post("/next-word", json={"text": "Happy"}).json()["state"]
+    head, ref, body, mac = token.split(".")
+    flipped = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]
+    cases = {
+        "tampered": ".".join([head, ref, flipped, mac]),
+        "truncated": token[:-5],
+        "foreign": ".".join([head, "other-lm:1", body, mac]),
+        "malformed": "not-a-token",
+        "bad base64": ".".join([head, ref, "!!!", mac]),
+    }
+    for name, bad in cases.items():
+        status, code, message = _err(lm_client, "/next-word", {"text": "birthday", "state": bad})
+        assert (status, code) == (400, "invalid_state"), (name, message)
+    assert "other-lm:1" in _err(lm_client, "/next-word", {"text": "x", "state": cases["foreign"]})[2]
+
+
+def test_token_from_another_secret_is_rejected(tiny_lm_models: Path, lm_client: TestClient) -> None:
+    token = lm_client.post("/next-word", json={"text": "Happy"}).json()["state"]
+    other = Settings(models_dir=tiny_lm_models, state_secret="another-secret")
+    with TestClient(create_app(other)) as c:
+        status, code, message = _err(c, "/next-word", {"text": "birthday", "state": token})
+    assert (status, code) == (400, "invalid_state") and "signature" in message
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "fragment"),
+    [
+        ({"text": ""}, 422, "text is empty"),
+        ({"text": "  "}, 422, "text is empty"),
+        ({"text": "Happy", "k": 0}, 422, "k: Input should be greater than or equal to 1"),
+        ({"text": "Happy", "k": 101}, 422, "k: Input should be less than or equal to 100"),
+        ({"text": "Happy", "complete": 101}, 422, "complete"),
+        ({"text": "Happy", "complete": -1}, 422, "complete"),
+        ({"text": "Happy", "temperature": -1}, 422, "temperature"),
+        ({"text": "Happy", "top_k": 5}, 422, "set temperature > 0"),
+        ({"text": 5}, 422, "text: Input should be a valid string"),
+        ({"text": "Happy", "k": "5"}, 422, "k: Input should be a valid integer"),
+        ({"text": "word " * 201}, 413, "201 tokens; the limit is 200"),
+        ({"text": "Happy", "model": "nope"}, 404, "nope"),
+        ({"texts": ["Happy"]}, 422, "text: Field required"),
+    ],
+)
+def test_next_word_limits(lm_client: TestClient, payload: dict, status: int, fragment: str) -> None:
+    got_status, _, message = _err(lm_client, "/next-word", payload)
+    assert got_status == status and fragment in message, message
+
+
+def test_score_errors(lm_client: TestClient) -> None:
+    assert _err(lm_client, "/next-word/score", {"text": ""})[0] == 422
+    assert _err(lm_client, "/next-word/score", {"text": "a", "k": 3})[0] == 422
+
+
+def test_sentiment_absent_is_404(lm_client: TestClient) -> None:
+    assert _err(lm_client, "/sentiment", {"text": "good"})[:2] == (404, "model_not_found")
+
+
+def test_detokenize() -> None:
+    assert detokenize(["a", "well", "@-@", "known", "band", ",", "1", "@,@", "000", "fans", "."]) == \
+        "a well-known band, 1,000 fans."
+    assert np.isfinite(1.0)
