@@ -11,6 +11,7 @@ from typing import Any
 from app import metrics
 from app.limits import InflightLimiter
 from app.registry import Registry
+from app.services.forecast import ForecastService
 from app.services.next_word import NextWordService
 from app.services.sentiment import SentimentService
 from app.settings import Settings
@@ -25,6 +26,7 @@ class Container:
     limiter: InflightLimiter
     sentiment: SentimentService | None = None
     next_word: NextWordService | None = None
+    forecast: ForecastService | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     load_seconds: float = 0.0
@@ -45,6 +47,8 @@ class Container:
             c.sentiment = SentimentService(registry, settings)
         if "next-word" in tasks:
             c.next_word = NextWordService(registry, settings, state_secret(settings))
+        if "forecast" in tasks:
+            c.forecast = ForecastService(registry, settings)
         for task in tasks:
             metrics.MODELS_LOADED.labels(task).set(len(registry.models(task)))
         c.load_seconds = time.perf_counter() - t0
@@ -52,7 +56,7 @@ class Container:
         return c
 
     async def close(self) -> None:
-        for service in (self.sentiment, self.next_word):
+        for service in (self.sentiment, self.next_word, self.forecast):
             if service is not None:
                 await service.close()
 

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.api import errors
 from app.api.middleware import MetricsMiddleware
-from app.api.routes import health, models, next_word, sentiment
+from app.api.routes import forecast, health, models, next_word, sentiment
 from app.container import Container
 from app.settings import Settings, get_settings
 
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.container = None
     errors.install(app)
     app.add_middleware(MetricsMiddleware)
-    for module in (health, models, sentiment, next_word):
+    for module in (health, models, sentiment, next_word, forecast):
         app.include_router(module.router)
     return app
 

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         50_000, ge=1, description="longest /next-word text accepted, in characters"
     )
     max_context_tokens: int = Field(5_000, ge=1, description="most tokens in one /next-word text")
+    max_series: int = Field(2000, ge=1, description="most series in one /forecast request")
+    max_series_values: int = Field(100_000, ge=1, description="longest series accepted, in values")
+    forecast_max_batch_size: int = Field(
+        512, ge=1, description="largest forecast batch (windows are equal-length, so big batches are cheap)"
+    )
     state_secret: SecretStr | None = Field(
         None,
         description="HMAC key signing next-word state tokens; share it across replicas. When "

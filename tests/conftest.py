@@ -122,3 +122,31 @@ def tiny_lm_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert main(["lm", "export", *common, "--checkpoint", str(root / "run" / "best.pt"),
                  "--model-dir", str(models / "next-word" / "tiny-lm" / "1"), "--quantize", "no"]) == 0
     return models
+
+
+@pytest.fixture(scope="session")
+def tiny_forecast_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir with one tiny forecaster (window 48, horizon 24) trained on fixture series."""
+    import csv
+
+    import numpy as np
+
+    from training.cli import main
+
+    root = tmp_path_factory.mktemp("fc")
+    rows = []
+    for i, n in enumerate([200, 260, 230, 300]):
+        t = np.arange(n)
+        v = 50 + 10 * np.sin(2 * np.pi * t / 24) + np.random.default_rng(i).normal(0, 1, n)
+        rows.append([f"H{i + 1}"] + [f"{x:.3f}" for x in v])
+    width = max(len(r) for r in rows)
+    with open(root / "wide.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([f"V{i + 1}" for i in range(width)])
+        for r in rows:
+            w.writerow(r + [""] * (width - len(r)))
+    models = root / "models"
+    assert main(["forecast", "train", "--data", str(root / "wide.csv"), "--dry-run",
+                 "--window", "48", "--horizon", "24", "--holdout", "24",
+                 "--out", str(models / "forecast" / "tiny-fc" / "1"), "--run-dir", str(root / "run")]) == 0
+    return models

@@ -17,6 +17,7 @@ import torch
 
 from training.cli import main
 from training.forecast.data import (
+    WindowSampler,
     last_window,
     load_series,
     positive_shift,
@@ -116,6 +117,19 @@ def test_loaders(m4_csv: Path, long_csv: Path) -> None:
     assert len(hist[0]) == 276 and len(fut[0]) == 24
     with pytest.raises(ValueError, match="no column"):
         load_series(long_csv, targets=["nope"])
+
+
+def test_window_sampler_contiguous_and_recent() -> None:
+    hists = [np.arange(100.0), np.arange(1000.0, 1200.0)]
+    rng = np.random.default_rng(0)
+    x, y = WindowSampler(hists, 48, 24, 24).sample(500, rng)
+    assert x.shape == (500, 48) and y.shape == (500, 24)
+    full = np.concatenate([x, y], axis=1)
+    np.testing.assert_array_equal(np.diff(full, axis=1), 1.0)  # one contiguous stretch
+    x, y = WindowSampler(hists, 48, 24, 24, recent=30).sample(500, rng)
+    ends = y[:, -1]
+    assert set(np.unique(ends)) <= {93.0, 94.0, 95.0, 96.0, 97.0, 98.0, 99.0} | {
+        float(v) for v in range(1193, 1200)}
 
 
 # ------------------------------------------------------------------ model and graph

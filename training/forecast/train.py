@@ -56,16 +56,16 @@ class ForecastConfig:
     cell: str = "gru"
     window: int = 336  # input length, a multiple of period
     horizon: int = 48  # max horizon the graph outputs (>= holdout)
-    hidden: int = 64
+    hidden: int = 128
     layers: int = 1
     dropout: float = 0.0
     linear_skip: bool = False  # add a direct linear window -> median path
     # optimisation
     members: int = 5
     seed: int = 0
-    epochs: int = 30
+    epochs: int = 70
     batch_size: int = 256
-    lr: float = 3e-3
+    lr: float = 1e-2
     lr_final: float = 1e-4  # cosine decay from lr to lr_final over all steps
     windows_per_epoch: int = 8192
     recent: int = 0  # >0: training targets only from the last `recent` points of a series

@@ -36,7 +36,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       clip=args.clip, epochs=1 if args.dry_run else args.epochs,
                       anneal_factor=args.anneal_factor, anneal_threshold=args.anneal_threshold,
                       min_lr=args.min_lr, max_minutes=args.max_minutes,
-                      anneal_after_minutes=args.anneal_after_minutes, seed=args.seed,
+                      anneal_after_minutes=args.anneal_after_minutes,
+                      eval_interval=args.eval_interval, seed=args.seed,
                       threads=args.threads, dry_run=args.dry_run,
                       max_lines=[args.max_train_lines, args.max_valid_lines])
     result = train(model_cfg, cfg, _repo_path(args.out_dir))
@@ -123,6 +124,9 @@ def register(subparsers: Any) -> None:
                    help="stop after this many minutes of training (0 = no limit)")
     t.add_argument("--anneal-after-minutes", type=float, default=0.0,
                    help="force one anneal after this many minutes if none happened (0 = off)")
+    t.add_argument("--eval-interval", type=int, default=0,
+                   help="validate, save the best and maybe anneal every N batches "
+                        "(0 = once per epoch); history then has fractional epochs")
     t.add_argument("--seed", type=int, default=1111, help="random seed")
     t.add_argument("--dry-run", action="store_true",
                    help="one epoch on a tiny slice of the data (seconds), for smoke tests")

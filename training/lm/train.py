@@ -53,6 +53,7 @@ class TrainConfig:
     min_lr: float = 0.01  # stop once the learning rate falls below this
     max_minutes: float = 0.0  # stop after this much training time (0 = no limit)
     anneal_after_minutes: float = 0.0  # force one anneal after this long if none yet (0 = off)
+    eval_interval: int = 0  # validate (and maybe save/anneal) every N batches; 0 = per epoch
     seed: int = 1111
     threads: int = 2
     dry_run: bool = False
@@ -125,7 +126,7 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
     started = time.monotonic()
     n_chunks = math.ceil((train_data.size(1) - 1) / cfg.bptt)
 
-    def checkpoint(epoch: int, valid_loss: float) -> dict[str, Any]:
+    def checkpoint(epoch: float, valid_loss: float) -> dict[str, Any]:
         return {
             "model_config": model_cfg.to_dict(),
             "train_config": asdict(cfg),
@@ -136,47 +137,32 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
             "history": history,
         }
 
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        state: State = model.init_hidden(cfg.batch_size)
-        total, count = 0.0, 0
-        t0 = time.monotonic()
-        bar = tqdm(bptt_chunks(train_data, cfg.bptt), total=n_chunks, desc=f"epoch {epoch}",
-                   mininterval=30 if not cfg.dry_run else 0.1)
-        for inputs, targets in bar:
-            state = repackage(state)
-            optimizer.zero_grad(set_to_none=True)
-            loss, state = model.loss(inputs, targets, state)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            optimizer.step()
-            total += loss.item() * targets.numel()
-            count += targets.numel()
-            bar.set_postfix(loss=f"{total / count:.3f}", ppl=f"{math.exp(total / count):.1f}",
-                            refresh=False)
-        train_seconds = time.monotonic() - t0
-        train_loss = total / count
+    def end_of_period(epoch_pos: float, train_loss: float, tokens: int, seconds: float) -> bool:
+        """Validate, save if best, anneal on a plateau; True when training should stop."""
+        nonlocal best_loss, lr, annealed
         valid_loss = evaluate_loss(model, valid_data, cfg.bptt)
+        model.train()
         elapsed_min = (time.monotonic() - started) / 60
         improved = valid_loss < best_loss
         history.append({
-            "epoch": epoch,
+            "epoch": round(epoch_pos, 3),
             "lr": lr,
             "train_loss": train_loss,
             "valid_loss": valid_loss,
             "train_ppl": math.exp(train_loss),
             "valid_ppl": math.exp(valid_loss),
-            "train_seconds": train_seconds,
-            "tokens_per_second": count / train_seconds,
+            "train_seconds": seconds,
+            "tokens_per_second": tokens / seconds,
             "elapsed_minutes": elapsed_min,
         })
-        print(f"| epoch {epoch:3d} | lr {lr:g} | {train_seconds:6.1f}s "
-              f"({count / train_seconds:,.0f} tok/s) | train ppl {math.exp(train_loss):8.2f} | "
-              f"valid ppl {math.exp(valid_loss):8.2f} |{' best' if improved else ''}", flush=True)
+        print(f"| epoch {epoch_pos:6.2f} | lr {lr:g} | {seconds:6.1f}s "
+              f"({tokens / seconds:,.0f} tok/s) | train ppl {math.exp(train_loss):8.2f} | "
+              f"valid ppl {math.exp(valid_loss):8.2f} | {elapsed_min:5.1f} min |"
+              f"{' best' if improved else ''}", flush=True)
         plateau = valid_loss > best_loss - cfg.anneal_threshold
         if improved:
             best_loss = valid_loss
-            _save_atomic(checkpoint(epoch, valid_loss), best_path)
+            _save_atomic(checkpoint(epoch_pos, valid_loss), best_path)
         _write_json_atomic(history, out / "history.json")
         plot_curves(history, out / "curves.png",
                     [("loss (nats/token)", ["train_loss", "valid_loss"]),
@@ -184,7 +170,7 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
                     title="WikiText-2 word-level LM")
         if cfg.max_minutes and elapsed_min >= cfg.max_minutes:
             print(f"time budget of {cfg.max_minutes} min reached", flush=True)
-            break
+            return True
         forced = (cfg.anneal_after_minutes > 0 and not annealed
                   and elapsed_min >= cfg.anneal_after_minutes)
         if plateau or forced:
@@ -199,6 +185,37 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
                   flush=True)
             if lr < cfg.min_lr:
                 print("learning rate below min_lr: stopping", flush=True)
-                break
+                return True
+        return False
+
+    stop = False
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        state: State = model.init_hidden(cfg.batch_size)
+        total, count = 0.0, 0
+        t0 = time.monotonic()
+        bar = tqdm(bptt_chunks(train_data, cfg.bptt), total=n_chunks, desc=f"epoch {epoch}",
+                   mininterval=30 if not cfg.dry_run else 0.1)
+        for batch, (inputs, targets) in enumerate(bar, start=1):
+            state = repackage(state)
+            optimizer.zero_grad(set_to_none=True)
+            loss, state = model.loss(inputs, targets, state)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            optimizer.step()
+            total += loss.item() * targets.numel()
+            count += targets.numel()
+            bar.set_postfix(loss=f"{total / count:.3f}", ppl=f"{math.exp(total / count):.1f}",
+                            refresh=False)
+            if batch == n_chunks or (cfg.eval_interval and batch % cfg.eval_interval == 0):
+                stop = end_of_period(epoch - 1 + batch / n_chunks, total / count, count,
+                                     time.monotonic() - t0)
+                total, count = 0.0, 0
+                t0 = time.monotonic()
+                if stop:
+                    break
+        bar.close()
+        if stop:
+            break
     return {"best_valid_loss": best_loss, "best_valid_ppl": math.exp(best_loss),
             "checkpoint": str(best_path), "history": history}

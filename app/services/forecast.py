@@ -1,0 +1,192 @@
+"""Forecasting: windowing, the positive shift, batching, intervals, timestamps.
+
+The exported graph does the per-window scaling itself and returns the median and quantiles in
+the (shifted) original scale; this module applies the rules the card documents — the same
+rules training used to calibrate and evaluate — so serving never re-derives anything.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.batching import Batcher
+from app.errors import InputTooLarge, InvalidInput
+from app.registry import ModelRecord, Registry
+from app.settings import Settings
+
+TASK = "forecast"
+_FREQ = re.compile(r"^\s*(\d*)\s*(s|sec|min|t|h|d|w)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "min": 60, "t": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def freq_seconds(freq: str) -> int | None:
+    """'h' -> 3600, '15min' -> 900, 'D' -> 86400; None for calendar frequencies (months...)."""
+    m = _FREQ.match(freq)
+    if not m:
+        return None
+    return int(m.group(1) or 1) * _UNIT_SECONDS[m.group(2).lower()]
+
+
+def positive_shift(x: np.ndarray, rel_margin: float, abs_floor: float) -> np.ndarray:
+    """Per row: 0 if min > 0, else -min + margin (card: preprocessing.shift.rule)."""
+    lo, hi = x.min(axis=-1), x.max(axis=-1)
+    mag = np.abs(x).max(axis=-1)
+    margin = np.maximum(rel_margin * (hi - lo), rel_margin * mag)
+    margin = np.where(margin > 0, margin, abs_floor)
+    return np.where(lo > 0, 0.0, -lo + margin)
+
+
+def last_window(x: np.ndarray, window: int, period: int) -> np.ndarray:
+    """Most recent ``window`` points; shorter series are left-padded with their first cycle."""
+    if len(x) >= window:
+        return x[-window:]
+    pad = window - len(x)
+    reps = np.tile(x[:period], pad // period + 2)
+    start = (-pad) % period
+    return np.concatenate([reps[start : start + pad], x])
+
+
+def interval_k(table: np.ndarray, grid: np.ndarray, level: float) -> np.ndarray:
+    """Multiplier per horizon step (card: intervals.rule)."""
+    if level <= grid[-1]:
+        return np.array([np.interp(level, grid, row) for row in table])
+    return table[:, -1] * (math.log(1 - level / 100) / math.log(1 - grid[-1] / 100))
+
+
+@dataclass
+class SeriesInput:
+    id: str
+    values: list[float]
+    start: dt.datetime | None = None
+    freq: str | None = None
+
+
+@dataclass
+class SeriesForecast:
+    id: str
+    mean: np.ndarray
+    bounds: dict[str, np.ndarray]
+    timestamps: list[str] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class ForecastModel:
+    def __init__(self, rec: ModelRecord, settings: Settings) -> None:
+        card = rec.card
+        self.record = rec
+        self.window = int(card["window"])
+        self.max_horizon = int(card["max_horizon"])
+        self.period = int(card["seasonal_period"])
+        self.freq = str(card.get("freq", ""))
+        self.min_length = int(card.get("min_length", self.period))
+        shift = card["preprocessing"]["shift"]
+        self.rel_margin, self.abs_floor = float(shift["rel_margin"]), float(shift["abs_floor"])
+        iv = card["intervals"]
+        self.grid = np.asarray(iv["levels"], dtype=np.float64)
+        self.table = np.asarray(iv["table"], dtype=np.float64)
+        if self.table.shape[0] < self.max_horizon:  # card: beyond the table use its last row
+            extra = np.repeat(self.table[-1:], self.max_horizon - self.table.shape[0], axis=0)
+            self.table = np.concatenate([self.table, extra])
+        self.input_name = card["onnx"]["inputs"][0]["name"]
+        self.median_name, self.quantiles_name = "median", "quantiles"
+        self.session = rec.sessions["model"]
+        # Batching off (max_batch_size 1) applies here too; on, whole requests fit in one batch.
+        batch = 1 if settings.max_batch_size == 1 else settings.forecast_max_batch_size
+        self.batcher: Batcher[np.ndarray, tuple[np.ndarray, np.ndarray]] = Batcher(
+            self._predict, rec.ref, batch, settings.max_batch_wait_ms
+        )
+
+    def _predict(self, windows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        res = self.session.run({self.input_name: np.stack(windows)}, [self.median_name, self.quantiles_name])
+        med, q = res[self.median_name], res[self.quantiles_name]
+        return [(med[i], q[i]) for i in range(len(windows))]
+
+    def validate(self, series: list[SeriesInput], horizon: int) -> None:
+        if not 1 <= horizon <= self.max_horizon:
+            raise InvalidInput(f"horizon must be between 1 and {self.max_horizon} for this model, got {horizon}")
+        for s in series:
+            if len(s.values) < self.min_length:
+                raise InvalidInput(
+                    f"series {s.id!r} has {len(s.values)} values; the model needs at least "
+                    f"{self.min_length} (one seasonal period of {self.period})"
+                )
+            if (s.start is None) != (s.freq is None) and s.start is not None:
+                raise InvalidInput(f"series {s.id!r}: 'start' needs 'freq' to compute timestamps")
+            if s.freq is not None and freq_seconds(s.freq) is None:
+                raise InvalidInput(
+                    f"series {s.id!r}: freq {s.freq!r} is not supported; use a number and one of "
+                    "s, min, h, d, w (e.g. 'h', '15min', 'D')"
+                )
+
+    async def forecast(self, series: list[SeriesInput], horizon: int | None,
+                       levels: list[float]) -> list[SeriesForecast]:
+        horizon = self.max_horizon if horizon is None else horizon
+        self.validate(series, horizon)
+        raw = np.stack([last_window(np.asarray(s.values, dtype=np.float64), self.window, self.period)
+                        for s in series])
+        shift = positive_shift(raw, self.rel_margin, self.abs_floor)
+        outs = await self.batcher.submit_many(list((raw + shift[:, None]).astype(np.float32)))
+        med = np.stack([o[0][:horizon] for o in outs]).astype(np.float64)  # shifted space
+        q = np.stack([o[1][:horizon] for o in outs]).astype(np.float64)
+        lo_q = np.log(np.maximum(q[..., 0], 1e-12))
+        hi_q = np.log(np.maximum(q[..., -1], 1e-12))
+        spread = np.maximum(0.5 * (hi_q - lo_q), 1e-6)
+        bounds: dict[str, np.ndarray] = {}
+        for level in sorted(levels):
+            k = interval_k(self.table[:horizon], self.grid, level)[None, :]
+            name = f"{level:g}"
+            bounds[f"lo-{name}"] = med * np.exp(-k * spread) - shift[:, None]
+            bounds[f"hi-{name}"] = med * np.exp(k * spread) - shift[:, None]
+        mean = med - shift[:, None]
+        results = []
+        for i, s in enumerate(series):
+            r = SeriesForecast(s.id, mean[i], {k: v[i] for k, v in bounds.items()})
+            if s.freq is not None and freq_seconds(s.freq) != freq_seconds(self.freq):
+                r.warnings.append(
+                    f"series {s.id!r} has freq {s.freq!r} but the model was trained on "
+                    f"{self.freq!r} data with seasonal period {self.period}; forecasts may be poor"
+                )
+            if s.start is not None and s.freq is not None:
+                step = dt.timedelta(seconds=freq_seconds(s.freq) or 0)
+                first = s.start + step * len(s.values)
+                r.timestamps = [(first + step * h).isoformat() for h in range(horizon)]
+            results.append(r)
+        return results
+
+    def info(self) -> dict[str, Any]:
+        return {"window": self.window, "max_horizon": self.max_horizon, "freq": self.freq,
+                "seasonal_period": self.period, "min_length": self.min_length}
+
+
+class ForecastService:
+    def __init__(self, registry: Registry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.by_ref = {rec.ref: ForecastModel(rec, settings) for rec in registry.models(TASK)}
+
+    async def forecast(self, series: list[SeriesInput], horizon: int | None, levels: list[float],
+                       model: str | None) -> tuple[ModelRecord, list[SeriesForecast]]:
+        rec = self.registry.get(TASK, model)
+        if not series:
+            raise InvalidInput("series is empty; send at least one series")
+        if len(series) > self.settings.max_series:
+            raise InputTooLarge(f"series has {len(series)} items; the limit is {self.settings.max_series}")
+        seen: set[str] = set()
+        for s in series:
+            if s.id in seen:
+                raise InvalidInput(f"series id {s.id!r} appears more than once; ids must be unique")
+            seen.add(s.id)
+            if len(s.values) > self.settings.max_series_values:
+                raise InputTooLarge(f"series {s.id!r} has {len(s.values)} values; the limit is "
+                                    f"{self.settings.max_series_values}")
+        return rec, await self.by_ref[rec.ref].forecast(series, horizon, levels)
+
+    async def close(self) -> None:
+        for m in self.by_ref.values():
+            await m.batcher.close()
