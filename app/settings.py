@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     max_series: int = Field(2000, ge=1, description="most series in one /forecast request")
     max_series_values: int = Field(100_000, ge=1, description="longest series accepted, in values")
     forecast_max_batch_size: int = Field(
-        512, ge=1, description="largest forecast batch (windows are equal-length, so big batches are cheap)"
+        512,
+        ge=1,
+        description="largest forecast batch (windows are equal-length, so big batches are cheap)",
     )
     state_secret: SecretStr | None = Field(
         None,

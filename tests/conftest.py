@@ -101,7 +101,7 @@ LM_LINES = [
     " Happy birthday , my friend ! The well @-@ known band played for 1 @,@ 000 people . ",
     " I don 't think John 's car cost 3 @.@ 5 million dollars in the U.S. , Mr. Smith said . ",
     " The players ' fees rose ; the team 's <unk> ( a new stadium ) was \" great \" ... ",
-    " My friend said : \" Happy birthday ! \" and the band played again . ",
+    ' My friend said : " Happy birthday ! " and the band played again . ',
     " In 1998 the band was well @-@ known for a 2 @,@ 500 @-@ seat show . ",
 ]
 
@@ -117,10 +117,42 @@ def tiny_lm_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     valid.write_text("\n".join(LM_LINES[1:] * 3) + "\n", encoding="utf-8")
     common = ["--train-file", str(train), "--valid-file", str(valid), "--threads", "1"]
     models = root / "models"
-    assert main(["lm", "train", *common, "--dry-run", "--out-dir", str(root / "run"),
-                 "--emb-size", "16", "--hidden-size", "24", "--cutoffs", "10", "30"]) == 0
-    assert main(["lm", "export", *common, "--checkpoint", str(root / "run" / "best.pt"),
-                 "--model-dir", str(models / "next-word" / "tiny-lm" / "1"), "--quantize", "no"]) == 0
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                *common,
+                "--dry-run",
+                "--out-dir",
+                str(root / "run"),
+                "--emb-size",
+                "16",
+                "--hidden-size",
+                "24",
+                "--cutoffs",
+                "10",
+                "30",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "lm",
+                "export",
+                *common,
+                "--checkpoint",
+                str(root / "run" / "best.pt"),
+                "--model-dir",
+                str(models / "next-word" / "tiny-lm" / "1"),
+                "--quantize",
+                "no",
+            ]
+        )
+        == 0
+    )
     return models
 
 
@@ -146,7 +178,26 @@ def tiny_forecast_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for r in rows:
             w.writerow(r + [""] * (width - len(r)))
     models = root / "models"
-    assert main(["forecast", "train", "--data", str(root / "wide.csv"), "--dry-run",
-                 "--window", "48", "--horizon", "24", "--holdout", "24",
-                 "--out", str(models / "forecast" / "tiny-fc" / "1"), "--run-dir", str(root / "run")]) == 0
+    assert (
+        main(
+            [
+                "forecast",
+                "train",
+                "--data",
+                str(root / "wide.csv"),
+                "--dry-run",
+                "--window",
+                "48",
+                "--horizon",
+                "24",
+                "--holdout",
+                "24",
+                "--out",
+                str(models / "forecast" / "tiny-fc" / "1"),
+                "--run-dir",
+                str(root / "run"),
+            ]
+        )
+        == 0
+    )
     return models

@@ -27,9 +27,14 @@ def _wave(n: int, offset: float = 50.0, amp: float = 10.0) -> list[float]:
 
 
 def test_forecast_shapes_intervals_and_timestamps(fc_client: TestClient) -> None:
-    body = {"series": [{"id": "a", "values": _wave(100), "start": "2017-01-01T00:00:00", "freq": "h"},
-                       {"id": "b", "values": _wave(30, 500, 100)}],
-            "horizon": 12, "level": [95, 80]}
+    body = {
+        "series": [
+            {"id": "a", "values": _wave(100), "start": "2017-01-01T00:00:00", "freq": "h"},
+            {"id": "b", "values": _wave(30, 500, 100)},
+        ],
+        "horizon": 12,
+        "level": [95, 80],
+    }
     r = fc_client.post("/forecast", json=body)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -46,7 +51,9 @@ def test_forecast_shapes_intervals_and_timestamps(fc_client: TestClient) -> None
     assert 300 < np.mean(out["forecasts"][1]["mean"]) < 700  # scale follows the input
 
 
-def test_matches_the_graph_on_the_documented_window(fc_client: TestClient, tiny_forecast_models: Path) -> None:
+def test_matches_the_graph_on_the_documented_window(
+    fc_client: TestClient, tiny_forecast_models: Path
+) -> None:
     from training.common.onnx_utils import ort_session
 
     folder = tiny_forecast_models / "forecast" / "tiny-fc" / "1"
@@ -59,9 +66,12 @@ def test_matches_the_graph_on_the_documented_window(fc_client: TestClient, tiny_
 
 
 def test_zero_negative_and_constant_series_get_finite_forecasts(fc_client: TestClient) -> None:
-    series = [{"id": "zeros", "values": [0.0] * 60}, {"id": "const", "values": [7.0] * 60},
-              {"id": "temps", "values": _wave(96, offset=-3.0, amp=5.0)},
-              {"id": "returns", "values": list(np.random.default_rng(0).normal(0, 1, 72))}]
+    series = [
+        {"id": "zeros", "values": [0.0] * 60},
+        {"id": "const", "values": [7.0] * 60},
+        {"id": "temps", "values": _wave(96, offset=-3.0, amp=5.0)},
+        {"id": "returns", "values": list(np.random.default_rng(0).normal(0, 1, 72))},
+    ]
     r = fc_client.post("/forecast", json={"series": series, "horizon": 24})
     assert r.status_code == 200, r.text
     f = {x["id"]: x for x in r.json()["forecasts"]}
@@ -73,40 +83,67 @@ def test_zero_negative_and_constant_series_get_finite_forecasts(fc_client: TestC
 
 
 def test_freq_mismatch_is_answered_with_a_warning(fc_client: TestClient) -> None:
-    r = fc_client.post("/forecast", json={"series": [{"id": "d", "values": _wave(60), "start": "2020-01-01",
-                                                      "freq": "D"}], "horizon": 3})
+    r = fc_client.post(
+        "/forecast",
+        json={
+            "series": [{"id": "d", "values": _wave(60), "start": "2020-01-01", "freq": "D"}],
+            "horizon": 3,
+        },
+    )
     assert r.status_code == 200
     body = r.json()
-    assert "trained on 'h'" in body["warnings"][0] and body["forecasts"][0]["timestamps"][0].startswith("2020-03-01")
+    assert "trained on 'h'" in body["warnings"][0] and body["forecasts"][0]["timestamps"][
+        0
+    ].startswith("2020-03-01")
 
 
 def _err(client: TestClient, payload: object) -> tuple[int, str]:
-    r = client.post("/forecast", json=payload) if not isinstance(payload, bytes) else client.post(
-        "/forecast", content=payload, headers={"content-type": "application/json"})
+    r = (
+        client.post("/forecast", json=payload)
+        if not isinstance(payload, bytes)
+        else client.post("/forecast", content=payload, headers={"content-type": "application/json"})
+    )
     return r.status_code, r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
     ("payload", "status", "fragment"),
     [
-        ({"series": [{"id": "s", "values": [1.0] * 10}]}, 422, "series 's' has 10 values; the model needs at least 24"),
-        ({"series": [{"values": _wave(50)}], "horizon": 25}, 422, "horizon must be between 1 and 24"),
+        (
+            {"series": [{"id": "s", "values": [1.0] * 10}]},
+            422,
+            "series 's' has 10 values; the model needs at least 24",
+        ),
+        (
+            {"series": [{"values": _wave(50)}], "horizon": 25},
+            422,
+            "horizon must be between 1 and 24",
+        ),
         ({"series": [{"values": _wave(50)}], "horizon": 0}, 422, "horizon"),
         ({"series": [{"values": _wave(50)}], "level": [100]}, 422, "level[0]"),
         ({"series": [{"values": _wave(50)}], "level": [0]}, 422, "level[0]"),
-        ({"series": [{"id": "x", "values": _wave(50)}, {"id": "x", "values": _wave(50)}]}, 422,
-         "'x' appears more than once"),
+        (
+            {"series": [{"id": "x", "values": _wave(50)}, {"id": "x", "values": _wave(50)}]},
+            422,
+            "'x' appears more than once",
+        ),
         ({"series": [{"values": [1.0, None, 2.0] + _wave(40)}]}, 422, "series[0].values[1]"),
         ({"series": [{"values": [1.0, "a"] + _wave(40)}]}, 422, "series[0].values[1]"),
         ({"series": []}, 422, "series is empty"),
         ({"series": [{"values": _wave(50)}] * 51}, 413, "51 items; the limit is 50"),
-        ({"series": [{"values": _wave(50), "start": "2020-01-01", "freq": "M"}]}, 422, "freq 'M' is not supported"),
+        (
+            {"series": [{"values": _wave(50), "start": "2020-01-01", "freq": "M"}]},
+            422,
+            "freq 'M' is not supported",
+        ),
         ({"series": [{"values": _wave(50), "start": "2020-01-01"}]}, 422, "'start' needs 'freq'"),
         ({"series": [{"values": _wave(50)}], "model": "nope"}, 404, "nope"),
         ({"values": _wave(50)}, 422, "series: Field required"),
     ],
 )
-def test_bad_forecast_inputs(fc_client: TestClient, payload: object, status: int, fragment: str) -> None:
+def test_bad_forecast_inputs(
+    fc_client: TestClient, payload: object, status: int, fragment: str
+) -> None:
     got, message = _err(fc_client, payload)
     assert got == status and fragment in message, message
 
@@ -132,6 +169,8 @@ def test_serving_rules_match_training_reference() -> None:
 
 
 def test_card_documents_the_contract(tiny_forecast_models: Path) -> None:
-    card = json.loads((tiny_forecast_models / "forecast" / "tiny-fc" / "1" / "card.json").read_text())
+    card = json.loads(
+        (tiny_forecast_models / "forecast" / "tiny-fc" / "1" / "card.json").read_text()
+    )
     for key in ("window", "max_horizon", "freq", "seasonal_period", "intervals", "preprocessing"):
         assert key in card

@@ -17,7 +17,9 @@ from app.settings import Settings
 
 @pytest.fixture(scope="module")
 def lm_client(tiny_lm_models: Path) -> Iterator[TestClient]:
-    settings = Settings(models_dir=tiny_lm_models, state_secret="test-secret", max_context_tokens=200)
+    settings = Settings(
+        models_dir=tiny_lm_models, state_secret="test-secret", max_context_tokens=200
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -45,9 +47,13 @@ def test_typed_text_is_normalized_like_wikitext(lm_client: TestClient) -> None:
 
 
 def test_state_token_gives_the_same_candidates_as_the_whole_text(lm_client: TestClient) -> None:
-    whole = lm_client.post("/next-word", json={"text": "Happy birthday , my friend", "k": 10}).json()
+    whole = lm_client.post(
+        "/next-word", json={"text": "Happy birthday , my friend", "k": 10}
+    ).json()
     first = lm_client.post("/next-word", json={"text": "Happy birthday ,", "k": 10}).json()
-    rest = lm_client.post("/next-word", json={"text": "my friend", "k": 10, "state": first["state"]}).json()
+    rest = lm_client.post(
+        "/next-word", json={"text": "my friend", "k": 10, "state": first["state"]}
+    ).json()
     assert [c["word"] for c in rest["candidates"]] == [c["word"] for c in whole["candidates"]]
     for word, p in _probs(whole).items():
         assert abs(_probs(rest)[word] - p) <= 1e-3
@@ -72,14 +78,18 @@ def test_score_equals_chained_next_word_probabilities(lm_client: TestClient) -> 
     assert scored["perplexity"] == pytest.approx(math.exp(-scored["log_likelihood"] / 3), rel=1e-6)
 
 
-def test_completion_greedy_is_deterministic_and_sampling_follows_seed(lm_client: TestClient) -> None:
+def test_completion_greedy_is_deterministic_and_sampling_follows_seed(
+    lm_client: TestClient,
+) -> None:
     a = lm_client.post("/next-word", json={"text": "Happy", "complete": 5}).json()
     b = lm_client.post("/next-word", json={"text": "Happy", "complete": 5}).json()
     assert len(a["completion_tokens"]) == 5 and a["completion"] == b["completion"]
     assert a["completion_tokens"][0] == a["candidates"][0]["word"]  # greedy = top candidate
     s = {"text": "Happy", "complete": 6, "temperature": 1.0, "top_k": 20, "seed": 3}
-    assert lm_client.post("/next-word", json=s).json()["completion"] == \
+    assert (
         lm_client.post("/next-word", json=s).json()["completion"]
+        == lm_client.post("/next-word", json=s).json()["completion"]
+    )
     assert "<unk>" not in a["completion_tokens"] and "<eos>" not in a["completion_tokens"]
 
 
@@ -103,7 +113,9 @@ def test_tampered_truncated_foreign_and_malformed_tokens_are_400(lm_client: Test
     for name, bad in cases.items():
         status, code, message = _err(lm_client, "/next-word", {"text": "birthday", "state": bad})
         assert (status, code) == (400, "invalid_state"), (name, message)
-    assert "other-lm:1" in _err(lm_client, "/next-word", {"text": "x", "state": cases["foreign"]})[2]
+    assert (
+        "other-lm:1" in _err(lm_client, "/next-word", {"text": "x", "state": cases["foreign"]})[2]
+    )
 
 
 def test_token_from_another_secret_is_rejected(tiny_lm_models: Path, lm_client: TestClient) -> None:
@@ -147,6 +159,8 @@ def test_sentiment_absent_is_404(lm_client: TestClient) -> None:
 
 
 def test_detokenize() -> None:
-    assert detokenize(["a", "well", "@-@", "known", "band", ",", "1", "@,@", "000", "fans", "."]) == \
-        "a well-known band, 1,000 fans."
+    assert (
+        detokenize(["a", "well", "@-@", "known", "band", ",", "1", "@,@", "000", "fans", "."])
+        == "a well-known band, 1,000 fans."
+    )
     assert np.isfinite(1.0)

@@ -165,7 +165,8 @@ def test_export_card(exported: dict[str, Path], corpus: dict[str, Path]) -> None
     assert metrics["valid_perplexity_fp32"] == pytest.approx(pytorch_ppl, rel=1e-4)
     assert metrics["valid_perplexity_int8"] is not None
     assert 0 <= metrics["valid_top1"] <= metrics["valid_top5"] <= 1
-    assert card["tokenizer"]["round_trip"]["mismatched_lines"] == 0
+    assert card["tokenizer"]["round_trip"]["valid"]["mismatched_lines"] == 0
+    assert card["tokenizer"]["round_trip"]["train"]["lines"] == 6 * 12
     assert card["datasets"]["train"]["sha256"]
     assert card["folder_bytes"] == sum(p.stat().st_size for p in folder.iterdir())
 

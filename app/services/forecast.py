@@ -103,13 +103,17 @@ class ForecastModel:
         )
 
     def _predict(self, windows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        res = self.session.run({self.input_name: np.stack(windows)}, [self.median_name, self.quantiles_name])
+        res = self.session.run(
+            {self.input_name: np.stack(windows)}, [self.median_name, self.quantiles_name]
+        )
         med, q = res[self.median_name], res[self.quantiles_name]
         return [(med[i], q[i]) for i in range(len(windows))]
 
     def validate(self, series: list[SeriesInput], horizon: int) -> None:
         if not 1 <= horizon <= self.max_horizon:
-            raise InvalidInput(f"horizon must be between 1 and {self.max_horizon} for this model, got {horizon}")
+            raise InvalidInput(
+                f"horizon must be between 1 and {self.max_horizon} for this model, got {horizon}"
+            )
         for s in series:
             if len(s.values) < self.min_length:
                 raise InvalidInput(
@@ -124,12 +128,17 @@ class ForecastModel:
                     "s, min, h, d, w (e.g. 'h', '15min', 'D')"
                 )
 
-    async def forecast(self, series: list[SeriesInput], horizon: int | None,
-                       levels: list[float]) -> list[SeriesForecast]:
+    async def forecast(
+        self, series: list[SeriesInput], horizon: int | None, levels: list[float]
+    ) -> list[SeriesForecast]:
         horizon = self.max_horizon if horizon is None else horizon
         self.validate(series, horizon)
-        raw = np.stack([last_window(np.asarray(s.values, dtype=np.float64), self.window, self.period)
-                        for s in series])
+        raw = np.stack(
+            [
+                last_window(np.asarray(s.values, dtype=np.float64), self.window, self.period)
+                for s in series
+            ]
+        )
         shift = positive_shift(raw, self.rel_margin, self.abs_floor)
         outs = await self.batcher.submit_many(list((raw + shift[:, None]).astype(np.float32)))
         med = np.stack([o[0][:horizon] for o in outs]).astype(np.float64)  # shifted space
@@ -160,8 +169,13 @@ class ForecastModel:
         return results
 
     def info(self) -> dict[str, Any]:
-        return {"window": self.window, "max_horizon": self.max_horizon, "freq": self.freq,
-                "seasonal_period": self.period, "min_length": self.min_length}
+        return {
+            "window": self.window,
+            "max_horizon": self.max_horizon,
+            "freq": self.freq,
+            "seasonal_period": self.period,
+            "min_length": self.min_length,
+        }
 
 
 class ForecastService:
@@ -170,21 +184,26 @@ class ForecastService:
         self.settings = settings
         self.by_ref = {rec.ref: ForecastModel(rec, settings) for rec in registry.models(TASK)}
 
-    async def forecast(self, series: list[SeriesInput], horizon: int | None, levels: list[float],
-                       model: str | None) -> tuple[ModelRecord, list[SeriesForecast]]:
+    async def forecast(
+        self, series: list[SeriesInput], horizon: int | None, levels: list[float], model: str | None
+    ) -> tuple[ModelRecord, list[SeriesForecast]]:
         rec = self.registry.get(TASK, model)
         if not series:
             raise InvalidInput("series is empty; send at least one series")
         if len(series) > self.settings.max_series:
-            raise InputTooLarge(f"series has {len(series)} items; the limit is {self.settings.max_series}")
+            raise InputTooLarge(
+                f"series has {len(series)} items; the limit is {self.settings.max_series}"
+            )
         seen: set[str] = set()
         for s in series:
             if s.id in seen:
                 raise InvalidInput(f"series id {s.id!r} appears more than once; ids must be unique")
             seen.add(s.id)
             if len(s.values) > self.settings.max_series_values:
-                raise InputTooLarge(f"series {s.id!r} has {len(s.values)} values; the limit is "
-                                    f"{self.settings.max_series_values}")
+                raise InputTooLarge(
+                    f"series {s.id!r} has {len(s.values)} values; the limit is "
+                    f"{self.settings.max_series_values}"
+                )
         return rec, await self.by_ref[rec.ref].forecast(series, horizon, levels)
 
     async def close(self) -> None:

@@ -23,8 +23,11 @@ from app.services.state_token import StateCodec
 from app.settings import Settings
 
 TASK = "next-word"
-_DETOK = [(re.compile(r" @([-.,])@ "), r"\1"), (re.compile(r" (?=[.,;:!?)'])"), ""),
-          (re.compile(r"(?<=\() "), "")]
+_DETOK = [
+    (re.compile(r" @([-.,])@ "), r"\1"),
+    (re.compile(r" (?=[.,;:!?)'])"), ""),
+    (re.compile(r"(?<=\() "), ""),
+]
 
 
 def detokenize(tokens: list[str]) -> str:
@@ -86,7 +89,9 @@ def _group_by_length(lengths: list[int]) -> dict[int, list[int]]:
 class NextWordModel:
     """One language-model version: tokenizer, two sessions (next, score), batchers, state codec."""
 
-    def __init__(self, rec: ModelRecord, registry: Registry, settings: Settings, secret: bytes) -> None:
+    def __init__(
+        self, rec: ModelRecord, registry: Registry, settings: Settings, secret: bytes
+    ) -> None:
         card = rec.card
         self.record = rec
         self.settings = settings
@@ -124,13 +129,18 @@ class NextWordModel:
 
     # -- inference (runs in the batchers' threads) -------------------------------------------
     def _stack_state(self, items: list[Any], rows: list[int]) -> dict[str, np.ndarray]:
-        return {name: np.concatenate([items[r].state[j] for r in rows], axis=1)
-                for j, name in enumerate(self.state_in)}
+        return {
+            name: np.concatenate([items[r].state[j] for r in rows], axis=1)
+            for j, name in enumerate(self.state_in)
+        }
 
     def _run_next(self, items: list[StepItem]) -> list[StepOut]:
         out: list[StepOut | None] = [None] * len(items)
         for _, rows in _group_by_length([len(it.ids) for it in items]).items():
-            feeds = {self.next_in[0]: np.stack([items[r].ids for r in rows]), **self._stack_state(items, rows)}
+            feeds = {
+                self.next_in[0]: np.stack([items[r].ids for r in rows]),
+                **self._stack_state(items, rows),
+            }
             res = self.next_session.run(feeds, self.next_out)
             logp = res[self.next_out[0]]
             for k, r in enumerate(rows):
@@ -171,8 +181,9 @@ class NextWordModel:
         idx = idx[np.argsort(-lp[idx], kind="stable")]
         return [Candidate(self.id_to_token[i], float(np.exp(lp[i]))) for i in idx]
 
-    def choose(self, log_probs: np.ndarray, temperature: float, top_k: int | None,
-               rng: np.random.Generator) -> int:
+    def choose(
+        self, log_probs: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator
+    ) -> int:
         lp = log_probs.astype(np.float64, copy=True)
         lp[self.banned] = -np.inf
         if temperature == 0:
@@ -184,8 +195,16 @@ class NextWordModel:
         p = np.exp(z - z.max())
         return int(rng.choice(len(p), p=p / p.sum()))
 
-    async def predict(self, text: str, k: int, state_token: str | None, complete: int,
-                      temperature: float, top_k: int | None, seed: int | None) -> NextWordResult:
+    async def predict(
+        self,
+        text: str,
+        k: int,
+        state_token: str | None,
+        complete: int,
+        temperature: float,
+        top_k: int | None,
+        seed: int | None,
+    ) -> NextWordResult:
         state = self.codec.decode(state_token) if state_token else self.zero_state()
         ids = self.encode(text)
         feed = ids if state_token else [self.start_id, *ids]
@@ -203,15 +222,20 @@ class NextWordModel:
                 nxt = self.choose(cur.log_probs, temperature, top_k, rng)
                 generated.append(self.id_to_token[nxt])
                 if i + 1 < complete:
-                    cur = await self.next_batcher.submit(StepItem(np.asarray([nxt], dtype=np.int64), cur.state))
+                    cur = await self.next_batcher.submit(
+                        StepItem(np.asarray([nxt], dtype=np.int64), cur.state)
+                    )
             result.completion_tokens = generated
             result.completion = detokenize(generated)
         return result
 
     async def score(self, text: str) -> ScoreResult:
         ids = [self.start_id, *self.encode(text)]
-        item = ScoreItem(np.asarray(ids[:-1], dtype=np.int64), np.asarray(ids[1:], dtype=np.int64),
-                         self.zero_state())
+        item = ScoreItem(
+            np.asarray(ids[:-1], dtype=np.int64),
+            np.asarray(ids[1:], dtype=np.int64),
+            self.zero_state(),
+        )
         token_lp = await self.score_batcher.submit(item)
         ll = float(np.sum(token_lp, dtype=np.float64))
         n = len(ids) - 1
@@ -226,15 +250,18 @@ class NextWordService:
     def __init__(self, registry: Registry, settings: Settings, secret: bytes) -> None:
         self.registry = registry
         self.settings = settings
-        self.by_ref = {rec.ref: NextWordModel(rec, registry, settings, secret)
-                       for rec in registry.models(TASK)}
+        self.by_ref = {
+            rec.ref: NextWordModel(rec, registry, settings, secret) for rec in registry.models(TASK)
+        }
 
     def _model(self, ref: str | None, text: str) -> tuple[ModelRecord, NextWordModel]:
         rec = self.registry.get(TASK, ref)
         check_text(text, "text", self.settings.max_context_chars)
         return rec, self.by_ref[rec.ref]
 
-    async def predict(self, text: str, model: str | None, **kwargs: Any) -> tuple[ModelRecord, NextWordResult]:
+    async def predict(
+        self, text: str, model: str | None, **kwargs: Any
+    ) -> tuple[ModelRecord, NextWordResult]:
         rec, m = self._model(model, text)
         return rec, await m.predict(text, **kwargs)
 

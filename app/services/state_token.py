@@ -50,10 +50,14 @@ class StateCodec:
     def decode(self, token: str) -> list[np.ndarray]:
         parts = token.split(".")
         if len(parts) != 4 or parts[0] != PREFIX:
-            raise InvalidStateToken("state token is malformed: expected v1.<model>.<state>.<signature>")
+            raise InvalidStateToken(
+                "state token is malformed: expected v1.<model>.<state>.<signature>"
+            )
         _, ref, body_b64, mac_b64 = parts
         if ref != self.model_ref:
-            raise InvalidStateToken(f"state token was issued by model {ref!r}, not {self.model_ref!r}")
+            raise InvalidStateToken(
+                f"state token was issued by model {ref!r}, not {self.model_ref!r}"
+            )
         try:
             body, mac = _unb64(body_b64), _unb64(mac_b64)
         except (binascii.Error, ValueError):

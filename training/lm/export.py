@@ -43,6 +43,7 @@ DATASET_URL = "https://huggingface.co/datasets/Salesforce/wikitext"
 MAX_FOLDER_BYTES = 40 * 1000 * 1000  # size cap of a shipped model folder
 PARITY_TOLERANCE = 1e-4  # max abs diff on log-probs, ONNX fp32 vs PyTorch
 INT8_MAX_PPL_INCREASE = 0.02  # int8 perplexity may be at most 2 % above fp32
+TOPK_STREAMS = 50
 PARITY_SHAPES = [(1, 1), (1, 23), (3, 9), (8, 40)]  # (batch, seq)
 TOKENIZER_EXAMPLES = [
     "Happy birthday, my friend!",
@@ -183,14 +184,15 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def _graph_metrics(folder: Path, data: np.ndarray, layers: int, hidden: int, s_in: list[str],
-                   s_out: list[str], threads: int, topk_positions: int | None) -> dict[str, Any]:
+def _graph_metrics(folder: Path, data: np.ndarray, topk_data: np.ndarray, layers: int,
+                   hidden: int, s_in: list[str], s_out: list[str], threads: int,
+                   topk_positions: int | None) -> dict[str, Any]:
     t0 = time.monotonic()
     ppl = onnx_perplexity(ort_session(folder / "score.onnx", threads), data, layers, hidden,
                           s_in, s_out)
     t1 = time.monotonic()
-    topk = onnx_topk(ort_session(folder / "model.onnx", threads), data, layers, hidden, s_in,
-                     s_out, max_positions=topk_positions)
+    topk = onnx_topk(ort_session(folder / "model.onnx", threads), topk_data, layers, hidden,
+                     s_in, s_out, max_positions=topk_positions)
     return {"valid_perplexity": ppl, "valid_top1": topk["top1"], "valid_top5": topk["top5"],
             "topk_positions": topk["positions"], "perplexity_seconds": round(t1 - t0, 1),
             "topk_seconds": round(time.monotonic() - t1, 1)}
@@ -212,10 +214,15 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
     valid_lines = open(valid_file, encoding="utf-8").read().splitlines()
     if max_valid_lines is not None:
         valid_lines = valid_lines[:max_valid_lines]
-    rt_checked, rt_bad, rt_examples = round_trip_mismatches(tokenizer, valid_lines, vocab)
+    round_trip = {}
+    for split, lines in (("train", open(train_file, encoding="utf-8")), ("valid", valid_lines)):
+        checked, bad, examples = round_trip_mismatches(tokenizer, lines, vocab)
+        round_trip[split] = {"lines": checked, "mismatched_lines": bad, "examples": examples}
 
-    data = batchify(encode(read_tokens(valid_file, max_valid_lines), vocab),
-                    ckpt["train_config"]["eval_batch_size"]).numpy()
+    valid_ids = encode(read_tokens(valid_file, max_valid_lines), vocab)
+    data = batchify(valid_ids, ckpt["train_config"]["eval_batch_size"]).numpy()
+    # top-k is a per-position statistic: more streams = fewer, larger onnxruntime calls
+    topk_data = batchify(valid_ids, min(TOPK_STREAMS, max(1, valid_ids.numel() // 2))).numpy()
     with tempfile.TemporaryDirectory() as tmp_name:
         fp32_dir, int8_dir = Path(tmp_name) / "fp32", Path(tmp_name) / "int8"
         fp32_dir.mkdir()
@@ -228,15 +235,16 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
         extra = (model_dir / "tokenizer.json").stat().st_size + 200_000  # card + curves
         ship_int8 = quantize == "yes" or (quantize == "auto"
                                           and fp32_bytes + extra > MAX_FOLDER_BYTES)
-        metrics: dict[str, Any] = {"fp32": _graph_metrics(fp32_dir, data, cfg.layers,
+        metrics: dict[str, Any] = {"fp32": _graph_metrics(fp32_dir, data, topk_data, cfg.layers,
                                                           cfg.hidden_size, s_in, s_out, threads,
                                                           topk_positions)}
         quant: dict[str, Any] = {"shipped": ship_int8}
         if quantize != "no":
             for file in specs:
                 quantize_int8(fp32_dir / file, int8_dir / file)
-            metrics["int8"] = _graph_metrics(int8_dir, data, cfg.layers, cfg.hidden_size, s_in,
-                                             s_out, threads, topk_positions)
+            metrics["int8"] = _graph_metrics(int8_dir, data, topk_data, cfg.layers,
+                                             cfg.hidden_size, s_in, s_out, threads,
+                                             topk_positions)
             int8_parity = check_parity(model, int8_dir / "model.onnx", int8_dir / "score.onnx",
                                        threads)
             increase = (metrics["int8"]["valid_perplexity"]
@@ -280,8 +288,7 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
                       "usage": "Tokenizer.from_file(path).encode(text).ids",
                       "examples": {t: " ".join(tokenizer.encode(t).tokens)
                                    for t in TOKENIZER_EXAMPLES},
-                      "round_trip": {"lines": rt_checked, "mismatched_lines": rt_bad,
-                                     "examples": rt_examples}},
+                      "round_trip": round_trip},
         "special_tokens": {"unk": {"token": UNK, "id": vocab.index(UNK)},
                            "eos": {"token": EOS, "id": vocab.index(EOS)}},
         "start_token": {"token": EOS, "id": vocab.index(EOS),
@@ -307,9 +314,13 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
             "valid_top5": shipped["valid_top5"],
             "evaluation": "shipped ONNX graphs on valid.txt: score.onnx for perplexity "
                           f"({data.shape[0]} streams, state carried), model.onnx fed one "
-                          "token at a time for top-k",
+                          f"token at a time ({topk_data.shape[0]} streams) for top-k",
             "by_precision": metrics,
-            "train_seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else None,
+            # history rows may be fractions of an epoch (--eval-interval): normalise per epoch
+            "train_seconds_per_epoch": (float(sum(epoch_seconds) / hist[-1]["epoch"])
+                                        if epoch_seconds else None),
+            "train_tokens_per_second": (float(np.mean([h["tokens_per_second"] for h in hist]))
+                                        if hist else None),
             "parity": {k: parity[k] for k in ("max_abs_diff", "tolerance", "cases", "passed")},
         },
         "quantization": quant,

@@ -22,12 +22,16 @@ FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 class SeriesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(None, description="series id (default: its position); ids must be unique")
+    id: str | None = Field(
+        None, description="series id (default: its position); ids must be unique"
+    )
     values: list[FiniteFloat] = Field(
         description="observations, oldest first; finite numbers only. Longer than the model's "
         "window: only the most recent window is read"
     )
-    start: dt.datetime | None = Field(None, description="timestamp of values[0]; with freq, adds timestamps")
+    start: dt.datetime | None = Field(
+        None, description="timestamp of values[0]; with freq, adds timestamps"
+    )
     freq: str | None = Field(None, description="spacing of the values: 'h', '15min', 'D', 'W'...")
 
 
@@ -35,9 +39,12 @@ class ForecastRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     series: list[SeriesIn]
-    horizon: int | None = Field(None, ge=1, description="steps to forecast, 1..max_horizon (default: max_horizon)")
+    horizon: int | None = Field(
+        None, ge=1, description="steps to forecast, 1..max_horizon (default: max_horizon)"
+    )
     level: list[Annotated[float, Field(gt=0, lt=100)]] = Field(
-        default_factory=lambda: [80.0, 95.0], max_length=10,
+        default_factory=lambda: [80.0, 95.0],
+        max_length=10,
         description="prediction-interval levels in percent, each in (0, 100)",
     )
     model: str | None = Field(None, description='"name" or "name:version"')
@@ -60,8 +67,14 @@ class ForecastResponse(BaseModel):
 EXAMPLE = {
     "hourly series": {
         "value": {
-            "series": [{"id": "H1", "values": [605.0, 586.0, 586.0, 559.0] * 12,
-                        "start": "2017-01-01T00:00:00", "freq": "h"}],
+            "series": [
+                {
+                    "id": "H1",
+                    "values": [605.0, 586.0, 586.0, 559.0] * 12,
+                    "start": "2017-01-01T00:00:00",
+                    "freq": "h",
+                }
+            ],
             "horizon": 48,
             "level": [80, 95],
         }
@@ -80,9 +93,13 @@ async def forecast(
 ) -> Response:
     if container.forecast is None:
         raise ModelNotFound(request.model or "(default)", "forecast")
-    series = [SeriesInput(s.id if s.id is not None else str(i), s.values, s.start, s.freq)
-              for i, s in enumerate(request.series)]
-    rec, results = await container.forecast.forecast(series, request.horizon, request.level, request.model)
+    series = [
+        SeriesInput(s.id if s.id is not None else str(i), s.values, s.start, s.freq)
+        for i, s in enumerate(request.series)
+    ]
+    rec, results = await container.forecast.forecast(
+        series, request.horizon, request.level, request.model
+    )
     out: list[dict[str, Any]] = []
     warnings: list[str] = []
     for r in results:
@@ -91,6 +108,12 @@ async def forecast(
             item["timestamps"] = r.timestamps
         out.append(item)
         warnings.extend(r.warnings)
-    body = {"forecasts": out, "warnings": warnings, "model": {"name": rec.name, "version": rec.version}}
+    body = {
+        "forecasts": out,
+        "warnings": warnings,
+        "model": {"name": rec.name, "version": rec.version},
+    }
     # orjson writes numpy arrays directly: 414 series x 48 steps x 5 arrays in a few ms.
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )
