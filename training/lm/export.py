@@ -215,7 +215,8 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
     if max_valid_lines is not None:
         valid_lines = valid_lines[:max_valid_lines]
     round_trip = {}
-    for split, lines in (("train", open(train_file, encoding="utf-8")), ("valid", valid_lines)):
+    train_lines = Path(train_file).read_text(encoding="utf-8").splitlines()
+    for split, lines in (("train", train_lines), ("valid", valid_lines)):
         checked, bad, examples = round_trip_mismatches(tokenizer, lines, vocab)
         round_trip[split] = {"lines": checked, "mismatched_lines": bad, "examples": examples}
 
@@ -277,7 +278,8 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
         "task": "next-word",
         "name": "wikitext2-lstm",
         "version": "1",
-        "description": "Word-level LSTM language model on WikiText-2 (adaptive softmax).",
+        "description": f"Word-level {cfg.cell.upper()} language model on WikiText-2 "
+                       f"({cfg.softmax} softmax).",
         "cell": cfg.cell,
         "layers": cfg.layers,
         "emb_size": cfg.emb_size,
@@ -324,13 +326,18 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
             "parity": {k: parity[k] for k in ("max_abs_diff", "tolerance", "cases", "passed")},
         },
         "quantization": quant,
+        "curves": "curves.png",
     }
     write_card(model_dir, card)
     # write_card hashes only the main graph: add the score graph's hash and the folder size
     full = json.loads((model_dir / "card.json").read_text())
     full["score_onnx"]["sha256"] = sha256_file(model_dir / "score.onnx")
     full["score_onnx"]["bytes"] = (model_dir / "score.onnx").stat().st_size
+    full["folder_cap_bytes"] = MAX_FOLDER_BYTES
     for _ in range(2):  # the second pass counts the card with its own size in it
         full["folder_bytes"] = folder_bytes(model_dir)
         (model_dir / "card.json").write_text(json.dumps(full, indent=2) + "\n")
+    if full["folder_bytes"] > MAX_FOLDER_BYTES:
+        print(f"WARNING: model folder is {full['folder_bytes']:,} bytes > cap "
+              f"{MAX_FOLDER_BYTES:,}")
     return full

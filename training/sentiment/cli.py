@@ -106,16 +106,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     accs = [m["dev_accuracy"] for m in members]
     print(json.dumps({"members_dev_accuracy": accs, "mean": float(np.mean(accs))}))
     if args.export_dir:
-        _export(args, run_dir, args.export_dir, dev)
+        _export(args, [run_dir], args.export_dir, dev)
     return 0
 
 
-def _export(args: argparse.Namespace, run_dir: Path, out: Path, dev: TextDataset) -> None:
+def _export(args: argparse.Namespace, run_dirs: list[Path], out: Path, dev: TextDataset) -> None:
     from training.sentiment.export import dataset_records, export_model
 
-    summary = json.loads((run_dir / "run.json").read_text())
+    summary = json.loads((run_dirs[0] / "run.json").read_text())
     card = export_model(
-        run_dir,
+        run_dirs,
         out,
         dev.texts,
         dev.labels,
@@ -124,7 +124,7 @@ def _export(args: argparse.Namespace, run_dir: Path, out: Path, dev: TextDataset
         datasets=dataset_records(
             Path(summary["train_path"]), Path(summary["dev_path"]), args.dataset_url
         ),
-        fp16_embeddings=not args.fp32_embeddings,
+        embeddings=args.embeddings,
         quantize=args.quantize,
     )
     print(
@@ -141,7 +141,7 @@ def _export(args: argparse.Namespace, run_dir: Path, out: Path, dev: TextDataset
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    summary = json.loads((args.run_dir / "run.json").read_text())
+    summary = json.loads((args.run_dir[0] / "run.json").read_text())
     dev = _load(args, args.dev or Path(summary["dev_path"]))
     _export(args, args.run_dir, args.export_dir, dev)
     return 0
@@ -201,9 +201,10 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
         help="also try int8 dynamic quantization; shipped only if dev accuracy drops <= 0.5 points",
     )
     p.add_argument(
-        "--fp32-embeddings",
-        action="store_true",
-        help="keep embedding tables in float32 (default stores them as float16 to halve the file)",
+        "--embeddings",
+        default="fp16",
+        choices=["fp32", "fp16", "int8"],
+        help="storage of embedding tables: fp16 halves the file, int8 (weight-only) quarters it",
     )
     p.add_argument(
         "--dataset-url", default=SST2_URL, help="public download address recorded in the card"
@@ -282,7 +283,13 @@ def register(sub: Any) -> None:
     e = s.add_parser(
         "export", help="export a finished run's members as one ONNX ensemble with its card"
     )
-    e.add_argument("--run-dir", type=Path, required=True, help="run directory written by 'train'")
+    e.add_argument(
+        "--run-dir",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="run directories written by 'train' (several: one ensemble over all their members)",
+    )
     e.add_argument("--export-dir", type=Path, required=True, help="model folder to write")
     e.add_argument(
         "--dev", type=Path, default=None, help="dev file (default: the one used in training)"
