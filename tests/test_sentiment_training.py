@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from training.cli import main
 from training.common.onnx_utils import ort_session
@@ -76,3 +77,22 @@ def test_generic_jsonl_and_csv_loaders(tmp_path: Path) -> None:
         tmp_path / "d.csv", "text", "y", label_names={"0": "negative", "1": "positive"}
     )
     assert ds.texts == ["good, really", "awful"] and ds.labels == ["positive", "negative"]
+
+
+def test_pretrained_vectors_seed_the_embeddings(tmp_path: Path, sentiment_fixture_data: tuple[Path, Path], capsys) -> None:
+    from training.sentiment.word2vec import corpus_tokens, load_vectors, save_vectors, train_vectors
+
+    train, dev = sentiment_fixture_data
+    lines = corpus_tokens([train])
+    vocab, vectors = train_vectors(lines, dim=8, epochs=1, min_count=1, batch=256)
+    assert vectors.shape == (len(vocab), 8) and "good" in vocab
+    save_vectors(tmp_path / "v.txt", vocab, vectors)
+    assert np.allclose(load_vectors(tmp_path / "v.txt")["good"], vectors[vocab.index("good")], atol=1e-5)
+    run = tmp_path / "run"
+    assert main(["sentiment", "train", "--dry-run", "--train", str(train), "--dev", str(dev), "--run-dir", str(run),
+                 "--pretrained-embeddings", str(tmp_path / "v.txt"), "--emb-dim", "8", "--threads", "1"]) == 0
+    summary = json.loads((run / "run.json").read_text())
+    assert summary["train_config"]["pretrained_coverage"] > 0.9
+    with pytest.raises(ValueError, match="8-d vectors but --emb-dim is 16"):
+        main(["sentiment", "train", "--train", str(train), "--dev", str(dev), "--run-dir", str(run), "--limit", "50",
+              "--pretrained-embeddings", str(tmp_path / "v.txt"), "--emb-dim", "16", "--epochs", "1"])

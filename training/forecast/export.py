@@ -284,7 +284,9 @@ def export_model(
             "beyond_table_horizon": "use the last row of the table",
             "calibration": f"{metrics['calibration_windows']} windows: the last "
                            f"{cfg.calib_windows} non-overlapping {cfg.holdout}-step windows of "
-                           f"the training part of every series (validation not used)",
+                           f"the training part of every series (validation not used). These "
+                           f"windows were also trained on, so residuals are slightly optimistic: "
+                           f"see metrics.coverage for the out-of-sample coverage",
             "reference": "training.forecast.train.intervals",
         },
         "metrics": {

@@ -63,7 +63,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                         valid_file=_repo_path(args.valid_file), opset=args.opset,
                         quantize=args.quantize, threads=args.threads,
                         max_valid_lines=args.max_valid_lines,
-                        topk_positions=args.topk_positions,
+                        topk_positions=args.topk_positions, int8_method=args.int8_method,
                         history=_repo_path(args.history) if args.history else None)
     summary: dict[str, Any] = {"model_dir": str(_repo_path(args.model_dir)),
                                "metrics": card.get("metrics")}
@@ -143,8 +143,12 @@ def register(subparsers: Any) -> None:
                    help="model folder to write")
     x.add_argument("--history", default=None,
                    help="history.json for curves.png (default: next to the checkpoint)")
-    x.add_argument("--topk-positions", type=int, default=None,
-                   help="top-1/top-5 accuracy on the first N validation positions (default: all)")
+    x.add_argument("--topk-positions", type=int, default=20000,
+                   help="top-1/top-5 accuracy on N validation positions spread over 50 streams "
+                        "(model.onnx one token at a time is slow; 0 = all)")
+    x.add_argument("--int8-method", choices=["weight-only", "dynamic"], default="weight-only",
+                   help="int8 graphs to ship: weight-only (fp32 arithmetic, split-state exact) "
+                        "or onnxruntime dynamic quantization; the other is measured too")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17)")
     x.add_argument("--quantize", choices=["auto", "yes", "no"], default="auto",
                    help="int8-quantize the shipped graphs: auto = when fp32 exceeds the size cap")

@@ -13,8 +13,10 @@ Writes two graphs (legacy exporter, dynamic batch and sequence axes) so serving 
 
 plus ``tokenizer.json``, ``curves.png`` and ``card.json``. The fp32 graphs are checked against
 PyTorch (several shapes, and a run split in two halves with the state carried over); when the
-fp32 folder would exceed the size cap the int8 (dynamic quantization) graphs are shipped and
-both validation perplexities go into the card.
+fp32 folder would exceed the size cap int8 graphs are shipped: by default weight-only int8
+(``training.lm.quantize``: keeps split-state runs equal to whole runs, which serving's carried
+state needs), with onnxruntime's dynamic quantization measured alongside for comparison; both
+validation perplexities go into the card.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from training.common.onnx_utils import max_abs_diff, opset_of, ort_session, quan
 from training.lm.data import EOS, UNK, batchify, encode, read_tokens
 from training.lm.evaluate import load_checkpoint, onnx_perplexity, onnx_topk
 from training.lm.model import RNNModel, State
+from training.lm.quantize import quantize_weights_int8
 from training.lm.tokenizer import build_tokenizer, round_trip_mismatches
 
 DATASET_URL = "https://huggingface.co/datasets/Salesforce/wikitext"
@@ -187,6 +190,7 @@ def folder_bytes(folder: Path) -> int:
 def _graph_metrics(folder: Path, data: np.ndarray, topk_data: np.ndarray, layers: int,
                    hidden: int, s_in: list[str], s_out: list[str], threads: int,
                    topk_positions: int | None) -> dict[str, Any]:
+    """Perplexity with score.onnx and top-1/top-5 with model.onnx of the graphs in ``folder``."""
     t0 = time.monotonic()
     ppl = onnx_perplexity(ort_session(folder / "score.onnx", threads), data, layers, hidden,
                           s_in, s_out)
@@ -201,7 +205,10 @@ def _graph_metrics(folder: Path, data: np.ndarray, topk_data: np.ndarray, layers
 def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file: Path,
                  opset: int = 17, quantize: str = "auto", threads: int = 2,
                  max_valid_lines: int | None = None, history: Path | None = None,
-                 topk_positions: int | None = None) -> dict[str, Any]:
+                 topk_positions: int | None = None,
+                 int8_method: str = "weight-only") -> dict[str, Any]:
+    if int8_method not in ("weight-only", "dynamic"):
+        raise ValueError(f"int8 method {int8_method!r}: choose 'weight-only' or 'dynamic'")
     torch.set_num_threads(threads)
     model, ckpt = load_checkpoint(checkpoint)
     cfg = model.config
@@ -224,55 +231,68 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
     data = batchify(valid_ids, ckpt["train_config"]["eval_batch_size"]).numpy()
     # top-k is a per-position statistic: more streams = fewer, larger onnxruntime calls
     topk_data = batchify(valid_ids, min(TOPK_STREAMS, max(1, valid_ids.numel() // 2))).numpy()
+    dims = (cfg.layers, cfg.hidden_size, s_in, s_out, threads)
     with tempfile.TemporaryDirectory() as tmp_name:
-        fp32_dir, int8_dir = Path(tmp_name) / "fp32", Path(tmp_name) / "int8"
-        fp32_dir.mkdir()
-        int8_dir.mkdir()
-        specs = export_graphs(model, fp32_dir, opset)
-        parity = check_parity(model, fp32_dir / "model.onnx", fp32_dir / "score.onnx", threads)
+        tmp = Path(tmp_name)
+        dirs = {name: tmp / name for name in ("fp32", "weight-only", "dynamic")}
+        for d in dirs.values():
+            d.mkdir()
+        specs = export_graphs(model, dirs["fp32"], opset)
+        parity = check_parity(model, dirs["fp32"] / "model.onnx", dirs["fp32"] / "score.onnx",
+                              threads)
         if not parity["passed"]:
             raise RuntimeError(f"ONNX parity failed: {json.dumps(parity['max_abs_diff'])}")
-        fp32_bytes = sum((fp32_dir / f).stat().st_size for f in specs)
+        fp32_bytes = sum((dirs["fp32"] / f).stat().st_size for f in specs)
         extra = (model_dir / "tokenizer.json").stat().st_size + 200_000  # card + curves
         ship_int8 = quantize == "yes" or (quantize == "auto"
                                           and fp32_bytes + extra > MAX_FOLDER_BYTES)
-        metrics: dict[str, Any] = {"fp32": _graph_metrics(fp32_dir, data, topk_data, cfg.layers,
-                                                          cfg.hidden_size, s_in, s_out, threads,
+        metrics: dict[str, Any] = {"fp32": _graph_metrics(dirs["fp32"], data, topk_data, *dims,
                                                           topk_positions)}
-        quant: dict[str, Any] = {"shipped": ship_int8}
+        quant: dict[str, Any] = {"shipped": ship_int8, "fp32_bytes": fp32_bytes}
         if quantize != "no":
+            converted: dict[str, int] = {}
             for file in specs:
-                quantize_int8(fp32_dir / file, int8_dir / file)
-            metrics["int8"] = _graph_metrics(int8_dir, data, topk_data, cfg.layers,
-                                             cfg.hidden_size, s_in, s_out, threads,
-                                             topk_positions)
-            int8_parity = check_parity(model, int8_dir / "model.onnx", int8_dir / "score.onnx",
-                                       threads)
-            increase = (metrics["int8"]["valid_perplexity"]
-                        / metrics["fp32"]["valid_perplexity"] - 1)
-            quant.update({
-                "method": "onnxruntime quantize_dynamic, int8 weights (QInt8)",
-                "op_types": (ops := quantized_op_types(int8_dir / "model.onnx")),
-                "quantized": {"embedding_gather": ops.get("DequantizeLinear", 0) > 0,
-                              "lstm_nodes": ops.get("DynamicQuantizeLSTM", 0),
-                              "matmul_integer_nodes": ops.get("MatMulInteger", 0),
-                              "float_matmul_nodes": ops.get("MatMul", 0) + ops.get("Gemm", 0)},
-                "fp32_bytes": fp32_bytes,
-                "int8_bytes": sum((int8_dir / f).stat().st_size for f in specs),
-                "valid_perplexity_increase": increase,
-                "within_2_percent": increase <= INT8_MAX_PPL_INCREASE,
-                "max_abs_diff_vs_pytorch": int8_parity["max_abs_diff"],
-            })
-        src = int8_dir if ship_int8 else fp32_dir
+                converted = quantize_weights_int8(dirs["fp32"] / file, dirs["weight-only"] / file)
+                quantize_int8(dirs["fp32"] / file, dirs["dynamic"] / file)
+            metrics[int8_method] = _graph_metrics(dirs[int8_method], data, topk_data, *dims,
+                                                  topk_positions)
+            fp32_ppl = metrics["fp32"]["valid_perplexity"]
+            for method in ("weight-only", "dynamic"):
+                path = dirs[method]
+                ppl = (metrics[method]["valid_perplexity"] if method == int8_method
+                       else onnx_perplexity(ort_session(path / "score.onnx", threads), data,
+                                            *dims[:4]))
+                ops = quantized_op_types(path / "model.onnx")
+                quant[method] = {
+                    "valid_perplexity": ppl,
+                    "valid_perplexity_increase": ppl / fp32_ppl - 1,
+                    "within_2_percent": ppl / fp32_ppl - 1 <= INT8_MAX_PPL_INCREASE,
+                    "bytes": sum((path / f).stat().st_size for f in specs),
+                    "max_abs_diff_vs_pytorch_fp32": check_parity(
+                        model, path / "model.onnx", path / "score.onnx", threads)["max_abs_diff"],
+                    "op_types": ops,
+                }
+            quant["weight-only"]["method"] = (
+                "int8 weights (symmetric, per output channel / per embedding row) dequantized "
+                "in the graph; fp32 arithmetic, so split-state runs equal whole runs")
+            quant["weight-only"]["converted"] = converted
+            quant["dynamic"]["method"] = (
+                "onnxruntime quantize_dynamic (QInt8 weights, activations quantized per call)")
+            quant["dynamic"]["quantized"] = {
+                "embedding_gather": quant["dynamic"]["op_types"].get("DequantizeLinear", 0) > 0,
+                "lstm_nodes": quant["dynamic"]["op_types"].get("DynamicQuantizeLSTM", 0),
+                "matmul_integer_nodes": quant["dynamic"]["op_types"].get("MatMulInteger", 0)}
+            quant["method"] = int8_method
+        shipped_key = int8_method if ship_int8 else "fp32"
         for file in specs:
-            shutil.copyfile(src / file, model_dir / file)
+            shutil.copyfile(dirs[shipped_key] / file, model_dir / file)
 
     hist_path = history or checkpoint.with_name("history.json")
     hist = json.loads(hist_path.read_text()) if hist_path.exists() else ckpt["history"]
     plot_curves(hist, model_dir / "curves.png",
                 [("loss (nats/token)", ["train_loss", "valid_loss"]),
                  ("perplexity", ["train_ppl", "valid_ppl"])], title="WikiText-2 word-level LM")
-    shipped = metrics["int8" if ship_int8 else "fp32"]
+    shipped = metrics[shipped_key]
     epoch_seconds = [h["train_seconds"] for h in hist]
     card: dict[str, Any] = {
         "task": "next-word",
@@ -285,7 +305,7 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
         "emb_size": cfg.emb_size,
         "hidden_size": cfg.hidden_size,
         "vocab_size": cfg.vocab_size,
-        "precision": "int8" if ship_int8 else "fp32",
+        "precision": f"int8 ({int8_method})" if ship_int8 else "fp32",
         "tokenizer": {"file": "tokenizer.json", "type": "tokenizers WordLevel",
                       "usage": "Tokenizer.from_file(path).encode(text).ids",
                       "examples": {t: " ".join(tokenizer.encode(t).tokens)
@@ -311,7 +331,7 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
         "metrics": {
             "valid_perplexity": shipped["valid_perplexity"],
             "valid_perplexity_fp32": metrics["fp32"]["valid_perplexity"],
-            "valid_perplexity_int8": metrics.get("int8", {}).get("valid_perplexity"),
+            "valid_perplexity_int8": metrics.get(int8_method, {}).get("valid_perplexity"),
             "valid_top1": shipped["valid_top1"],
             "valid_top5": shipped["valid_top5"],
             "evaluation": "shipped ONNX graphs on valid.txt: score.onnx for perplexity "

@@ -49,7 +49,9 @@ def _load(args: argparse.Namespace, path: Path) -> TextDataset:
 def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:  # seconds-long smoke run: tiny model, few rows, one epoch
         args.limit = args.limit or 300
-        args.epochs, args.emb_dim, args.hidden = 1, 16, 16
+        args.epochs, args.hidden = 1, 16
+        if not args.pretrained_embeddings:  # pretrained vectors fix the embedding size
+            args.emb_dim = 16
         args.seeds = args.seeds[:2]
     train = _load(args, args.train)
     dev = _load(args, args.dev)
@@ -75,6 +77,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         pooling=args.pooling,
         pad_id=toks.PAD_ID,
     )
+    init, coverage = None, None
+    if args.pretrained_embeddings:
+        init, coverage = _pretrained_matrix(args.pretrained_embeddings, tok, args.emb_dim)
+        print(json.dumps({"pretrained_coverage": coverage}))
     members: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for seed in args.seeds:
@@ -92,11 +98,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             threads=args.threads,
             limit_train=args.limit,
         )
-        members.append(train_member(model_cfg, cfg, train_ids, train_y, dev_ids, dev_y, run_dir))
+        members.append(
+            train_member(model_cfg, cfg, train_ids, train_y, dev_ids, dev_y, run_dir, init)
+        )
     summary = {
         "labels": labels,
         "model_config": asdict(model_cfg),
-        "train_config": {**asdict(cfg), "seeds": list(args.seeds), "min_freq": args.min_freq},
+        "train_config": {
+            **asdict(cfg),
+            "seeds": list(args.seeds),
+            "min_freq": args.min_freq,
+            "pretrained_embeddings": str(args.pretrained_embeddings or ""),
+            "pretrained_coverage": coverage,
+        },
         "members": members,
         "train_path": str(args.train),
         "dev_path": str(args.dev),
@@ -108,6 +122,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.export_dir:
         _export(args, [run_dir], args.export_dir, dev)
     return 0
+
+
+def _pretrained_matrix(path: Path, tok: Any, dim: int) -> tuple[np.ndarray, float]:
+    """[vocab, dim] matrix from a vectors file, NaN rows where a word has none, rescaled so the
+    vectors have unit standard deviation like the random init they replace."""
+    from training.sentiment.word2vec import load_vectors
+
+    vectors = load_vectors(path)
+    some = next(iter(vectors.values()))
+    if len(some) != dim:
+        raise ValueError(f"{path} has {len(some)}-d vectors but --emb-dim is {dim}")
+    vocab = tok.get_vocab()
+    out = np.full((len(vocab), dim), np.nan, dtype=np.float32)
+    for word, i in vocab.items():
+        if word in vectors and i >= 2:  # never the pad/unk rows
+            out[i] = vectors[word]
+    have = ~np.isnan(out).any(1)
+    out[have] /= out[have].std()
+    return out, float(have.sum() / (len(vocab) - 2))
 
 
 def _export(args: argparse.Namespace, run_dirs: list[Path], out: Path, dev: TextDataset) -> None:
@@ -259,6 +292,12 @@ def register(sub: Any) -> None:
     )
     t.add_argument(
         "--min-freq", type=int, default=1, help="minimum word count to enter the vocabulary"
+    )
+    t.add_argument(
+        "--pretrained-embeddings",
+        type=Path,
+        default=None,
+        help="word vectors (word2vec/GloVe text) to start the embeddings from; dim = --emb-dim",
     )
     t.add_argument("--max-length", type=int, default=128, help="maximum tokens per text")
     t.add_argument("--epochs", type=int, default=6, help="maximum epochs")

@@ -90,12 +90,21 @@ def train_member(
     dev_ids: list[list[int]],
     dev_y: np.ndarray,
     out_dir: Path,
+    init_embeddings: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Train with early stopping on dev accuracy; save the best checkpoint, history and curves."""
+    """Train with early stopping on dev accuracy; save the best checkpoint, history and curves.
+
+    ``init_embeddings`` ([vocab, emb_dim], NaN rows = no vector) starts the embedding table from
+    pretrained vectors; words without one keep their random start. Both are fine-tuned.
+    """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = RNNClassifier(model_cfg)
+    if init_embeddings is not None:
+        with torch.no_grad():
+            have = ~np.isnan(init_embeddings).any(1)
+            model.embedding.weight[torch.from_numpy(have)] = torch.from_numpy(init_embeddings[have])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     loss_fn = nn.CrossEntropyLoss()
