@@ -253,6 +253,7 @@ def test_cli_long_csv_train_evaluate_export(
     run = tmp_path / "run"
     rc = main(["forecast", "train", "--data", str(long_csv), "--time-col", "date",
                "--targets", "OT", "--dry-run", *TINY, "--members", "1", "--no-export",
+               "--val-windows", "2",
                "--run-dir", str(run)])
     assert rc == 0
     ckpt = str(run / "ckpt.pt")
@@ -266,3 +267,4 @@ def test_cli_long_csv_train_evaluate_export(
     card = json.loads((out / "card.json").read_text())
     assert card["datasets"][0]["file"] == "ett.csv" and card["freq"] == "h"
     assert card["metrics"]["seasonal_naive"]["smape"] > 0
+    assert "(2 windows of 24)" in card["metrics"]["validation"]

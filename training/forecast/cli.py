@@ -47,6 +47,9 @@ def _add_data_args(p: argparse.ArgumentParser, required_defaults: bool = True) -
                    help="long CSV: value column(s), each one series (default: all but time)")
     p.add_argument("--holdout", type=int, default=d.holdout if d else None,
                    help="last points of every series held out for validation")
+    p.add_argument("--val-windows", type=int, default=d.val_windows if d else None,
+                   help="hold out this many consecutive --holdout stretches per series and "
+                        "score each (useful for single-series data; default 1)")
 
 
 def register(subparsers: Any) -> None:
@@ -130,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> ForecastConfig:
 
 
 def _override_data(ckpt: dict[str, Any], args: argparse.Namespace) -> None:
-    for key in ("data", "fmt", "time_col", "targets", "holdout"):
+    for key in ("data", "fmt", "time_col", "targets", "holdout", "val_windows"):
         if getattr(args, key, None) is not None:
             ckpt["config"][key] = getattr(args, key)
 

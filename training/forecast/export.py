@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,7 @@ def export_model(
                 title=f"{cfg.name}: {n} members")
     plot_parity(ens, sess, x, out / "parity.png")
     lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
-    plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["series"].ids)
+    plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["val_ids"])
 
     card: dict[str, Any] = {
         "task": "forecast",
@@ -283,15 +284,16 @@ def export_model(
             "table_horizon": int(table.shape[0]),
             "beyond_table_horizon": "use the last row of the table",
             "calibration": f"{metrics['calibration_windows']} windows: the last "
-                           f"{cfg.calib_windows} non-overlapping {cfg.holdout}-step windows of "
+                           f"{metrics['calibration_windows_per_series']} non-overlapping "
+                           f"{cfg.holdout}-step windows of "
                            f"the training part of every series (validation not used). These "
                            f"windows were also trained on, so residuals are slightly optimistic: "
                            f"see metrics.coverage for the out-of-sample coverage",
             "reference": "training.forecast.train.intervals",
         },
         "metrics": {
-            "validation": f"last {cfg.holdout} points of every series "
-                          f"({len(y)} series), never trained on",
+            "validation": f"last {cfg.holdout * cfg.val_windows} points of every series "
+                          f"({len(y)} windows of {cfg.holdout}), never trained on",
             "seasonal_naive": metrics["seasonal_naive"],
             "naive": metrics["naive"],
             "members": metrics["members"],
@@ -308,7 +310,7 @@ def export_model(
         "int8": int8_info,
         "latency_ms_batch64_fp32": latency_ms(
             sess, x[:64] + positive_shift(x[:64])[:, None]),
-        "training": {k: v for k, v in ckpt["config"].items() if k != "extra"},
+        "training": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "datasets": [dataset_record(cfg.data, dataset_url(cfg.data, data["series"]))],
         "figures": {"curves": "curves.png", "parity": "parity.png",
                     "examples": "examples.png"},

@@ -37,6 +37,7 @@ from training.forecast.metrics import baseline_scores, coverage, mase_scale, sco
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "m4_hourly" / "Hourly-train.csv"
 QUANTILES = (0.1, 0.5, 0.9)
+MIN_CALIBRATION = 400  # conformal calibration windows wanted in total
 # Interval levels (percent) at which the conformal table is stored; see interval_rule().
 LEVEL_GRID = (0.0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95,
               97.5, 99.0)
@@ -52,6 +53,7 @@ class ForecastConfig:
     freq: str = "h"
     period: int = 24  # seasonal period (steps per "day" the net reads at once)
     holdout: int = 48  # last points of every series kept for validation
+    val_windows: int = 1  # >1: that many consecutive holdout-stretches (single-series data)
     # model
     cell: str = "gru"
     window: int = 336  # input length, a multiple of period
@@ -188,12 +190,21 @@ def evaluate_point(
 
 
 def validation_set(
-    hist: list[np.ndarray], fut: list[np.ndarray], cfg: ForecastConfig
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x = np.stack([last_window(h, cfg.window, cfg.period) for h in hist])
-    y = np.stack(fut)
-    scales = np.asarray([mase_scale(h, cfg.period) for h in hist])
-    return x, y, scales
+    series: SeriesSet, cfg: ForecastConfig
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], list[np.ndarray], list[str]]:
+    """Held-out windows: the last ``val_windows`` consecutive ``holdout``-point stretches of
+    every series (one by default), each forecast from everything before it. Returns
+    ((x, y, MASE scales), per-window histories, per-window ids)."""
+    xs, ys, hists, ids = [], [], [], []
+    for sid, v in zip(series.ids, series.values, strict=True):
+        for k in range(cfg.val_windows - 1, -1, -1):
+            origin = len(v) - (k + 1) * cfg.holdout
+            xs.append(last_window(v[:origin], cfg.window, cfg.period))
+            ys.append(v[origin : origin + cfg.holdout])
+            hists.append(v[:origin])
+            ids.append(sid if cfg.val_windows == 1 else f"{sid}@{origin}")
+    scales = np.asarray([mase_scale(h, cfg.period) for h in hists])
+    return (np.stack(xs), np.stack(ys), scales), hists, ids
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,8 +278,9 @@ def prepare(cfg: ForecastConfig) -> dict[str, Any]:
     series = load_series(cfg.data, cfg.fmt, cfg.time_col, cfg.targets)
     if cfg.horizon < cfg.holdout:
         raise ValueError(f"horizon {cfg.horizon} must be >= holdout {cfg.holdout}")
-    hist, fut = split_holdout(series, cfg.holdout)
-    return {"series": series, "hist": hist, "fut": fut, "val": validation_set(hist, fut, cfg)}
+    hist, _ = split_holdout(series, cfg.holdout * cfg.val_windows)
+    val, val_hist, val_ids = validation_set(series, cfg)
+    return {"series": series, "hist": hist, "val": val, "val_hist": val_hist, "val_ids": val_ids}
 
 
 def run_training(cfg: ForecastConfig, log: Any = print) -> dict[str, Any]:
@@ -307,7 +319,7 @@ def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     ens = build_ensemble(ckpt)
     from training.forecast.model import ForecastEnsemble
 
-    metrics: dict[str, Any] = baseline_scores(data["hist"], y, cfg.period)
+    metrics: dict[str, Any] = baseline_scores(data["val_hist"], y, cfg.period)
     metrics["members"] = [
         {"seed": cfg.seed + i, **evaluate_point(ForecastEnsemble([m]), x, y, scales, cfg.holdout)}
         for i, m in enumerate(ens.members)
@@ -319,8 +331,10 @@ def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         y, q[:, : cfg.holdout, 0], q[:, : cfg.holdout, 2])
 
     # conformal calibration: windows ending holdout*k points before the end of the training part
+    # (at least ~MIN_CALIBRATION windows in all: few-series data gets more origins per series)
+    n_windows = max(cfg.calib_windows, math.ceil(MIN_CALIBRATION / len(data["hist"])))
     cx, cy, cm, cq, cs = [], [], [], [], []
-    for k in range(cfg.calib_windows):
+    for k in range(n_windows):
         xk, yk, _ = origin_windows(data["hist"], cfg.window, cfg.holdout, cfg.period,
                                    back=k * cfg.holdout)
         if len(xk) == 0:
@@ -339,6 +353,7 @@ def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         cov[str(lev)] = coverage(y, lo, hi)
     metrics["interval_coverage"] = cov
     metrics["calibration_windows"] = int(sum(len(c) for c in cy))
+    metrics["calibration_windows_per_series"] = n_windows
     return {"metrics": metrics, "table": table, "ensemble": ens, "pred": (med, q)}
 
 
