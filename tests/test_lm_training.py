@@ -69,6 +69,7 @@ def test_vocab_is_frequency_sorted_with_specials(vocab: list[str], corpus: dict[
     ("the U.S. band, Mr. Smith said.", "the U.S. band , Mr. Smith said ."),
     ('"great"... (a new stadium)', '" great " ... ( a new stadium )'),
     ("happy BIRTHDAY", "<unk> <unk>"),  # case is kept: WikiText is cased
+    ("Happy birthday!\nMy friend", "Happy birthday ! <eos> My friend"),  # line break = <eos>
 ])
 def test_tokenizer_normalizes_typed_text(vocab: list[str], text: str, expected: str) -> None:
     tok = build_tokenizer(vocab)
@@ -131,14 +132,21 @@ def exported(corpus: dict[str, Path]) -> dict[str, Path]:
     return {"run": run, "folder": folder}
 
 
-def test_dry_run_writes_run_artifacts(exported: dict[str, Path]) -> None:
+def test_dry_run_writes_run_artifacts(exported: dict[str, Path], corpus: dict[str, Path],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     run = exported["run"]
+    capsys.readouterr()
+    assert main(["lm", "evaluate", "--checkpoint", str(run / "best.pt"), "--valid-file",
+                 str(corpus["valid"]), "--threads", "1"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
     history = json.loads((run / "history.json").read_text())
     assert len(history) == 1 and math.isfinite(history[0]["valid_ppl"])
+    assert evaluated["perplexity"] == pytest.approx(history[0]["valid_ppl"], rel=1e-4)
+    assert 0 <= evaluated["top1"] <= evaluated["top5"] <= 1
     ckpt = torch.load(run / "best.pt", weights_only=True)  # plain data, no pickled modules
     assert ckpt["model_config"]["hidden_size"] == 24
     assert ckpt["model_config"]["cutoffs"] == [10, 30]
-    assert ckpt["vocab"][: len(ckpt["vocab"])] == ckpt["vocab"]
+    assert ckpt["vocab"][0] == "," or ckpt["vocab"][0] == EOS  # most frequent first
     assert (run / "curves.png").stat().st_size > 0
 
 
@@ -163,7 +171,11 @@ def test_export_card(exported: dict[str, Path], corpus: dict[str, Path]) -> None
     # the ONNX fp32 graph on valid.txt reproduces the perplexity PyTorch measured in training
     pytorch_ppl = card["training"]["best_valid_perplexity_pytorch"]
     assert metrics["valid_perplexity_fp32"] == pytest.approx(pytorch_ppl, rel=1e-4)
-    assert metrics["valid_perplexity_int8"] is not None
+    assert metrics["valid_perplexity_int8"] is not None  # measured even when fp32 ships
+    quant = card["quantization"]
+    assert quant["shipped"] is False and card["precision"] == "fp32"  # tiny model fits
+    assert quant["weight-only"]["max_abs_diff_vs_pytorch_fp32"]["split_state"] <= 1e-5
+    assert quant["dynamic"]["quantized"]["lstm_nodes"] == 2
     assert 0 <= metrics["valid_top1"] <= metrics["valid_top5"] <= 1
     assert card["tokenizer"]["round_trip"]["valid"]["mismatched_lines"] == 0
     assert card["tokenizer"]["round_trip"]["train"]["lines"] == 6 * 12
@@ -238,3 +250,22 @@ def test_gru_dry_run_exports_single_state(corpus: dict[str, Path], tmp_path: Pat
     assert card["onnx"]["inputs"] == ["input_ids", "h0"]
     assert card["score_onnx"]["outputs"] == ["token_log_probs", "hn"]
     assert card["metrics"]["parity"]["passed"]
+
+
+def test_weight_only_int8_keeps_split_state_exact(exported: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    from training.common.onnx_utils import ort_session
+    from training.lm.quantize import quantize_weights_int8
+
+    src = exported["folder"] / "model.onnx"  # the tiny model ships fp32
+    converted = quantize_weights_int8(src, tmp_path / "int8.onnx", min_elements=256)
+    assert converted.get("Gather") == 1 and converted.get("LSTM") == 4 and converted["MatMul"] >= 1
+    fp32, int8 = ort_session(src), ort_session(tmp_path / "int8.onnx")
+    ids = np.random.default_rng(2).integers(0, 40, (4, 10))
+    whole = int8.run(None, {"input_ids": ids, **_zeros(4)})
+    first = int8.run(None, {"input_ids": ids[:, :4], **_zeros(4)})
+    second = int8.run(None, {"input_ids": ids[:, 4:], "h0": first[1], "c0": first[2]})
+    for a, b in zip(second, whole, strict=True):
+        assert np.abs(a - b).max() <= 1e-5
+    reference = fp32.run(None, {"input_ids": ids, **_zeros(4)})[0]
+    assert 0 < np.abs(whole[0] - reference).max() < 0.05  # quantized, but close

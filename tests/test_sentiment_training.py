@@ -96,3 +96,11 @@ def test_pretrained_vectors_seed_the_embeddings(tmp_path: Path, sentiment_fixtur
     with pytest.raises(ValueError, match="8-d vectors but --emb-dim is 16"):
         main(["sentiment", "train", "--train", str(train), "--dev", str(dev), "--run-dir", str(run), "--limit", "50",
               "--pretrained-embeddings", str(tmp_path / "v.txt"), "--emb-dim", "16", "--epochs", "1"])
+
+
+def test_root_sentences_are_texts_not_inside_longer_ones() -> None:
+    from training.sentiment.data import TextDataset, root_sentences
+
+    ds = TextDataset(["a fine and moving film about love", "moving film", "fine and moving",
+                      "a dull , tedious mess of a film", "tedious mess"], ["1", "1", "1", "0", "0"])
+    assert sorted(root_sentences(ds, min_words=3)) == [0, 3]

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.lm.data import DEFAULT_DATA_DIR, REPO_ROOT
+from training.lm.data import REPO_ROOT
+
+DATA_DIR = "../shared/data/wikitext2"  # relative to the repository root
 
 
 def _repo_path(value: str) -> Path:
@@ -40,7 +42,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       eval_interval=args.eval_interval, seed=args.seed,
                       threads=args.threads, dry_run=args.dry_run,
                       max_lines=[args.max_train_lines, args.max_valid_lines])
-    result = train(model_cfg, cfg, _repo_path(args.out_dir))
+    out_dir = args.out_dir or ("runs/lm-dry-run" if args.dry_run else "runs/lm")
+    result = train(model_cfg, cfg, _repo_path(out_dir))
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
     return 0
 
@@ -63,7 +66,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                         valid_file=_repo_path(args.valid_file), opset=args.opset,
                         quantize=args.quantize, threads=args.threads,
                         max_valid_lines=args.max_valid_lines,
-                        topk_positions=args.topk_positions, int8_method=args.int8_method,
+                        topk_positions=args.topk_positions or None, int8_method=args.int8_method,
                         history=_repo_path(args.history) if args.history else None)
     summary: dict[str, Any] = {"model_dir": str(_repo_path(args.model_dir)),
                                "metrics": card.get("metrics")}
@@ -73,10 +76,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
     if train:
-        p.add_argument("--train-file", default=str(DEFAULT_DATA_DIR / "train.txt"),
-                       help="WikiText-2 train.txt (relative paths resolve from the repo root)")
-    p.add_argument("--valid-file", default=str(DEFAULT_DATA_DIR / "valid.txt"),
-                   help="WikiText-2 valid.txt (relative paths resolve from the repo root)")
+        p.add_argument("--train-file", default=f"{DATA_DIR}/train.txt",
+                       help="WikiText-2 train.txt, relative to the repo root "
+                            "(default: %(default)s)")
+    p.add_argument("--valid-file", default=f"{DATA_DIR}/valid.txt",
+                   help="WikiText-2 valid.txt, relative to the repo root (default: %(default)s)")
     p.add_argument("--max-valid-lines", type=int, default=None,
                    help="only use the first N validation lines (default: all)")
     p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime intra-op threads")
@@ -91,8 +95,9 @@ def register(subparsers: Any) -> None:
     _data_flags(t)
     t.add_argument("--max-train-lines", type=int, default=None,
                    help="only use the first N training lines (default: all)")
-    t.add_argument("--out-dir", default="runs/lm",
-                   help="where best.pt, history.json and curves.png go")
+    t.add_argument("--out-dir", default=None,
+                   help="where best.pt, history.json and curves.png go "
+                        "(default: runs/lm, or runs/lm-dry-run with --dry-run)")
     t.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="lstm",
                    help="recurrent cell type")
     t.add_argument("--emb-size", type=int, default=400, help="word embedding size")

@@ -32,7 +32,8 @@ def _symmetric_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-def quantize_weights_int8(src: str | Path, dst: str | Path) -> dict[str, int]:
+def quantize_weights_int8(src: str | Path, dst: str | Path,
+                          min_elements: int = MIN_ELEMENTS) -> dict[str, int]:
     """Rewrite ``src`` with int8 weights; return how many tensors of each kind were converted."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -41,7 +42,7 @@ def quantize_weights_int8(src: str | Path, dst: str | Path) -> dict[str, int]:
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     big = {name for name, t in inits.items()
-           if t.data_type == TensorProto.FLOAT and int(np.prod(t.dims)) >= MIN_ELEMENTS}
+           if t.data_type == TensorProto.FLOAT and int(np.prod(t.dims)) >= min_elements}
     done: dict[str, int] = {}
     prologue: list[onnx.NodeProto] = []
     new_nodes: list[onnx.NodeProto] = []

@@ -6,6 +6,7 @@ lives in the artifact:
 * the normalizer rewrites what WikiText marks with ``@`` (``well-known`` -> ``well @-@ known``,
   ``1,000`` -> ``1 @,@ 000``, ``3.5`` -> ``3 @.@ 5``) and splits apostrophes the WikiText way
   (``don't`` -> ``don 't``, ``John's`` -> ``John 's``: train.txt has ``don 't``, never ``n't``);
+* a line break becomes ``<eos>``, the end-of-line token the model was trained with;
 * the pre-tokenizer keeps abbreviations that are WikiText tokens (``U.S.``, ``Mr.``, ``No.``
   ...: taken from the vocabulary itself) and otherwise splits punctuation off words.
 
@@ -26,6 +27,7 @@ from training.lm.data import EOS, UNK
 
 # (pattern, replacement) applied in order by the normalizer. \w is Unicode-aware (Oniguruma).
 NORMALIZE_RULES: list[tuple[str, str]] = [
+    (r"\r?\n", f" {EOS} "),  # a line break ends a line, as <eos> does in the training text
     (r"(?<=\w)[’‘](?=\w)", "'"),  # typographic apostrophe inside a word
     (r"(?<=\w)'", " '"),  # don't -> don 't ; John's -> John 's ; players' -> players '
     (r"(?<=\w)-(?=\w)", " @-@ "),  # well-known -> well @-@ known
@@ -34,9 +36,9 @@ NORMALIZE_RULES: list[tuple[str, str]] = [
 ]
 # Generic pieces: WikiText markers, apostrophe suffixes, words (with combining marks),
 # dotted names such as About.com, ellipses, then any single other character.
-GENERIC_PIECES = [r"@[-.,]@", r"'[\w\p{M}]+", r"[\w\p{M}]+(?:\.[\w\p{M}]+)*", r"\.{2,}",
-                  r"[^\w\s]"]
-_PY_GENERIC = re.compile(r"@[-.,]@|'\w+|\w+(?:\.\w+)*|\.{2,}|[^\w\s]")
+GENERIC_PIECES = [re.escape(EOS), re.escape(UNK), r"@[-.,]@", r"'[\w\p{M}]+",
+                  r"[\w\p{M}]+(?:\.[\w\p{M}]+)*", r"\.{2,}", r"[^\w\s]"]
+_PY_GENERIC = re.compile(r"<eos>|<unk>|@[-.,]@|'\w+|\w+(?:\.\w+)*|\.{2,}|[^\w\s]")
 
 
 def _generic_split(token: str) -> list[str]:

@@ -23,6 +23,7 @@ from training.sentiment.data import (
     TextDataset,
     label_list,
     load_dataset,
+    root_sentences,
 )
 from training.sentiment.model import CELLS, POOLINGS, ClassifierConfig
 from training.sentiment.train import TrainConfig, train_member
@@ -55,6 +56,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.seeds = args.seeds[:2]
     train = _load(args, args.train)
     dev = _load(args, args.dev)
+    if args.upweight_sentences > 0:  # repeat whole sentences among the phrases
+        roots = root_sentences(train)
+        extra = roots * args.upweight_sentences
+        train = TextDataset(
+            train.texts + [train.texts[i] for i in extra],
+            train.labels + [train.labels[i] for i in extra],
+        )
+        print(json.dumps({"root_sentences": len(roots), "train_rows": len(train)}))
     labels = label_list(train, dev, order=args.label_order.split(",") if args.label_order else None)
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "min_freq": args.min_freq,
             "pretrained_embeddings": str(args.pretrained_embeddings or ""),
             "pretrained_coverage": coverage,
+            "upweight_sentences": args.upweight_sentences,
         },
         "members": members,
         "train_path": str(args.train),
@@ -292,6 +302,12 @@ def register(sub: Any) -> None:
     )
     t.add_argument(
         "--min-freq", type=int, default=1, help="minimum word count to enter the vocabulary"
+    )
+    t.add_argument(
+        "--upweight-sentences",
+        type=int,
+        default=0,
+        help="add K extra copies of each whole sentence (texts not inside a longer one)",
     )
     t.add_argument(
         "--pretrained-embeddings",

@@ -83,3 +83,20 @@ def label_list(*datasets: TextDataset, order: Sequence[str] | None = None) -> li
             raise ValueError(f"labels {sorted(missing)} not in the given label order {list(order)}")
         return list(order)
     return seen
+
+
+def root_sentences(ds: TextDataset, min_words: int = 8) -> list[int]:
+    """Indices of texts that are not part of a longer text in the set.
+
+    SST-2's training file holds every phrase of each sentence; the roots are (nearly) the
+    whole sentences, which look like what the model is judged on.
+    """
+    order = sorted(range(len(ds.texts)), key=lambda i: -len(ds.texts[i]))
+    roots: list[int] = []
+    joined = ""  # every root so far; a substring test against it finds the phrases
+    for i in order:
+        text = ds.texts[i]
+        if len(text.split()) >= min_words and text not in joined:
+            roots.append(i)
+            joined += "\n" + text
+    return roots
