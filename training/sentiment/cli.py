@@ -90,6 +90,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.pretrained_embeddings:
         init, coverage = _pretrained_matrix(args.pretrained_embeddings, tok, args.emb_dim)
         print(json.dumps({"pretrained_coverage": coverage}))
+    soft = None
+    if args.teacher:
+        soft = _teacher_probs(args.teacher, train.texts, labels)
+        agree = float((soft.argmax(1) == train_y).mean())
+        print(json.dumps({"teacher": str(args.teacher), "teacher_train_agreement": agree}))
     members: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     for seed in args.seeds:
@@ -108,7 +113,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             limit_train=args.limit,
         )
         members.append(
-            train_member(model_cfg, cfg, train_ids, train_y, dev_ids, dev_y, run_dir, init)
+            train_member(
+                model_cfg,
+                cfg,
+                train_ids,
+                train_y,
+                dev_ids,
+                dev_y,
+                run_dir,
+                init,
+                soft,
+                args.distill_weight,
+            )
         )
     summary = {
         "labels": labels,
@@ -120,6 +136,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             "pretrained_embeddings": str(args.pretrained_embeddings or ""),
             "pretrained_coverage": coverage,
             "upweight_sentences": args.upweight_sentences,
+            "teacher": str(args.teacher or ""),
+            "distill_weight": args.distill_weight if args.teacher else None,
         },
         "members": members,
         "train_path": str(args.train),
@@ -151,6 +169,22 @@ def _pretrained_matrix(path: Path, tok: Any, dim: int) -> tuple[np.ndarray, floa
     have = ~np.isnan(out).any(1)
     out[have] /= out[have].std()
     return out, float(have.sum() / (len(vocab) - 2))
+
+
+def _teacher_probs(folder: Path, texts: list[str], labels: list[str]) -> np.ndarray:
+    """An exported model's probabilities on the training texts, in this run's label order."""
+    from training.sentiment.export import ort_predict
+
+    card = json.loads((folder / "card.json").read_text())
+    if sorted(card["labels"]) != sorted(labels):
+        raise ValueError(f"teacher labels {card['labels']} differ from the data's {labels}")
+    tok = toks.load(folder / card["tokenizer"]["file"])
+    probs = ort_predict(
+        folder / card["onnx"]["file"],
+        toks.encode_batch(tok, texts, card["tokenizer"]["max_length"]),
+    )
+    order = [card["labels"].index(lab) for lab in labels]
+    return probs[:, order].astype(np.float32)
 
 
 def _export(args: argparse.Namespace, run_dirs: list[Path], out: Path, dev: TextDataset) -> None:
@@ -302,6 +336,18 @@ def register(sub: Any) -> None:
     )
     t.add_argument(
         "--min-freq", type=int, default=1, help="minimum word count to enter the vocabulary"
+    )
+    t.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="exported model folder whose probabilities the students also learn (distillation)",
+    )
+    t.add_argument(
+        "--distill-weight",
+        type=float,
+        default=0.5,
+        help="weight of the teacher's soft targets in the loss (the rest: hard labels)",
     )
     t.add_argument(
         "--upweight-sentences",

@@ -91,11 +91,15 @@ def train_member(
     dev_y: np.ndarray,
     out_dir: Path,
     init_embeddings: np.ndarray | None = None,
+    soft_targets: np.ndarray | None = None,
+    distill_weight: float = 0.5,
 ) -> dict[str, Any]:
     """Train with early stopping on dev accuracy; save the best checkpoint, history and curves.
 
     ``init_embeddings`` ([vocab, emb_dim], NaN rows = no vector) starts the embedding table from
     pretrained vectors; words without one keep their random start. Both are fine-tuned.
+    ``soft_targets`` ([n_train, labels]) are a teacher's probabilities: the loss mixes them
+    with the hard labels (``distill_weight``), so one small model learns an ensemble's answers.
     """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -126,6 +130,10 @@ def train_member(
             y = torch.from_numpy(train_y[rows])
             logits = model(x)
             loss = loss_fn(logits, y)
+            if soft_targets is not None:  # knowledge distillation from a teacher ensemble
+                soft = torch.from_numpy(soft_targets[rows])
+                kd = -(soft * torch.log_softmax(logits, -1)).sum(-1).mean()
+                loss = (1 - distill_weight) * loss + distill_weight * kd
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
