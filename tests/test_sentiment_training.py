@@ -104,3 +104,15 @@ def test_root_sentences_are_texts_not_inside_longer_ones() -> None:
     ds = TextDataset(["a fine and moving film about love", "moving film", "fine and moving",
                       "a dull , tedious mess of a film", "tedious mess"], ["1", "1", "1", "0", "0"])
     assert sorted(root_sentences(ds, min_words=3)) == [0, 3]
+
+
+def test_distillation_from_an_exported_teacher(tmp_path: Path, sentiment_fixture_data: tuple[Path, Path],
+                                               tiny_sentiment_models: Path, capsys) -> None:
+    train, dev = sentiment_fixture_data
+    teacher = tiny_sentiment_models / "sentiment" / "toy" / "1"
+    assert main(["sentiment", "train", "--dry-run", "--train", str(train), "--dev", str(dev), "--run-dir",
+                 str(tmp_path / "run"), "--teacher", str(teacher), "--threads", "1"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "teacher_train_agreement" in ln)
+    assert json.loads(line)["teacher_train_agreement"] >= 0.9  # the toy teacher learned the task
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary["train_config"]["teacher"] == str(teacher)
