@@ -35,18 +35,13 @@ def _load() -> None:
     from training.sentiment.train import load_member
 
     found = _card("sentiment")
-    run = Path(os.environ.get("BASELINE_SENTIMENT_RUN", "runs/sentiment/shipped"))
-    if found and (run / "run.json").exists():
+    if found:  # the members' checkpoints, as the card's training section lists them
         folder, card = found
-        members = [
-            load_member(m["checkpoint"])[0]
-            for m in json.loads((run / "run.json").read_text())["members"]
-        ]
-        state["sentiment"] = (
-            Tokenizer.from_file(str(folder / "tokenizer.json")),
-            EnsembleClassifier(members).eval(),
-            card,
-        )
+        paths = [Path(m["run"]) / f"seed{m['seed']}.pt" for m in card["training"]["members"]]
+        if all(p.exists() for p in paths):
+            members = [load_member(p)[0] for p in paths]
+            tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            state["sentiment"] = (tok, EnsembleClassifier(members).eval(), card)
     found = _card("next-word")
     ckpt = Path(os.environ.get("BASELINE_LM_CKPT", "runs/lm/best.pt"))
     if found and ckpt.exists():
