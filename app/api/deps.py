@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,7 +11,9 @@ from app.container import Container
 from app.errors import NotReady
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    # async on purpose: FastAPI runs plain ``def`` dependencies in a thread pool (a thread hop
+    # per request), which costs more than the whole sentiment inference.
     container: Container | None = getattr(request.app.state, "container", None)
     if container is None:
         raise NotReady("the service is starting; models are not loaded yet")
@@ -21,7 +23,7 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def inflight_slot(container: ContainerDep) -> Iterator[None]:
+async def inflight_slot(container: ContainerDep) -> AsyncIterator[None]:
     with container.limiter.slot():
         yield
 

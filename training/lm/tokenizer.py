@@ -82,7 +82,11 @@ def save_tokenizer(vocab: Sequence[str], path: str | Path) -> Path:
 
 def round_trip_mismatches(tok: Tokenizer, lines: Iterable[str],
                           vocab: Sequence[str]) -> tuple[int, int, list[str]]:
-    """(lines checked, lines whose ids differ from splitting on spaces, a few examples)."""
+    """(lines checked, lines whose ids differ from splitting on spaces, a few examples).
+
+    An example shows the WikiText words up to the first one encoded differently, and the
+    tokens the tokenizer produced from there.
+    """
     index = {w: i for i, w in enumerate(vocab)}
     unk = index[UNK]
     checked, bad = 0, 0
@@ -93,6 +97,10 @@ def round_trip_mismatches(tok: Tokenizer, lines: Iterable[str],
         expected = [index.get(w, unk) for w in line.split()]
         if enc.ids != expected:
             bad += 1
-            if len(examples) < 5:
-                examples.append(line.strip()[:200])
+            if len(examples) < 5:  # the first differing WikiText token and what it became
+                words = line.split()
+                pairs = enumerate(zip(enc.ids, expected, strict=False))
+                i = next((k for k, (a, b) in pairs if a != b), min(len(enc.ids), len(expected)))
+                got = " ".join(enc.tokens[i : i + 3])
+                examples.append(f"{' '.join(words[max(0, i - 2) : i + 1])!r} -> ...{got!r}")
     return checked, bad, examples
