@@ -176,7 +176,9 @@ def test_card_documents_the_contract(tiny_forecast_models: Path) -> None:
         assert key in card
 
 
-def test_intervals_match_training_reference_rule(fc_client: TestClient, tiny_forecast_models: Path) -> None:
+def test_intervals_match_training_reference_rule(
+    fc_client: TestClient, tiny_forecast_models: Path
+) -> None:
     from training.common.onnx_utils import ort_session
     from training.forecast.data import positive_shift as ref_shift
     from training.forecast.train import intervals as ref_intervals
@@ -184,14 +186,23 @@ def test_intervals_match_training_reference_rule(fc_client: TestClient, tiny_for
     folder = tiny_forecast_models / "forecast" / "tiny-fc" / "1"
     card = json.loads((folder / "card.json").read_text())
     values = np.asarray(_wave(200, offset=-2.0, amp=8.0))  # crosses zero: exercises the shift
-    body = fc_client.post("/forecast", json={"series": [{"values": values.tolist()}], "horizon": 24,
-                                             "level": [80, 99.5]}).json()["forecasts"][0]
+    body = fc_client.post(
+        "/forecast",
+        json={"series": [{"values": values.tolist()}], "horizon": 24, "level": [80, 99.5]},
+    ).json()["forecasts"][0]
     x = values[-48:][None]
     shift = ref_shift(x)
-    med, q = ort_session(folder / "model.onnx").run(["median", "quantiles"], {"values": (x + shift[:, None]).astype(np.float32)})
+    med, q = ort_session(folder / "model.onnx").run(
+        ["median", "quantiles"], {"values": (x + shift[:, None]).astype(np.float32)}
+    )
     table = np.asarray(card["intervals"]["table"])
     for level in (80, 99.5):
-        lo, hi = ref_intervals(med.astype(np.float64) - shift[:, None], q.astype(np.float64) - shift[:, None, None],
-                               shift, table, level)
+        lo, hi = ref_intervals(
+            med.astype(np.float64) - shift[:, None],
+            q.astype(np.float64) - shift[:, None, None],
+            shift,
+            table,
+            level,
+        )
         assert np.allclose(body[f"lo-{level:g}"], lo[0], rtol=1e-4, atol=1e-4)
         assert np.allclose(body[f"hi-{level:g}"], hi[0], rtol=1e-4, atol=1e-4)

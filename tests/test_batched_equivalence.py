@@ -15,8 +15,12 @@ from app.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def all_tiny_models(tmp_path_factory: pytest.TempPathFactory, tiny_sentiment_models: Path,
-                    tiny_lm_models: Path, tiny_forecast_models: Path) -> Path:
+def all_tiny_models(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_sentiment_models: Path,
+    tiny_lm_models: Path,
+    tiny_forecast_models: Path,
+) -> Path:
     root = tmp_path_factory.mktemp("all")
     for src in (tiny_sentiment_models, tiny_lm_models, tiny_forecast_models):
         shutil.copytree(src, root, dirs_exist_ok=True)
@@ -31,17 +35,41 @@ async def _run_all(models: Path, max_batch: int) -> tuple[list, list, list]:
         words = ["good", "bad", "film", "the", "plot", "is", "dull", "witty", "a", "very"]
         texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))) for _ in range(40)]
         sent = await asyncio.gather(*(c.sentiment.classify([t], "text", None) for t in texts))
-        prompts = ["Happy birthday", "The band played", "my friend said", "Happy", "the team 's"] * 4
-        nw = await asyncio.gather(*(c.next_word.predict(p, None, k=5, state_token=None, complete=0,
-                                                        temperature=0.0, top_k=None, seed=None) for p in prompts))
+        prompts = [
+            "Happy birthday",
+            "The band played",
+            "my friend said",
+            "Happy",
+            "the team 's",
+        ] * 4
+        nw = await asyncio.gather(
+            *(
+                c.next_word.predict(
+                    p,
+                    None,
+                    k=5,
+                    state_token=None,
+                    complete=0,
+                    temperature=0.0,
+                    top_k=None,
+                    seed=None,
+                )
+                for p in prompts
+            )
+        )
         from app.services.forecast import SeriesInput
 
         t = np.arange(120)
-        series = [[SeriesInput(f"s{i}", list(50 + 10 * np.sin(2 * np.pi * t / 24) + i))] for i in range(20)]
+        series = [
+            [SeriesInput(f"s{i}", list(50 + 10 * np.sin(2 * np.pi * t / 24) + i))]
+            for i in range(20)
+        ]
         fc = await asyncio.gather(*(c.forecast.forecast(s, 24, [80.0], None) for s in series))
-        return ([p[1][0].probabilities["positive"] for p in sent],
-                [[x.probability for x in r[1].candidates] for r in nw],
-                [r[1][0].mean for r in fc])
+        return (
+            [p[1][0].probabilities["positive"] for p in sent],
+            [[x.probability for x in r[1].candidates] for r in nw],
+            [r[1][0].mean for r in fc],
+        )
     finally:
         await c.close()
 

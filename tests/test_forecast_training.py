@@ -129,7 +129,8 @@ def test_window_sampler_contiguous_and_recent() -> None:
     x, y = WindowSampler(hists, 48, 24, 24, recent=30).sample(500, rng)
     ends = y[:, -1]
     assert set(np.unique(ends)) <= {93.0, 94.0, 95.0, 96.0, 97.0, 98.0, 99.0} | {
-        float(v) for v in range(1193, 1200)}
+        float(v) for v in range(1193, 1200)
+    }
 
 
 # ------------------------------------------------------------------ model and graph
@@ -147,8 +148,9 @@ def _ensemble(n: int, cell: str = "gru") -> ForecastEnsemble:
 def test_median_over_members_matches_numpy() -> None:
     for m in (1, 2, 3, 4):
         a = torch.randn(m, 5, 6)
-        np.testing.assert_allclose(median_over_members(a).numpy(), np.median(a.numpy(), 0),
-                                   rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(
+            median_over_members(a).numpy(), np.median(a.numpy(), 0), rtol=1e-6, atol=1e-6
+        )
 
 
 def test_skip_connection_starts_at_seasonal_naive() -> None:
@@ -165,8 +167,7 @@ def test_skip_connection_starts_at_seasonal_naive() -> None:
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_constant_and_zero_windows_are_finite(cell: str) -> None:
     ens = _ensemble(3, cell)
-    x = torch.stack([torch.zeros(WINDOW), torch.full((WINDOW,), 7.0),
-                     torch.full((WINDOW,), 1e-9)])
+    x = torch.stack([torch.zeros(WINDOW), torch.full((WINDOW,), 7.0), torch.full((WINDOW,), 1e-9)])
     with torch.no_grad():
         med, q = ens(x)
     assert torch.isfinite(med).all() and torch.isfinite(q).all()
@@ -232,8 +233,22 @@ TINY = ["--window", str(WINDOW), "--horizon", str(HORIZON), "--holdout", str(HOR
 
 def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path) -> None:
     out, run = tmp_path / "model", tmp_path / "run"
-    rc = main(["forecast", "train", "--data", str(m4_csv), "--dry-run", *TINY,
-               "--cell", "lstm", "--out", str(out), "--run-dir", str(run)])
+    rc = main(
+        [
+            "forecast",
+            "train",
+            "--data",
+            str(m4_csv),
+            "--dry-run",
+            *TINY,
+            "--cell",
+            "lstm",
+            "--out",
+            str(out),
+            "--run-dir",
+            str(run),
+        ]
+    )
     assert rc == 0
     card = json.loads((out / "card.json").read_text())
     assert card["task"] == "forecast" and card["cell"] == "lstm"
@@ -251,10 +266,27 @@ def test_cli_long_csv_train_evaluate_export(
     tmp_path: Path, long_csv: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    rc = main(["forecast", "train", "--data", str(long_csv), "--time-col", "date",
-               "--targets", "OT", "--dry-run", *TINY, "--members", "1", "--no-export",
-               "--val-windows", "2",
-               "--run-dir", str(run)])
+    rc = main(
+        [
+            "forecast",
+            "train",
+            "--data",
+            str(long_csv),
+            "--time-col",
+            "date",
+            "--targets",
+            "OT",
+            "--dry-run",
+            *TINY,
+            "--members",
+            "1",
+            "--no-export",
+            "--val-windows",
+            "2",
+            "--run-dir",
+            str(run),
+        ]
+    )
     assert rc == 0
     ckpt = str(run / "ckpt.pt")
     capsys.readouterr()

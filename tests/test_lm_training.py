@@ -26,7 +26,7 @@ LINES = [
     " Happy birthday , my friend ! The well @-@ known band played for 1 @,@ 000 people . ",
     " I don 't think John 's car cost 3 @.@ 5 million dollars in the U.S. , Mr. Smith said . ",
     " The players ' fees rose ; the team 's <unk> ( a new stadium ) was \" great \" ... ",
-    " My friend said : \" Happy birthday ! \" and the band played again . ",
+    ' My friend said : " Happy birthday ! " and the band played again . ',
     " In 1998 the U.S. band was well @-@ known for a 2 @,@ 500 @-@ seat show . ",
 ]
 
@@ -59,25 +59,29 @@ def test_vocab_is_frequency_sorted_with_specials(vocab: list[str], corpus: dict[
     assert counts == sorted(counts, reverse=True)  # adaptive softmax cutoffs rely on this
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Happy birthday, my friend!", "Happy birthday , my friend !"),
-    ("The well-known band", "The well @-@ known band"),
-    ("1,000 people cost 3.5 million", "1 @,@ 000 people cost 3 @.@ 5 million"),
-    ("I don't think John's car", "I don 't think John 's car"),
-    ("I don’t think", "I don 't think"),
-    ("the players' fees", "the players ' fees"),
-    ("the U.S. band, Mr. Smith said.", "the U.S. band , Mr. Smith said ."),
-    ('"great"... (a new stadium)', '" great " ... ( a new stadium )'),
-    ("happy BIRTHDAY", "<unk> <unk>"),  # case is kept: WikiText is cased
-    ("Happy birthday!\nMy friend", "Happy birthday ! <eos> My friend"),  # line break = <eos>
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Happy birthday, my friend!", "Happy birthday , my friend !"),
+        ("The well-known band", "The well @-@ known band"),
+        ("1,000 people cost 3.5 million", "1 @,@ 000 people cost 3 @.@ 5 million"),
+        ("I don't think John's car", "I don 't think John 's car"),
+        ("I don’t think", "I don 't think"),
+        ("the players' fees", "the players ' fees"),
+        ("the U.S. band, Mr. Smith said.", "the U.S. band , Mr. Smith said ."),
+        ('"great"... (a new stadium)', '" great " ... ( a new stadium )'),
+        ("happy BIRTHDAY", "<unk> <unk>"),  # case is kept: WikiText is cased
+        ("Happy birthday!\nMy friend", "Happy birthday ! <eos> My friend"),  # line break = <eos>
+    ],
+)
 def test_tokenizer_normalizes_typed_text(vocab: list[str], text: str, expected: str) -> None:
     tok = build_tokenizer(vocab)
     assert _split(tok, text) == expected
 
 
-def test_tokenizer_round_trip_on_wikitext_lines(vocab: list[str], corpus: dict[str, Path],
-                                                tmp_path: Path) -> None:
+def test_tokenizer_round_trip_on_wikitext_lines(
+    vocab: list[str], corpus: dict[str, Path], tmp_path: Path
+) -> None:
     path = tmp_path / "tokenizer.json"
     build_tokenizer(vocab).save(str(path))
     from tokenizers import Tokenizer
@@ -93,24 +97,27 @@ def test_tokenizer_round_trip_on_wikitext_lines(vocab: list[str], corpus: dict[s
 
 def test_config_errors() -> None:
     with pytest.raises(ValueError, match="emb size == hidden size"):
-        RNNModel(LMConfig(vocab_size=50, emb_size=8, hidden_size=16, softmax="full",
-                          tie_weights=True))
+        RNNModel(
+            LMConfig(vocab_size=50, emb_size=8, hidden_size=16, softmax="full", tie_weights=True)
+        )
     with pytest.raises(ValueError, match="--softmax full"):
         RNNModel(LMConfig(vocab_size=50, emb_size=16, hidden_size=16, tie_weights=True))
     with pytest.raises(ValueError, match="cutoffs"):
         RNNModel(LMConfig(vocab_size=50, cutoffs=[10, 80]))
     with pytest.raises(ValueError, match="unknown cell"):
         RNNModel(LMConfig(vocab_size=50, cell="transformer", cutoffs=[10, 20]))
-    tied = RNNModel(LMConfig(vocab_size=50, emb_size=16, hidden_size=16, softmax="full",
-                             tie_weights=True))
+    tied = RNNModel(
+        LMConfig(vocab_size=50, emb_size=16, hidden_size=16, softmax="full", tie_weights=True)
+    )
     assert tied.decoder is not None and tied.decoder.weight is tied.encoder.weight
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_target_log_prob_equals_gathered_distribution(cell: str) -> None:
     torch.manual_seed(0)
-    model = RNNModel(LMConfig(vocab_size=60, cell=cell, emb_size=8, hidden_size=12,
-                              cutoffs=[5, 20])).eval()
+    model = RNNModel(
+        LMConfig(vocab_size=60, cell=cell, emb_size=8, hidden_size=12, cutoffs=[5, 20])
+    ).eval()
     hidden = torch.randn(40, 12)
     targets = torch.arange(40) + 15  # covers the shortlist and both tail clusters
     full = model.log_prob(hidden)
@@ -123,21 +130,73 @@ def test_target_log_prob_equals_gathered_distribution(cell: str) -> None:
 def exported(corpus: dict[str, Path]) -> dict[str, Path]:
     run = corpus["root"] / "run"
     folder = corpus["root"] / "model"
-    common = ["--train-file", str(corpus["train"]), "--valid-file", str(corpus["valid"]),
-              "--threads", "1"]
-    assert main(["lm", "train", *common, "--dry-run", "--out-dir", str(run), "--emb-size", "16",
-                 "--hidden-size", "24", "--cutoffs", "10", "30"]) == 0
-    assert main(["lm", "export", *common, "--checkpoint", str(run / "best.pt"),
-                 "--model-dir", str(folder), "--quantize", "auto"]) == 0
+    common = [
+        "--train-file",
+        str(corpus["train"]),
+        "--valid-file",
+        str(corpus["valid"]),
+        "--threads",
+        "1",
+    ]
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                *common,
+                "--dry-run",
+                "--out-dir",
+                str(run),
+                "--emb-size",
+                "16",
+                "--hidden-size",
+                "24",
+                "--cutoffs",
+                "10",
+                "30",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "lm",
+                "export",
+                *common,
+                "--checkpoint",
+                str(run / "best.pt"),
+                "--model-dir",
+                str(folder),
+                "--quantize",
+                "auto",
+            ]
+        )
+        == 0
+    )
     return {"run": run, "folder": folder}
 
 
-def test_dry_run_writes_run_artifacts(exported: dict[str, Path], corpus: dict[str, Path],
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_dry_run_writes_run_artifacts(
+    exported: dict[str, Path], corpus: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     run = exported["run"]
     capsys.readouterr()
-    assert main(["lm", "evaluate", "--checkpoint", str(run / "best.pt"), "--valid-file",
-                 str(corpus["valid"]), "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "lm",
+                "evaluate",
+                "--checkpoint",
+                str(run / "best.pt"),
+                "--valid-file",
+                str(corpus["valid"]),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads(capsys.readouterr().out)
     history = json.loads((run / "history.json").read_text())
     assert len(history) == 1 and math.isfinite(history[0]["valid_ppl"])
@@ -210,10 +269,21 @@ def test_onnx_matches_pytorch_and_split_state(exported: dict[str, Path]) -> None
         assert np.allclose(np.exp(whole[0]).sum(1), 1.0, atol=1e-4)
         if seq > 1:
             half = seq // 2
-            first = nxt.run(None, {"input_ids": ids[:, :half],  # type: ignore[attr-defined]
-                                   **_zeros(batch)})
-            second = nxt.run(None, {"input_ids": ids[:, half:],  # type: ignore[attr-defined]
-                                    "h0": first[1], "c0": first[2]})
+            first = nxt.run(
+                None,
+                {
+                    "input_ids": ids[:, :half],  # type: ignore[attr-defined]
+                    **_zeros(batch),
+                },
+            )
+            second = nxt.run(
+                None,
+                {
+                    "input_ids": ids[:, half:],  # type: ignore[attr-defined]
+                    "h0": first[1],
+                    "c0": first[2],
+                },
+            )
             for a, b in zip(second, whole, strict=True):
                 assert np.abs(a - b).max() <= 1e-4
 
@@ -225,26 +295,79 @@ def test_score_graph_agrees_with_model_graph(exported: dict[str, Path]) -> None:
     batch, seq = 3, 6
     ids = rng.integers(0, card["vocab_size"], (batch, seq + 1))
     inputs, targets = ids[:, :-1], ids[:, 1:]
-    tok_lp, hn, _ = score.run(None, {"input_ids": inputs,  # type: ignore[attr-defined]
-                                     "target_ids": targets, **_zeros(batch)})
+    tok_lp, hn, _ = score.run(
+        None,
+        {
+            "input_ids": inputs,  # type: ignore[attr-defined]
+            "target_ids": targets,
+            **_zeros(batch),
+        },
+    )
     assert tok_lp.shape == (batch, seq)
     for t in range(seq):
-        lp, h_t, _ = nxt.run(None, {"input_ids": inputs[:, : t + 1],  # type: ignore[attr-defined]
-                                    **_zeros(batch)})
+        lp, h_t, _ = nxt.run(
+            None,
+            {
+                "input_ids": inputs[:, : t + 1],  # type: ignore[attr-defined]
+                **_zeros(batch),
+            },
+        )
         gathered = np.take_along_axis(lp, targets[:, t : t + 1], axis=1)[:, 0]
         assert np.abs(tok_lp[:, t] - gathered).max() <= 1e-4
     assert np.abs(h_t - hn).max() <= 1e-5
 
 
 def test_gru_dry_run_exports_single_state(corpus: dict[str, Path], tmp_path: Path) -> None:
-    common = ["--train-file", str(corpus["train"]), "--valid-file", str(corpus["valid"]),
-              "--threads", "1"]
-    assert main(["lm", "train", *common, "--dry-run", "--cell", "gru", "--out-dir",
-                 str(tmp_path / "run"), "--emb-size", "8", "--hidden-size", "8", "--layers", "1",
-                 "--cutoffs", "10", "30"]) == 0
-    assert main(["lm", "export", *common, "--checkpoint", str(tmp_path / "run" / "best.pt"),
-                 "--model-dir", str(tmp_path / "model"), "--quantize", "no",
-                 "--topk-positions", "50"]) == 0
+    common = [
+        "--train-file",
+        str(corpus["train"]),
+        "--valid-file",
+        str(corpus["valid"]),
+        "--threads",
+        "1",
+    ]
+    assert (
+        main(
+            [
+                "lm",
+                "train",
+                *common,
+                "--dry-run",
+                "--cell",
+                "gru",
+                "--out-dir",
+                str(tmp_path / "run"),
+                "--emb-size",
+                "8",
+                "--hidden-size",
+                "8",
+                "--layers",
+                "1",
+                "--cutoffs",
+                "10",
+                "30",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "lm",
+                "export",
+                *common,
+                "--checkpoint",
+                str(tmp_path / "run" / "best.pt"),
+                "--model-dir",
+                str(tmp_path / "model"),
+                "--quantize",
+                "no",
+                "--topk-positions",
+                "50",
+            ]
+        )
+        == 0
+    )
     card = json.loads((tmp_path / "model" / "card.json").read_text())
     assert card["cell"] == "gru"
     assert card["onnx"]["inputs"] == ["input_ids", "h0"]
@@ -252,8 +375,9 @@ def test_gru_dry_run_exports_single_state(corpus: dict[str, Path], tmp_path: Pat
     assert card["metrics"]["parity"]["passed"]
 
 
-def test_weight_only_int8_keeps_split_state_exact(exported: dict[str, Path],
-                                                  tmp_path: Path) -> None:
+def test_weight_only_int8_keeps_split_state_exact(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
     from training.common.onnx_utils import ort_session
     from training.lm.quantize import quantize_weights_int8
 

@@ -79,7 +79,9 @@ def test_generic_jsonl_and_csv_loaders(tmp_path: Path) -> None:
     assert ds.texts == ["good, really", "awful"] and ds.labels == ["positive", "negative"]
 
 
-def test_pretrained_vectors_seed_the_embeddings(tmp_path: Path, sentiment_fixture_data: tuple[Path, Path], capsys) -> None:
+def test_pretrained_vectors_seed_the_embeddings(
+    tmp_path: Path, sentiment_fixture_data: tuple[Path, Path], capsys
+) -> None:
     from training.sentiment.word2vec import corpus_tokens, load_vectors, save_vectors, train_vectors
 
     train, dev = sentiment_fixture_data
@@ -87,32 +89,101 @@ def test_pretrained_vectors_seed_the_embeddings(tmp_path: Path, sentiment_fixtur
     vocab, vectors = train_vectors(lines, dim=8, epochs=1, min_count=1, batch=256)
     assert vectors.shape == (len(vocab), 8) and "good" in vocab
     save_vectors(tmp_path / "v.txt", vocab, vectors)
-    assert np.allclose(load_vectors(tmp_path / "v.txt")["good"], vectors[vocab.index("good")], atol=1e-5)
+    assert np.allclose(
+        load_vectors(tmp_path / "v.txt")["good"], vectors[vocab.index("good")], atol=1e-5
+    )
     run = tmp_path / "run"
-    assert main(["sentiment", "train", "--dry-run", "--train", str(train), "--dev", str(dev), "--run-dir", str(run),
-                 "--pretrained-embeddings", str(tmp_path / "v.txt"), "--emb-dim", "8", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "sentiment",
+                "train",
+                "--dry-run",
+                "--train",
+                str(train),
+                "--dev",
+                str(dev),
+                "--run-dir",
+                str(run),
+                "--pretrained-embeddings",
+                str(tmp_path / "v.txt"),
+                "--emb-dim",
+                "8",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((run / "run.json").read_text())
     assert summary["train_config"]["pretrained_coverage"] > 0.9
     with pytest.raises(ValueError, match="8-d vectors but --emb-dim is 16"):
-        main(["sentiment", "train", "--train", str(train), "--dev", str(dev), "--run-dir", str(run), "--limit", "50",
-              "--pretrained-embeddings", str(tmp_path / "v.txt"), "--emb-dim", "16", "--epochs", "1"])
+        main(
+            [
+                "sentiment",
+                "train",
+                "--train",
+                str(train),
+                "--dev",
+                str(dev),
+                "--run-dir",
+                str(run),
+                "--limit",
+                "50",
+                "--pretrained-embeddings",
+                str(tmp_path / "v.txt"),
+                "--emb-dim",
+                "16",
+                "--epochs",
+                "1",
+            ]
+        )
 
 
 def test_root_sentences_are_texts_not_inside_longer_ones() -> None:
     from training.sentiment.data import TextDataset, root_sentences
 
-    ds = TextDataset(["a fine and moving film about love", "moving film", "fine and moving",
-                      "a dull , tedious mess of a film", "tedious mess"], ["1", "1", "1", "0", "0"])
+    ds = TextDataset(
+        [
+            "a fine and moving film about love",
+            "moving film",
+            "fine and moving",
+            "a dull , tedious mess of a film",
+            "tedious mess",
+        ],
+        ["1", "1", "1", "0", "0"],
+    )
     assert sorted(root_sentences(ds, min_words=3)) == [0, 3]
 
 
-def test_distillation_from_an_exported_teacher(tmp_path: Path, sentiment_fixture_data: tuple[Path, Path],
-                                               tiny_sentiment_models: Path, capsys) -> None:
+def test_distillation_from_an_exported_teacher(
+    tmp_path: Path, sentiment_fixture_data: tuple[Path, Path], tiny_sentiment_models: Path, capsys
+) -> None:
     train, dev = sentiment_fixture_data
     teacher = tiny_sentiment_models / "sentiment" / "toy" / "1"
-    assert main(["sentiment", "train", "--dry-run", "--train", str(train), "--dev", str(dev), "--run-dir",
-                 str(tmp_path / "run"), "--teacher", str(teacher), "--threads", "1"]) == 0
-    line = next(ln for ln in capsys.readouterr().out.splitlines() if "teacher_train_agreement" in ln)
+    assert (
+        main(
+            [
+                "sentiment",
+                "train",
+                "--dry-run",
+                "--train",
+                str(train),
+                "--dev",
+                str(dev),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--teacher",
+                str(teacher),
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
+    line = next(
+        ln for ln in capsys.readouterr().out.splitlines() if "teacher_train_agreement" in ln
+    )
     assert json.loads(line)["teacher_train_agreement"] >= 0.9  # the toy teacher learned the task
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["train_config"]["teacher"] == str(teacher)

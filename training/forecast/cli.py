@@ -34,76 +34,145 @@ def _default_run_dir(name: str) -> Path:
 
 def _add_data_args(p: argparse.ArgumentParser, required_defaults: bool = True) -> None:
     d = DEFAULTS if required_defaults else None
-    p.add_argument("--data", default=d.data if d else None,
-                   help="CSV: M4 wide format (V1=id, then values) or a long CSV with a "
-                        "timestamp column and value columns (default: M4 Hourly-train.csv in "
-                        "../shared/data)")
-    p.add_argument("--format", dest="fmt", default=d.fmt if d else None,
-                   choices=["auto", "m4", "long"],
-                   help="input layout; auto = m4 when the first header cell is V1")
-    p.add_argument("--time-col", default=None,
-                   help="long CSV: timestamp column (default: first column)")
-    p.add_argument("--targets", nargs="+", default=None,
-                   help="long CSV: value column(s), each one series (default: all but time)")
-    p.add_argument("--holdout", type=int, default=d.holdout if d else None,
-                   help="last points of every series held out for validation")
-    p.add_argument("--val-windows", type=int, default=d.val_windows if d else None,
-                   help="hold out this many consecutive --holdout stretches per series and "
-                        "score each (useful for single-series data; default 1)")
+    p.add_argument(
+        "--data",
+        default=d.data if d else None,
+        help="CSV: M4 wide format (V1=id, then values) or a long CSV with a "
+        "timestamp column and value columns (default: M4 Hourly-train.csv in "
+        "../shared/data)",
+    )
+    p.add_argument(
+        "--format",
+        dest="fmt",
+        default=d.fmt if d else None,
+        choices=["auto", "m4", "long"],
+        help="input layout; auto = m4 when the first header cell is V1",
+    )
+    p.add_argument(
+        "--time-col", default=None, help="long CSV: timestamp column (default: first column)"
+    )
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        default=None,
+        help="long CSV: value column(s), each one series (default: all but time)",
+    )
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=d.holdout if d else None,
+        help="last points of every series held out for validation",
+    )
+    p.add_argument(
+        "--val-windows",
+        type=int,
+        default=d.val_windows if d else None,
+        help="hold out this many consecutive --holdout stretches per series and "
+        "score each (useful for single-series data; default 1)",
+    )
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("forecast", help="global RNN/LSTM/GRU forecaster (hourly)",
-                                   description=__doc__.split("\n\n")[0])
+    parser = subparsers.add_parser(
+        "forecast",
+        help="global RNN/LSTM/GRU forecaster (hourly)",
+        description=__doc__.split("\n\n")[0],
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train an ensemble, then evaluate and export it")
     _add_data_args(t)
     t.add_argument("--freq", default=DEFAULTS.freq, help="frequency tag written to the card")
-    t.add_argument("--period", type=int, default=DEFAULTS.period,
-                   help="seasonal period in steps (24 for hourly data); the net reads one "
-                        "period per RNN step")
-    t.add_argument("--cell", default=DEFAULTS.cell, choices=["rnn", "lstm", "gru"],
-                   help="recurrent cell")
-    t.add_argument("--window", type=int, default=DEFAULTS.window,
-                   help="input length in steps (multiple of --period)")
-    t.add_argument("--horizon", type=int, default=DEFAULTS.horizon,
-                   help="max forecast horizon output by the graph (>= --holdout)")
+    t.add_argument(
+        "--period",
+        type=int,
+        default=DEFAULTS.period,
+        help="seasonal period in steps (24 for hourly data); the net reads one period per RNN step",
+    )
+    t.add_argument(
+        "--cell", default=DEFAULTS.cell, choices=["rnn", "lstm", "gru"], help="recurrent cell"
+    )
+    t.add_argument(
+        "--window",
+        type=int,
+        default=DEFAULTS.window,
+        help="input length in steps (multiple of --period)",
+    )
+    t.add_argument(
+        "--horizon",
+        type=int,
+        default=DEFAULTS.horizon,
+        help="max forecast horizon output by the graph (>= --holdout)",
+    )
     t.add_argument("--hidden", type=int, default=DEFAULTS.hidden, help="hidden units")
     t.add_argument("--layers", type=int, default=DEFAULTS.layers, help="recurrent layers")
-    t.add_argument("--dropout", type=float, default=DEFAULTS.dropout,
-                   help="dropout between recurrent layers")
-    t.add_argument("--linear-skip", action="store_true",
-                   help="add a direct linear window -> median correction path")
-    t.add_argument("--recent", type=int, default=DEFAULTS.recent,
-                   help="if > 0, draw training targets only from the last RECENT points of "
-                        "each series (0 = anywhere in the training part)")
-    t.add_argument("--members", type=int, default=DEFAULTS.members,
-                   help="ensemble size (seeds seed, seed+1, ...)")
+    t.add_argument(
+        "--dropout", type=float, default=DEFAULTS.dropout, help="dropout between recurrent layers"
+    )
+    t.add_argument(
+        "--linear-skip",
+        action="store_true",
+        help="add a direct linear window -> median correction path",
+    )
+    t.add_argument(
+        "--recent",
+        type=int,
+        default=DEFAULTS.recent,
+        help="if > 0, draw training targets only from the last RECENT points of "
+        "each series (0 = anywhere in the training part)",
+    )
+    t.add_argument(
+        "--members",
+        type=int,
+        default=DEFAULTS.members,
+        help="ensemble size (seeds seed, seed+1, ...)",
+    )
     t.add_argument("--seed", type=int, default=DEFAULTS.seed, help="first seed")
     t.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="epochs per member")
     t.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="batch size")
     t.add_argument("--lr", type=float, default=DEFAULTS.lr, help="initial learning rate (Adam)")
-    t.add_argument("--lr-final", type=float, default=DEFAULTS.lr_final,
-                   help="learning rate at the end of the cosine decay")
-    t.add_argument("--windows-per-epoch", type=int, default=DEFAULTS.windows_per_epoch,
-                   help="random training windows drawn per epoch")
+    t.add_argument(
+        "--lr-final",
+        type=float,
+        default=DEFAULTS.lr_final,
+        help="learning rate at the end of the cosine decay",
+    )
+    t.add_argument(
+        "--windows-per-epoch",
+        type=int,
+        default=DEFAULTS.windows_per_epoch,
+        help="random training windows drawn per epoch",
+    )
     t.add_argument("--clip", type=float, default=DEFAULTS.clip, help="gradient-norm clip")
     t.add_argument("--threads", type=int, default=DEFAULTS.threads, help="torch CPU threads")
-    t.add_argument("--calib-windows", type=int, default=DEFAULTS.calib_windows,
-                   help="conformal calibration windows per series (end of the training part)")
+    t.add_argument(
+        "--calib-windows",
+        type=int,
+        default=DEFAULTS.calib_windows,
+        help="conformal calibration windows per series (end of the training part)",
+    )
     t.add_argument("--name", default=DEFAULTS.name, help="model name (folder and card)")
     t.add_argument("--version", default=DEFAULTS.version, help="model version (folder)")
-    t.add_argument("--out", default=None,
-                   help="model folder (default: models/forecast/<name>/<version>)")
-    t.add_argument("--run-dir", default=None,
-                   help="where the checkpoint and log go (default: runs/forecast/<name>)")
+    t.add_argument(
+        "--out", default=None, help="model folder (default: models/forecast/<name>/<version>)"
+    )
+    t.add_argument(
+        "--run-dir",
+        default=None,
+        help="where the checkpoint and log go (default: runs/forecast/<name>)",
+    )
     t.add_argument("--no-export", action="store_true", help="only train and save a checkpoint")
-    t.add_argument("--int8", action="store_true",
-                   help="also try dynamic int8 quantization and record it in the card")
-    t.add_argument("--dry-run", action="store_true",
-                   help="tiny settings (1 epoch, 2 members, few windows) to smoke-test the "
-                        "whole pipeline in seconds")
+    t.add_argument(
+        "--int8",
+        action="store_true",
+        help="also try dynamic int8 quantization and record it in the card",
+    )
+    t.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="tiny settings (1 epoch, 2 members, few windows) to smoke-test the "
+        "whole pipeline in seconds",
+    )
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="metrics of a checkpoint on the held-out windows")
@@ -115,10 +184,14 @@ def register(subparsers: Any) -> None:
     x = sub.add_parser("export", help="export a checkpoint to ONNX + card.json")
     x.add_argument("--checkpoint", required=True, help="ckpt.pt written by train")
     _add_data_args(x, required_defaults=False)
-    x.add_argument("--out", default=None,
-                   help="model folder (default: models/forecast/<name>/<version>)")
-    x.add_argument("--int8", action="store_true",
-                   help="also try dynamic int8 quantization and record it in the card")
+    x.add_argument(
+        "--out", default=None, help="model folder (default: models/forecast/<name>/<version>)"
+    )
+    x.add_argument(
+        "--int8",
+        action="store_true",
+        help="also try dynamic int8 quantization and record it in the card",
+    )
     x.set_defaults(func=cmd_export)
 
 
@@ -154,11 +227,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"checkpoint: {path}")
     if args.no_export:
         return 0
-    card = export_model(ckpt, prepare(cfg), args.out or _default_out(cfg.name, cfg.version),
-                        int8=args.int8)
+    card = export_model(
+        ckpt, prepare(cfg), args.out or _default_out(cfg.name, cfg.version), int8=args.int8
+    )
     m = card["metrics"]
-    print(format_metrics({**m, "interval_coverage": m["coverage"],
-                          "quantile_coverage_10_90": m["coverage"]["raw_quantiles_10_90"]}))
+    print(
+        format_metrics(
+            {
+                **m,
+                "interval_coverage": m["coverage"],
+                "quantile_coverage_10_90": m["coverage"]["raw_quantiles_10_90"],
+            }
+        )
+    )
     return 0
 
 
@@ -182,6 +263,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     _override_data(ckpt, args)
     cfg = ForecastConfig(**ckpt["config"])
-    export_model(ckpt, prepare(cfg), args.out or _default_out(cfg.name, cfg.version),
-                 int8=args.int8)
+    export_model(
+        ckpt, prepare(cfg), args.out or _default_out(cfg.name, cfg.version), int8=args.int8
+    )
     return 0

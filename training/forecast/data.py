@@ -154,8 +154,10 @@ class WindowSampler:
         self, histories: list[np.ndarray], window: int, horizon: int, period: int, recent: int = 0
     ):
         self.window, self.horizon, self.period = window, horizon, period
-        self.series = [last_window(h, window + horizon, period) if len(h) < window + horizon
-                       else h for h in histories]
+        self.series = [
+            last_window(h, window + horizon, period) if len(h) < window + horizon else h
+            for h in histories
+        ]
         self.n_origins = np.asarray([len(s) - window - horizon + 1 for s in self.series])
         # recent > 0: only targets ending within the last `recent` points of each series.
         self.first = np.zeros_like(self.n_origins)

@@ -126,8 +126,14 @@ def plot_parity(ens: Any, sess: Any, x: np.ndarray, path: Path) -> Path:
 
 
 def plot_examples(
-    x: np.ndarray, y: np.ndarray, med: np.ndarray, lo: np.ndarray, hi: np.ndarray, path: Path,
-    ids: list[str], n: int = 4,
+    x: np.ndarray,
+    y: np.ndarray,
+    med: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    path: Path,
+    ids: list[str],
+    n: int = 4,
 ) -> Path:
     import matplotlib
 
@@ -155,7 +161,10 @@ def plot_examples(
 
 
 def export_model(
-    ckpt: dict[str, Any], data: dict[str, Any], out: str | Path, int8: bool = False,
+    ckpt: dict[str, Any],
+    data: dict[str, Any],
+    out: str | Path,
+    int8: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     """Evaluate + calibrate, write model.onnx, figures and card.json into ``out``."""
@@ -192,12 +201,16 @@ def export_model(
         int8_info["fp32_bytes"] = onnx_path.stat().st_size
         int8_info["latency_ms_batch64"] = latency_ms(qs, x[:64] + positive_shift(x[:64])[:, None])
         int8_info["fp32_latency_ms_batch64"] = latency_ms(
-            sess, x[:64] + positive_shift(x[:64])[:, None])
+            sess, x[:64] + positive_shift(x[:64])[:, None]
+        )
         rel = int8_info["metrics"]["smape"] / metrics["ensemble_onnx"]["smape"] - 1
         int8_info["smape_rel_change"] = rel
-        int8_info["note"] = ("not shipped: fp32 graph is already small and fast; "
-                             "int8 only touches the MatMul weights" if cfg.cell != "lstm" or
-                             rel > 0.02 else "within 2% sMAPE but kept fp32 for parity")
+        int8_info["note"] = (
+            "not shipped: fp32 graph is already small and fast; "
+            "int8 only touches the MatMul weights"
+            if cfg.cell != "lstm" or rel > 0.02
+            else "within 2% sMAPE but kept fp32 for parity"
+        )
         q_path.unlink()
         log(f"int8: {json.dumps(int8_info)}")
 
@@ -211,11 +224,16 @@ def export_model(
             rec[f"mase_m{i}"] = h[e]["val_mase"]
         history.append(rec)
     n = len(ckpt["history"])
-    plot_curves(history, out / "curves.png",
-                [("train pinball loss (log space)", [f"loss_m{i}" for i in range(n)]),
-                 ("validation sMAPE", [f"smape_m{i}" for i in range(n)]),
-                 ("validation MASE", [f"mase_m{i}" for i in range(n)])],
-                title=f"{cfg.name}: {n} members")
+    plot_curves(
+        history,
+        out / "curves.png",
+        [
+            ("train pinball loss (log space)", [f"loss_m{i}" for i in range(n)]),
+            ("validation sMAPE", [f"smape_m{i}" for i in range(n)]),
+            ("validation MASE", [f"mase_m{i}" for i in range(n)]),
+        ],
+        title=f"{cfg.name}: {n} members",
+    )
     plot_parity(ens, sess, x, out / "parity.png")
     lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
     plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["val_ids"])
@@ -225,24 +243,44 @@ def export_model(
         "name": cfg.name,
         "version": cfg.version,
         "cell": cfg.cell,
-        "sizes": {"hidden": cfg.hidden, "layers": cfg.layers, "input_size": cfg.period,
-                  "steps": cfg.window // cfg.period,
-                  "parameters_per_member": sum(p.numel() for p in ens.members[0].parameters())},
-        "members": {"count": n, "seeds": [cfg.seed + i for i in range(n)],
-                    "combination": "elementwise median over members of the log-space "
-                                   "quantiles, computed in-graph"},
+        "sizes": {
+            "hidden": cfg.hidden,
+            "layers": cfg.layers,
+            "input_size": cfg.period,
+            "steps": cfg.window // cfg.period,
+            "parameters_per_member": sum(p.numel() for p in ens.members[0].parameters()),
+        },
+        "members": {
+            "count": n,
+            "seeds": [cfg.seed + i for i in range(n)],
+            "combination": "elementwise median over members of the log-space "
+            "quantiles, computed in-graph",
+        },
         "onnx": {
             "file": "model.onnx",
             "opset": opset_of(onnx_path),
-            "inputs": [{"name": "values", "dtype": "float32", "shape": ["batch", cfg.window],
-                        "meaning": "raw last `window` points of each series, oldest first, "
-                                   "after the preprocessing shift"}],
+            "inputs": [
+                {
+                    "name": "values",
+                    "dtype": "float32",
+                    "shape": ["batch", cfg.window],
+                    "meaning": "raw last `window` points of each series, oldest first, "
+                    "after the preprocessing shift",
+                }
+            ],
             "outputs": [
-                {"name": "median", "dtype": "float32", "shape": ["batch", cfg.horizon],
-                 "meaning": "point forecast (median) in the shifted original scale"},
-                {"name": "quantiles", "dtype": "float32",
-                 "shape": ["batch", cfg.horizon, len(QUANTILES)],
-                 "meaning": f"quantiles at levels {list(QUANTILES)} (last axis)"},
+                {
+                    "name": "median",
+                    "dtype": "float32",
+                    "shape": ["batch", cfg.horizon],
+                    "meaning": "point forecast (median) in the shifted original scale",
+                },
+                {
+                    "name": "quantiles",
+                    "dtype": "float32",
+                    "shape": ["batch", cfg.horizon, len(QUANTILES)],
+                    "meaning": f"quantiles at levels {list(QUANTILES)} (last axis)",
+                },
             ],
             "dynamic_axes": {"values": [0], "median": [0], "quantiles": [0]},
         },
@@ -253,71 +291,73 @@ def export_model(
         "quantile_levels": list(QUANTILES),
         "preprocessing": {
             "input": f"the most recent `window` ({cfg.window}) observations, oldest first. "
-                     f"Series shorter than `window` (but >= seasonal_period) are left-padded by "
-                     f"repeating their first seasonal cycle, keeping the phase: "
-                     f"pad[i] = x[(i - pad_len) mod seasonal_period].",
+            f"Series shorter than `window` (but >= seasonal_period) are left-padded by "
+            f"repeating their first seasonal cycle, keeping the phase: "
+            f"pad[i] = x[(i - pad_len) mod seasonal_period].",
             "shift": {
                 "rule": "per series row x (the values fed to the graph): if min(x) > 0 then "
-                        "shift = 0; else margin = max(0.1*(max(x)-min(x)), 0.1*max(|x|)), "
-                        "margin = 1.0 if that is 0 (all-zero row), shift = -min(x) + margin. "
-                        "Feed x + shift; subtract shift from every output (median, quantiles, "
-                        "interval bounds).",
+                "shift = 0; else margin = max(0.1*(max(x)-min(x)), 0.1*max(|x|)), "
+                "margin = 1.0 if that is 0 (all-zero row), shift = -min(x) + margin. "
+                "Feed x + shift; subtract shift from every output (median, quantiles, "
+                "interval bounds).",
                 "rel_margin": 0.1,
                 "abs_floor": 1.0,
                 "reference": "training.forecast.data.positive_shift",
             },
             "in_graph": "level = max(mean(last seasonal_period values), 1e-6); "
-                        "z = log(max(values/level, 1e-4)); members predict a log-space "
-                        "correction on top of the seasonal-naive forecast (last period of z "
-                        "repeated); outputs = exp(median over members) * level.",
+            "z = log(max(values/level, 1e-4)); members predict a log-space "
+            "correction on top of the seasonal-naive forecast (last period of z "
+            "repeated); outputs = exp(median over members) * level.",
         },
         "intervals": {
             "method": "normalised split-conformal on log residuals",
             "rule": "for level L in (0,100), per horizon step h (shifted space): "
-                    "spread_h = max((ln q0.9_h - ln q0.1_h)/2, 1e-6); k_h(L) = linear "
-                    "interpolation of `table[h]` over `levels` for L <= levels[-1], else "
-                    "table[h][-1] * ln(1 - L/100) / ln(1 - levels[-1]/100); "
-                    "lo = median*exp(-k_h(L)*spread_h), hi = median*exp(+k_h(L)*spread_h); "
-                    "then subtract the shift. Monotone in L; lo <= median <= hi.",
+            "spread_h = max((ln q0.9_h - ln q0.1_h)/2, 1e-6); k_h(L) = linear "
+            "interpolation of `table[h]` over `levels` for L <= levels[-1], else "
+            "table[h][-1] * ln(1 - L/100) / ln(1 - levels[-1]/100); "
+            "lo = median*exp(-k_h(L)*spread_h), hi = median*exp(+k_h(L)*spread_h); "
+            "then subtract the shift. Monotone in L; lo <= median <= hi.",
             "levels": list(LEVEL_GRID),
             "table": np.round(table, 5).tolist(),
             "table_horizon": int(table.shape[0]),
             "beyond_table_horizon": "use the last row of the table",
             "calibration": f"{metrics['calibration_windows']} windows: the last "
-                           f"{metrics['calibration_windows_per_series']} non-overlapping "
-                           f"{cfg.holdout}-step windows of "
-                           f"the training part of every series (validation not used). These "
-                           f"windows were also trained on, so residuals are slightly optimistic: "
-                           f"see metrics.coverage for the out-of-sample coverage",
+            f"{metrics['calibration_windows_per_series']} non-overlapping "
+            f"{cfg.holdout}-step windows of "
+            f"the training part of every series (validation not used). These "
+            f"windows were also trained on, so residuals are slightly optimistic: "
+            f"see metrics.coverage for the out-of-sample coverage",
             "reference": "training.forecast.train.intervals",
         },
         "metrics": {
             "validation": f"last {cfg.holdout * cfg.val_windows} points of every series "
-                          f"({len(y)} windows of {cfg.holdout}), never trained on",
+            f"({len(y)} windows of {cfg.holdout}), never trained on",
             "seasonal_naive": metrics["seasonal_naive"],
             "naive": metrics["naive"],
             "members": metrics["members"],
             "ensemble": metrics["ensemble"],
             "ensemble_onnx": metrics["ensemble_onnx"],
-            "coverage": {"80": metrics["interval_coverage"]["80"],
-                         "95": metrics["interval_coverage"]["95"],
-                         "50": metrics["interval_coverage"]["50"],
-                         "raw_quantiles_10_90": metrics["quantile_coverage_10_90"]},
+            "coverage": {
+                "80": metrics["interval_coverage"]["80"],
+                "95": metrics["interval_coverage"]["95"],
+                "50": metrics["interval_coverage"]["50"],
+                "raw_quantiles_10_90": metrics["quantile_coverage_10_90"],
+            },
             "definitions": "M4: sMAPE = 200/h sum|y-f|/(|y|+|f|); MASE scaled by the in-sample "
-                           f"seasonal-naive MAE (m={cfg.period}); means over series",
+            f"seasonal-naive MAE (m={cfg.period}); means over series",
         },
         "parity": par,
         "int8": int8_info,
-        "latency_ms_batch64_fp32": latency_ms(
-            sess, x[:64] + positive_shift(x[:64])[:, None]),
+        "latency_ms_batch64_fp32": latency_ms(sess, x[:64] + positive_shift(x[:64])[:, None]),
         "training": {k: v for k, v in asdict(cfg).items() if k != "extra"},
         "datasets": [dataset_record(cfg.data, dataset_url(cfg.data, data["series"]))],
-        "figures": {"curves": "curves.png", "parity": "parity.png",
-                    "examples": "examples.png"},
+        "figures": {"curves": "curves.png", "parity": "parity.png", "examples": "examples.png"},
     }
     card["training"]["data"] = Path(cfg.data).name
-    card["training"]["loss"] = ("pinball at 0.1/0.5/0.9 in log(value/level) space, median "
-                                "weighted x2 (= L1 on the point forecast)")
+    card["training"]["loss"] = (
+        "pinball at 0.1/0.5/0.9 in log(value/level) space, median "
+        "weighted x2 (= L1 on the point forecast)"
+    )
     card["training"]["seconds"] = float(sum(r["seconds"] for h in ckpt["history"] for r in h))
     write_card(out, card)
     log(f"wrote {out}")

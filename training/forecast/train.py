@@ -39,8 +39,30 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "m4_hourly" / "Hourly-trai
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_CALIBRATION = 400  # conformal calibration windows wanted in total
 # Interval levels (percent) at which the conformal table is stored; see interval_rule().
-LEVEL_GRID = (0.0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90, 95,
-              97.5, 99.0)
+LEVEL_GRID = (
+    0.0,
+    5,
+    10,
+    15,
+    20,
+    25,
+    30,
+    35,
+    40,
+    45,
+    50,
+    55,
+    60,
+    65,
+    70,
+    75,
+    80,
+    85,
+    90,
+    95,
+    97.5,
+    99.0,
+)
 
 
 @dataclass
@@ -115,15 +137,28 @@ def train_member(
 
     seed_everything(seed)
     rng = np.random.default_rng(seed)
-    net = ForecastNet(cfg.cell, cfg.window, cfg.period, cfg.hidden, cfg.layers, cfg.horizon,
-                      cfg.dropout, cfg.linear_skip)
+    net = ForecastNet(
+        cfg.cell,
+        cfg.window,
+        cfg.period,
+        cfg.hidden,
+        cfg.layers,
+        cfg.horizon,
+        cfg.dropout,
+        cfg.linear_skip,
+    )
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     steps_per_epoch = max(1, cfg.windows_per_epoch // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lambda s: (cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final)
-                   * (1 + math.cos(math.pi * min(s, total) / total))) / cfg.lr,
+        lambda s: (
+            (
+                cfg.lr_final
+                + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * min(s, total) / total))
+            )
+            / cfg.lr
+        ),
     )
     history: list[dict[str, float]] = []
     for epoch in range(1, cfg.epochs + 1):
@@ -148,11 +183,18 @@ def train_member(
             losses.append(loss.item())
         net.eval()
         m = evaluate_point(ForecastEnsemble([net]), *val, cfg.holdout)
-        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_smape": m["smape"],
-               "val_mase": m["mase"], "seconds": time.time() - t0}
+        rec = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "val_smape": m["smape"],
+            "val_mase": m["mase"],
+            "seconds": time.time() - t0,
+        }
         history.append(rec)
-        log(f"  seed {seed} epoch {epoch:3d} loss {rec['train_loss']:.4f} "
-            f"val sMAPE {m['smape']:.3f} MASE {m['mase']:.3f} ({rec['seconds']:.1f}s)")
+        log(
+            f"  seed {seed} epoch {epoch:3d} loss {rec['train_loss']:.4f} "
+            f"val sMAPE {m['smape']:.3f} MASE {m['mase']:.3f} ({rec['seconds']:.1f}s)"
+        )
     return net, history
 
 
@@ -218,9 +260,7 @@ def log_spread(q: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return np.maximum(0.5 * (hi - lo), 1e-6)
 
 
-def conformal_table(
-    y: np.ndarray, med: np.ndarray, q: np.ndarray, shift: np.ndarray
-) -> np.ndarray:
+def conformal_table(y: np.ndarray, med: np.ndarray, q: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Per-horizon quantiles of the normalised log residual |log y - log med| / spread at every
     level of LEVEL_GRID -> [H, len(LEVEL_GRID)], non-decreasing along levels."""
     h = y.shape[1]
@@ -304,8 +344,16 @@ def build_ensemble(ckpt: dict[str, Any]) -> Any:
     c = ckpt["config"]
     nets = []
     for sd in ckpt["members"]:
-        net = ForecastNet(c["cell"], c["window"], c["period"], c["hidden"], c["layers"],
-                          c["horizon"], c["dropout"], c.get("linear_skip", False))
+        net = ForecastNet(
+            c["cell"],
+            c["window"],
+            c["period"],
+            c["hidden"],
+            c["layers"],
+            c["horizon"],
+            c["dropout"],
+            c.get("linear_skip", False),
+        )
         net.load_state_dict(sd)
         net.eval()
         nets.append(net)
@@ -327,16 +375,16 @@ def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     med, q = predict(ens, x)
     metrics["ensemble"] = score(y, med[:, : cfg.holdout], scales)
     shift_val = positive_shift(x)
-    metrics["quantile_coverage_10_90"] = coverage(
-        y, q[:, : cfg.holdout, 0], q[:, : cfg.holdout, 2])
+    metrics["quantile_coverage_10_90"] = coverage(y, q[:, : cfg.holdout, 0], q[:, : cfg.holdout, 2])
 
     # conformal calibration: windows ending holdout*k points before the end of the training part
     # (at least ~MIN_CALIBRATION windows in all: few-series data gets more origins per series)
     n_windows = max(cfg.calib_windows, math.ceil(MIN_CALIBRATION / len(data["hist"])))
     cx, cy, cm, cq, cs = [], [], [], [], []
     for k in range(n_windows):
-        xk, yk, _ = origin_windows(data["hist"], cfg.window, cfg.holdout, cfg.period,
-                                   back=k * cfg.holdout)
+        xk, yk, _ = origin_windows(
+            data["hist"], cfg.window, cfg.holdout, cfg.period, back=k * cfg.holdout
+        )
         if len(xk) == 0:
             continue
         mk, qk = predict(ens, xk)
@@ -345,8 +393,9 @@ def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         cm.append(mk)
         cq.append(qk)
         cs.append(positive_shift(xk))
-    table = conformal_table(np.concatenate(cy), np.concatenate(cm), np.concatenate(cq),
-                            np.concatenate(cs))
+    table = conformal_table(
+        np.concatenate(cy), np.concatenate(cm), np.concatenate(cq), np.concatenate(cs)
+    )
     cov = {}
     for lev in (50, 80, 95):
         lo, hi = intervals(med, q, shift_val, table, lev)
@@ -378,6 +427,8 @@ def format_metrics(m: dict[str, Any]) -> str:
         lines.append(f"{'seed ' + str(mem['seed']):<16}{mem['smape']:9.3f}{mem['mase']:9.3f}")
     for key in ("ensemble", "seasonal_naive", "naive"):
         lines.append(f"{key:<16}{m[key]['smape']:9.3f}{m[key]['mase']:9.3f}")
-    lines.append(f"coverage: {json.dumps(m['interval_coverage'])} "
-                 f"(raw q10-q90: {m['quantile_coverage_10_90']:.1f})")
+    lines.append(
+        f"coverage: {json.dumps(m['interval_coverage'])} "
+        f"(raw q10-q90: {m['quantile_coverage_10_90']:.1f})"
+    )
     return "\n".join(lines)

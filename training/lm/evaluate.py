@@ -45,42 +45,65 @@ def torch_metrics(model: RNNModel, data: torch.Tensor, chunk: int = 70) -> dict[
             top1 += int((best[:, 0] == flat).sum())
             top5 += int((best == flat.unsqueeze(1)).any(dim=1).sum())
             count += flat.numel()
-    return {"perplexity": math.exp(nll / count), "top1": top1 / count, "top5": top5 / count,
-            "positions": count}
+    return {
+        "perplexity": math.exp(nll / count),
+        "top1": top1 / count,
+        "top5": top5 / count,
+        "positions": count,
+    }
 
 
-def evaluate_checkpoint(checkpoint: str | Path, valid_file: str | Path, threads: int = 2,
-                        max_lines: int | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    checkpoint: str | Path, valid_file: str | Path, threads: int = 2, max_lines: int | None = None
+) -> dict[str, Any]:
     torch.set_num_threads(threads)
     model, ckpt = load_checkpoint(checkpoint)
-    data = batchify(encode(read_tokens(valid_file, max_lines), ckpt["vocab"]),
-                    ckpt["train_config"]["eval_batch_size"])
+    data = batchify(
+        encode(read_tokens(valid_file, max_lines), ckpt["vocab"]),
+        ckpt["train_config"]["eval_batch_size"],
+    )
     return {"epoch": ckpt["epoch"], **torch_metrics(model, data)}
 
 
-def _zero_state(state_names: list[str], layers: int, batch: int,
-                hidden: int) -> dict[str, np.ndarray]:
+def _zero_state(
+    state_names: list[str], layers: int, batch: int, hidden: int
+) -> dict[str, np.ndarray]:
     return {n: np.zeros((layers, batch, hidden), dtype=np.float32) for n in state_names}
 
 
-def onnx_perplexity(session: Any, data: np.ndarray, layers: int, hidden: int,
-                    state_in: list[str], state_out: list[str], chunk: int = 140) -> float:
+def onnx_perplexity(
+    session: Any,
+    data: np.ndarray,
+    layers: int,
+    hidden: int,
+    state_in: list[str],
+    state_out: list[str],
+    chunk: int = 140,
+) -> float:
     """Perplexity of ``score.onnx`` over [streams, steps] ids, state carried across chunks."""
     feeds = _zero_state(state_in, layers, data.shape[0], hidden)
     nll, count = 0.0, 0
     for i in range(0, data.shape[1] - 1, chunk):
         n = min(chunk, data.shape[1] - 1 - i)
         inputs, targets = data[:, i : i + n], data[:, i + 1 : i + 1 + n]
-        outs = session.run(["token_log_probs", *state_out],
-                           {"input_ids": inputs, "target_ids": targets, **feeds})
+        outs = session.run(
+            ["token_log_probs", *state_out], {"input_ids": inputs, "target_ids": targets, **feeds}
+        )
         nll -= float(np.sum(outs[0], dtype=np.float64))
         count += outs[0].size
         feeds = dict(zip(state_in, outs[1:], strict=True))
     return math.exp(nll / count)
 
 
-def onnx_topk(session: Any, data: np.ndarray, layers: int, hidden: int, state_in: list[str],
-              state_out: list[str], max_positions: int | None = None) -> dict[str, float]:
+def onnx_topk(
+    session: Any,
+    data: np.ndarray,
+    layers: int,
+    hidden: int,
+    state_in: list[str],
+    state_out: list[str],
+    max_positions: int | None = None,
+) -> dict[str, float]:
     """Top-1/top-5 accuracy of ``model.onnx`` fed one token at a time, as serving uses it."""
     feeds = _zero_state(state_in, layers, data.shape[0], hidden)
     steps = data.shape[1] - 1

@@ -74,8 +74,9 @@ class ScoreGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, target_ids: torch.Tensor,
-                *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(
+        self, input_ids: torch.Tensor, target_ids: torch.Tensor, *state: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         out, new_state = self.model.features(input_ids, tuple(state))
         flat = out.reshape(-1, out.size(-1))
         lp = self.model.target_log_prob(flat, target_ids.reshape(-1))
@@ -98,24 +99,42 @@ def export_graphs(model: RNNModel, folder: Path, opset: int) -> dict[str, dict[s
     specs: dict[str, dict[str, Any]] = {}
     graphs: list[tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str], str]] = [
         ("model.onnx", NextWordGraph(model), (ids, *state), ["input_ids"], "log_probs"),
-        ("score.onnx", ScoreGraph(model), (ids, ids, *state), ["input_ids", "target_ids"],
-         "token_log_probs"),
+        (
+            "score.onnx",
+            ScoreGraph(model),
+            (ids, ids, *state),
+            ["input_ids", "target_ids"],
+            "token_log_probs",
+        ),
     ]
     for file, module, args, id_inputs, main_out in graphs:
         module.eval()  # export restores the wrapper's mode afterwards: it must be eval too
         axes = {n: {0: "batch", 1: "seq"} for n in id_inputs}
         axes[main_out] = {0: "batch"} if main_out == "log_probs" else {0: "batch", 1: "seq"}
         axes.update(state_axes)
-        torch.onnx.export(module, args, str(folder / file), dynamo=False, opset_version=opset,
-                          input_names=[*id_inputs, *s_in], output_names=[main_out, *s_out],
-                          dynamic_axes=axes, do_constant_folding=True)
-        specs[file] = {"file": file, "inputs": [*id_inputs, *s_in],
-                       "outputs": [main_out, *s_out], "opset": opset_of(folder / file)}
+        torch.onnx.export(
+            module,
+            args,
+            str(folder / file),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[*id_inputs, *s_in],
+            output_names=[main_out, *s_out],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+        specs[file] = {
+            "file": file,
+            "inputs": [*id_inputs, *s_in],
+            "outputs": [main_out, *s_out],
+            "opset": opset_of(folder / file),
+        }
     return specs
 
 
-def _torch_run(model: RNNModel, ids: torch.Tensor, targets: torch.Tensor,
-               state: State) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def _torch_run(
+    model: RNNModel, ids: torch.Tensor, targets: torch.Tensor, state: State
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     with torch.no_grad():
         out, new_state = model.features(ids, state)
         last = model.log_prob(out[:, -1]).numpy()
@@ -124,56 +143,95 @@ def _torch_run(model: RNNModel, ids: torch.Tensor, targets: torch.Tensor,
     return last, token, [s.numpy() for s in new_state]
 
 
-def _ort_run(next_sess: Any, score_sess: Any, ids: np.ndarray, targets: np.ndarray,
-             state: list[np.ndarray], s_in: list[str],
-             s_out: list[str]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def _ort_run(
+    next_sess: Any,
+    score_sess: Any,
+    ids: np.ndarray,
+    targets: np.ndarray,
+    state: list[np.ndarray],
+    s_in: list[str],
+    s_out: list[str],
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     feeds = dict(zip(s_in, state, strict=True))
     nxt = next_sess.run(["log_probs", *s_out], {"input_ids": ids, **feeds})
-    sc = score_sess.run(["token_log_probs", *s_out],
-                        {"input_ids": ids, "target_ids": targets, **feeds})
+    sc = score_sess.run(
+        ["token_log_probs", *s_out], {"input_ids": ids, "target_ids": targets, **feeds}
+    )
     return nxt[0], sc[0], list(nxt[1:])
 
 
-def check_parity(model: RNNModel, model_path: Path, score_path: Path,
-                 threads: int = 1, seed: int = 0) -> dict[str, Any]:
+def check_parity(
+    model: RNNModel, model_path: Path, score_path: Path, threads: int = 1, seed: int = 0
+) -> dict[str, Any]:
     """Max abs differences ONNX vs PyTorch, halves-with-carried-state vs whole, score vs gather."""
     s_in, s_out = state_names(model)
     next_sess, score_sess = ort_session(model_path, threads), ort_session(score_path, threads)
     gen = torch.Generator().manual_seed(seed)
-    cases, worst = [], {"log_probs": 0.0, "token_log_probs": 0.0, "state": 0.0,
-                        "split_state": 0.0, "score_vs_gather": 0.0}
-    layers, hidden, vocab = (model.config.layers, model.config.hidden_size,
-                             model.config.vocab_size)
+    cases, worst = (
+        [],
+        {
+            "log_probs": 0.0,
+            "token_log_probs": 0.0,
+            "state": 0.0,
+            "split_state": 0.0,
+            "score_vs_gather": 0.0,
+        },
+    )
+    layers, hidden, vocab = (model.config.layers, model.config.hidden_size, model.config.vocab_size)
     for batch, seq in PARITY_SHAPES:
         ids = torch.randint(0, vocab, (batch, seq + 1), generator=gen)
         inputs, targets = ids[:, :-1], ids[:, 1:]
         state = tuple(0.5 * torch.randn(layers, batch, hidden, generator=gen) for _ in s_in)
         t_last, t_tok, t_state = _torch_run(model, inputs, targets, state)
         st_np = [s.numpy() for s in state]
-        o_last, o_tok, o_state = _ort_run(next_sess, score_sess, inputs.numpy(), targets.numpy(),
-                                          st_np, s_in, s_out)
-        case = {"batch": batch, "seq": seq,
-                "log_probs": max_abs_diff(o_last, t_last),
-                "token_log_probs": max_abs_diff(o_tok, t_tok),
-                "state": max(max_abs_diff(a, b) for a, b in zip(o_state, t_state, strict=True)),
-                # the score graph's last position = model.onnx's distribution gathered at it
-                "score_vs_gather": max_abs_diff(
-                    o_tok[:, -1], np.take_along_axis(o_last, targets.numpy()[:, -1:], 1)[:, 0])}
+        o_last, o_tok, o_state = _ort_run(
+            next_sess, score_sess, inputs.numpy(), targets.numpy(), st_np, s_in, s_out
+        )
+        case = {
+            "batch": batch,
+            "seq": seq,
+            "log_probs": max_abs_diff(o_last, t_last),
+            "token_log_probs": max_abs_diff(o_tok, t_tok),
+            "state": max(max_abs_diff(a, b) for a, b in zip(o_state, t_state, strict=True)),
+            # the score graph's last position = model.onnx's distribution gathered at it
+            "score_vs_gather": max_abs_diff(
+                o_tok[:, -1], np.take_along_axis(o_last, targets.numpy()[:, -1:], 1)[:, 0]
+            ),
+        }
         if seq >= 2:
             half = seq // 2
-            a_last, a_tok, a_state = _ort_run(next_sess, score_sess, inputs[:, :half].numpy(),
-                                              targets[:, :half].numpy(), st_np, s_in, s_out)
-            b_last, b_tok, b_state = _ort_run(next_sess, score_sess, inputs[:, half:].numpy(),
-                                              targets[:, half:].numpy(), a_state, s_in, s_out)
+            a_last, a_tok, a_state = _ort_run(
+                next_sess,
+                score_sess,
+                inputs[:, :half].numpy(),
+                targets[:, :half].numpy(),
+                st_np,
+                s_in,
+                s_out,
+            )
+            b_last, b_tok, b_state = _ort_run(
+                next_sess,
+                score_sess,
+                inputs[:, half:].numpy(),
+                targets[:, half:].numpy(),
+                a_state,
+                s_in,
+                s_out,
+            )
             case["split_state"] = max(
                 max_abs_diff(b_last, o_last),
                 max_abs_diff(np.concatenate([a_tok, b_tok], axis=1), o_tok),
-                *(max_abs_diff(x, y) for x, y in zip(b_state, o_state, strict=True)))
+                *(max_abs_diff(x, y) for x, y in zip(b_state, o_state, strict=True)),
+            )
         for key in worst:
             worst[key] = max(worst[key], float(case.get(key, 0.0)))
         cases.append(case)
-    return {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE, "cases": cases,
-            "passed": all(v <= PARITY_TOLERANCE for v in worst.values())}
+    return {
+        "max_abs_diff": worst,
+        "tolerance": PARITY_TOLERANCE,
+        "cases": cases,
+        "passed": all(v <= PARITY_TOLERANCE for v in worst.values()),
+    }
 
 
 def quantized_op_types(path: Path) -> dict[str, int]:
@@ -187,26 +245,55 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
-def _graph_metrics(folder: Path, data: np.ndarray, topk_data: np.ndarray, layers: int,
-                   hidden: int, s_in: list[str], s_out: list[str], threads: int,
-                   topk_positions: int | None) -> dict[str, Any]:
+def _graph_metrics(
+    folder: Path,
+    data: np.ndarray,
+    topk_data: np.ndarray,
+    layers: int,
+    hidden: int,
+    s_in: list[str],
+    s_out: list[str],
+    threads: int,
+    topk_positions: int | None,
+) -> dict[str, Any]:
     """Perplexity with score.onnx and top-1/top-5 with model.onnx of the graphs in ``folder``."""
     t0 = time.monotonic()
-    ppl = onnx_perplexity(ort_session(folder / "score.onnx", threads), data, layers, hidden,
-                          s_in, s_out)
+    ppl = onnx_perplexity(
+        ort_session(folder / "score.onnx", threads), data, layers, hidden, s_in, s_out
+    )
     t1 = time.monotonic()
-    topk = onnx_topk(ort_session(folder / "model.onnx", threads), topk_data, layers, hidden,
-                     s_in, s_out, max_positions=topk_positions)
-    return {"valid_perplexity": ppl, "valid_top1": topk["top1"], "valid_top5": topk["top5"],
-            "topk_positions": topk["positions"], "perplexity_seconds": round(t1 - t0, 1),
-            "topk_seconds": round(time.monotonic() - t1, 1)}
+    topk = onnx_topk(
+        ort_session(folder / "model.onnx", threads),
+        topk_data,
+        layers,
+        hidden,
+        s_in,
+        s_out,
+        max_positions=topk_positions,
+    )
+    return {
+        "valid_perplexity": ppl,
+        "valid_top1": topk["top1"],
+        "valid_top5": topk["top5"],
+        "topk_positions": topk["positions"],
+        "perplexity_seconds": round(t1 - t0, 1),
+        "topk_seconds": round(time.monotonic() - t1, 1),
+    }
 
 
-def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file: Path,
-                 opset: int = 17, quantize: str = "auto", threads: int = 2,
-                 max_valid_lines: int | None = None, history: Path | None = None,
-                 topk_positions: int | None = None,
-                 int8_method: str = "weight-only") -> dict[str, Any]:
+def export_model(
+    checkpoint: Path,
+    model_dir: Path,
+    train_file: Path,
+    valid_file: Path,
+    opset: int = 17,
+    quantize: str = "auto",
+    threads: int = 2,
+    max_valid_lines: int | None = None,
+    history: Path | None = None,
+    topk_positions: int | None = None,
+    int8_method: str = "weight-only",
+) -> dict[str, Any]:
     if int8_method not in ("weight-only", "dynamic"):
         raise ValueError(f"int8 method {int8_method!r}: choose 'weight-only' or 'dynamic'")
     torch.set_num_threads(threads)
@@ -238,30 +325,36 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
         for d in dirs.values():
             d.mkdir()
         specs = export_graphs(model, dirs["fp32"], opset)
-        parity = check_parity(model, dirs["fp32"] / "model.onnx", dirs["fp32"] / "score.onnx",
-                              threads)
+        parity = check_parity(
+            model, dirs["fp32"] / "model.onnx", dirs["fp32"] / "score.onnx", threads
+        )
         if not parity["passed"]:
             raise RuntimeError(f"ONNX parity failed: {json.dumps(parity['max_abs_diff'])}")
         fp32_bytes = sum((dirs["fp32"] / f).stat().st_size for f in specs)
         extra = (model_dir / "tokenizer.json").stat().st_size + 200_000  # card + curves
-        ship_int8 = quantize == "yes" or (quantize == "auto"
-                                          and fp32_bytes + extra > MAX_FOLDER_BYTES)
-        metrics: dict[str, Any] = {"fp32": _graph_metrics(dirs["fp32"], data, topk_data, *dims,
-                                                          topk_positions)}
+        ship_int8 = quantize == "yes" or (
+            quantize == "auto" and fp32_bytes + extra > MAX_FOLDER_BYTES
+        )
+        metrics: dict[str, Any] = {
+            "fp32": _graph_metrics(dirs["fp32"], data, topk_data, *dims, topk_positions)
+        }
         quant: dict[str, Any] = {"shipped": ship_int8, "fp32_bytes": fp32_bytes}
         if quantize != "no":
             converted: dict[str, int] = {}
             for file in specs:
                 converted = quantize_weights_int8(dirs["fp32"] / file, dirs["weight-only"] / file)
                 quantize_int8(dirs["fp32"] / file, dirs["dynamic"] / file)
-            metrics[int8_method] = _graph_metrics(dirs[int8_method], data, topk_data, *dims,
-                                                  topk_positions)
+            metrics[int8_method] = _graph_metrics(
+                dirs[int8_method], data, topk_data, *dims, topk_positions
+            )
             fp32_ppl = metrics["fp32"]["valid_perplexity"]
             for method in ("weight-only", "dynamic"):
                 path = dirs[method]
-                ppl = (metrics[method]["valid_perplexity"] if method == int8_method
-                       else onnx_perplexity(ort_session(path / "score.onnx", threads), data,
-                                            *dims[:4]))
+                ppl = (
+                    metrics[method]["valid_perplexity"]
+                    if method == int8_method
+                    else onnx_perplexity(ort_session(path / "score.onnx", threads), data, *dims[:4])
+                )
                 ops = quantized_op_types(path / "model.onnx")
                 quant[method] = {
                     "valid_perplexity": ppl,
@@ -269,19 +362,23 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
                     "within_2_percent": ppl / fp32_ppl - 1 <= INT8_MAX_PPL_INCREASE,
                     "bytes": sum((path / f).stat().st_size for f in specs),
                     "max_abs_diff_vs_pytorch_fp32": check_parity(
-                        model, path / "model.onnx", path / "score.onnx", threads)["max_abs_diff"],
+                        model, path / "model.onnx", path / "score.onnx", threads
+                    )["max_abs_diff"],
                     "op_types": ops,
                 }
             quant["weight-only"]["method"] = (
                 "int8 weights (symmetric, per output channel / per embedding row) dequantized "
-                "in the graph; fp32 arithmetic, so split-state runs equal whole runs")
+                "in the graph; fp32 arithmetic, so split-state runs equal whole runs"
+            )
             quant["weight-only"]["converted"] = converted
             quant["dynamic"]["method"] = (
-                "onnxruntime quantize_dynamic (QInt8 weights, activations quantized per call)")
+                "onnxruntime quantize_dynamic (QInt8 weights, activations quantized per call)"
+            )
             quant["dynamic"]["quantized"] = {
                 "embedding_gather": quant["dynamic"]["op_types"].get("DequantizeLinear", 0) > 0,
                 "lstm_nodes": quant["dynamic"]["op_types"].get("DynamicQuantizeLSTM", 0),
-                "matmul_integer_nodes": quant["dynamic"]["op_types"].get("MatMulInteger", 0)}
+                "matmul_integer_nodes": quant["dynamic"]["op_types"].get("MatMulInteger", 0),
+            }
             quant["method"] = int8_method
         shipped_key = int8_method if ship_int8 else "fp32"
         for file in specs:
@@ -289,9 +386,15 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
 
     hist_path = history or checkpoint.with_name("history.json")
     hist = json.loads(hist_path.read_text()) if hist_path.exists() else ckpt["history"]
-    plot_curves(hist, model_dir / "curves.png",
-                [("loss (nats/token)", ["train_loss", "valid_loss"]),
-                 ("perplexity", ["train_ppl", "valid_ppl"])], title="WikiText-2 word-level LM")
+    plot_curves(
+        hist,
+        model_dir / "curves.png",
+        [
+            ("loss (nats/token)", ["train_loss", "valid_loss"]),
+            ("perplexity", ["train_ppl", "valid_ppl"]),
+        ],
+        title="WikiText-2 word-level LM",
+    )
     shipped = metrics[shipped_key]
     epoch_seconds = [h["train_seconds"] for h in hist]
     card: dict[str, Any] = {
@@ -299,36 +402,54 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
         "name": "wikitext2-lstm",
         "version": "1",
         "description": f"Word-level {cfg.cell.upper()} language model on WikiText-2 "
-                       f"({cfg.softmax} softmax).",
+        f"({cfg.softmax} softmax).",
         "cell": cfg.cell,
         "layers": cfg.layers,
         "emb_size": cfg.emb_size,
         "hidden_size": cfg.hidden_size,
         "vocab_size": cfg.vocab_size,
         "precision": f"int8 ({int8_method})" if ship_int8 else "fp32",
-        "tokenizer": {"file": "tokenizer.json", "type": "tokenizers WordLevel",
-                      "usage": "Tokenizer.from_file(path).encode(text).ids",
-                      "examples": {t: " ".join(tokenizer.encode(t).tokens)
-                                   for t in TOKENIZER_EXAMPLES},
-                      "round_trip": round_trip},
-        "special_tokens": {"unk": {"token": UNK, "id": vocab.index(UNK)},
-                           "eos": {"token": EOS, "id": vocab.index(EOS)}},
-        "start_token": {"token": EOS, "id": vocab.index(EOS),
-                        "note": "training text is a stream of lines each ended by <eos>; feed "
-                                "it first so a fresh prompt starts like a new line"},
+        "tokenizer": {
+            "file": "tokenizer.json",
+            "type": "tokenizers WordLevel",
+            "usage": "Tokenizer.from_file(path).encode(text).ids",
+            "examples": {t: " ".join(tokenizer.encode(t).tokens) for t in TOKENIZER_EXAMPLES},
+            "round_trip": round_trip,
+        },
+        "special_tokens": {
+            "unk": {"token": UNK, "id": vocab.index(UNK)},
+            "eos": {"token": EOS, "id": vocab.index(EOS)},
+        },
+        "start_token": {
+            "token": EOS,
+            "id": vocab.index(EOS),
+            "note": "training text is a stream of lines each ended by <eos>; feed "
+            "it first so a fresh prompt starts like a new line",
+        },
         "onnx": specs["model.onnx"],
         "score_onnx": specs["score.onnx"],
-        "state": {"inputs": s_in, "outputs": s_out,
-                  "shape": [cfg.layers, "batch", cfg.hidden_size],
-                  "per_sequence_shape": [cfg.layers, cfg.hidden_size],
-                  "layers": cfg.layers, "hidden_size": cfg.hidden_size, "dtype": "float32",
-                  "initial": "zeros"},
-        "training": {"model_config": cfg.to_dict(), "train_config": ckpt["train_config"],
-                     "best_epoch": ckpt["epoch"], "epochs_run": len(hist),
-                     "best_valid_perplexity_pytorch": float(np.exp(ckpt["valid_loss"])),
-                     "history": hist},
-        "datasets": {"train": dataset_record(train_file, DATASET_URL),
-                     "valid": dataset_record(valid_file, DATASET_URL)},
+        "state": {
+            "inputs": s_in,
+            "outputs": s_out,
+            "shape": [cfg.layers, "batch", cfg.hidden_size],
+            "per_sequence_shape": [cfg.layers, cfg.hidden_size],
+            "layers": cfg.layers,
+            "hidden_size": cfg.hidden_size,
+            "dtype": "float32",
+            "initial": "zeros",
+        },
+        "training": {
+            "model_config": cfg.to_dict(),
+            "train_config": ckpt["train_config"],
+            "best_epoch": ckpt["epoch"],
+            "epochs_run": len(hist),
+            "best_valid_perplexity_pytorch": float(np.exp(ckpt["valid_loss"])),
+            "history": hist,
+        },
+        "datasets": {
+            "train": dataset_record(train_file, DATASET_URL),
+            "valid": dataset_record(valid_file, DATASET_URL),
+        },
         "metrics": {
             "valid_perplexity": shipped["valid_perplexity"],
             "valid_perplexity_fp32": metrics["fp32"]["valid_perplexity"],
@@ -336,14 +457,16 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
             "valid_top1": shipped["valid_top1"],
             "valid_top5": shipped["valid_top5"],
             "evaluation": "shipped ONNX graphs on valid.txt: score.onnx for perplexity "
-                          f"({data.shape[0]} streams, state carried), model.onnx fed one "
-                          f"token at a time ({topk_data.shape[0]} streams) for top-k",
+            f"({data.shape[0]} streams, state carried), model.onnx fed one "
+            f"token at a time ({topk_data.shape[0]} streams) for top-k",
             "by_precision": metrics,
             # history rows may be fractions of an epoch (--eval-interval): normalise per epoch
-            "train_seconds_per_epoch": (float(sum(epoch_seconds) / hist[-1]["epoch"])
-                                        if epoch_seconds else None),
-            "train_tokens_per_second": (float(np.mean([h["tokens_per_second"] for h in hist]))
-                                        if hist else None),
+            "train_seconds_per_epoch": (
+                float(sum(epoch_seconds) / hist[-1]["epoch"]) if epoch_seconds else None
+            ),
+            "train_tokens_per_second": (
+                float(np.mean([h["tokens_per_second"] for h in hist])) if hist else None
+            ),
             "parity": {k: parity[k] for k in ("max_abs_diff", "tolerance", "cases", "passed")},
         },
         "quantization": quant,
@@ -359,6 +482,5 @@ def export_model(checkpoint: Path, model_dir: Path, train_file: Path, valid_file
         full["folder_bytes"] = folder_bytes(model_dir)
         (model_dir / "card.json").write_text(json.dumps(full, indent=2) + "\n")
     if full["folder_bytes"] > MAX_FOLDER_BYTES:
-        print(f"WARNING: model folder is {full['folder_bytes']:,} bytes > cap "
-              f"{MAX_FOLDER_BYTES:,}")
+        print(f"WARNING: model folder is {full['folder_bytes']:,} bytes > cap {MAX_FOLDER_BYTES:,}")
     return full

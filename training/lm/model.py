@@ -46,16 +46,22 @@ class LMConfig:
             raise ValueError(f"unknown softmax {self.softmax!r}; choose 'adaptive' or 'full'")
         if self.tie_weights:
             if self.softmax != "full":
-                raise ValueError("tied embeddings need --softmax full (the adaptive softmax has "
-                                 "no single output matrix to share)")
+                raise ValueError(
+                    "tied embeddings need --softmax full (the adaptive softmax has "
+                    "no single output matrix to share)"
+                )
             if self.emb_size != self.hidden_size:
-                raise ValueError(f"tied embeddings need emb size == hidden size, got "
-                                 f"emb {self.emb_size} and hidden {self.hidden_size}")
+                raise ValueError(
+                    f"tied embeddings need emb size == hidden size, got "
+                    f"emb {self.emb_size} and hidden {self.hidden_size}"
+                )
         if self.softmax == "adaptive":
             c = self.cutoffs
             if not c or sorted(set(c)) != list(c) or c[0] < 1 or c[-1] > self.vocab_size - 1:
-                raise ValueError(f"cutoffs {c} must be increasing integers in [1, "
-                                 f"{self.vocab_size - 1}] for a vocabulary of {self.vocab_size}")
+                raise ValueError(
+                    f"cutoffs {c} must be increasing integers in [1, "
+                    f"{self.vocab_size - 1}] for a vocabulary of {self.vocab_size}"
+                )
 
 
 class RNNModel(nn.Module):
@@ -66,13 +72,19 @@ class RNNModel(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.encoder = nn.Embedding(config.vocab_size, config.emb_size)
         inter_dropout = config.dropout if config.layers > 1 else 0.0
-        self.rnn = CELLS[config.cell](config.emb_size, config.hidden_size, config.layers,
-                                      dropout=inter_dropout, batch_first=True)
+        self.rnn = CELLS[config.cell](
+            config.emb_size,
+            config.hidden_size,
+            config.layers,
+            dropout=inter_dropout,
+            batch_first=True,
+        )
         self.asm: nn.AdaptiveLogSoftmaxWithLoss | None = None
         self.decoder: nn.Linear | None = None
         if config.softmax == "adaptive":
-            self.asm = nn.AdaptiveLogSoftmaxWithLoss(config.hidden_size, config.vocab_size,
-                                                     config.cutoffs, div_value=config.div_value)
+            self.asm = nn.AdaptiveLogSoftmaxWithLoss(
+                config.hidden_size, config.vocab_size, config.cutoffs, div_value=config.div_value
+            )
         else:
             self.decoder = nn.Linear(config.hidden_size, config.vocab_size)
             if config.tie_weights:
@@ -123,8 +135,9 @@ class RNNModel(nn.Module):
             result = torch.where((targets >= lo) & (targets < hi), candidate, result)
         return result
 
-    def loss(self, input_ids: torch.Tensor, targets: torch.Tensor,
-             state: State) -> tuple[torch.Tensor, State]:
+    def loss(
+        self, input_ids: torch.Tensor, targets: torch.Tensor, state: State
+    ) -> tuple[torch.Tensor, State]:
         """Mean negative log-likelihood over all positions, and the new state."""
         out, state = self.features(input_ids, state)
         flat = out.reshape(-1, out.size(-1))

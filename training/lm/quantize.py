@@ -18,8 +18,7 @@ import numpy as np
 
 MIN_ELEMENTS = 4096  # smaller tensors (biases, norms) stay fp32: they are not worth it
 # op type -> (weight input positions, channel axis of that weight)
-WEIGHT_INPUTS = {"MatMul": ((1,), 1), "LSTM": ((1, 2), 1), "GRU": ((1, 2), 1),
-                 "RNN": ((1, 2), 1)}
+WEIGHT_INPUTS = {"MatMul": ((1,), 1), "LSTM": ((1, 2), 1), "GRU": ((1, 2), 1), "RNN": ((1, 2), 1)}
 
 
 def _symmetric_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -32,8 +31,9 @@ def _symmetric_int8(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-def quantize_weights_int8(src: str | Path, dst: str | Path,
-                          min_elements: int = MIN_ELEMENTS) -> dict[str, int]:
+def quantize_weights_int8(
+    src: str | Path, dst: str | Path, min_elements: int = MIN_ELEMENTS
+) -> dict[str, int]:
     """Rewrite ``src`` with int8 weights; return how many tensors of each kind were converted."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -41,16 +41,23 @@ def quantize_weights_int8(src: str | Path, dst: str | Path,
     model = onnx.load(str(src))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    big = {name for name, t in inits.items()
-           if t.data_type == TensorProto.FLOAT and int(np.prod(t.dims)) >= min_elements}
+    big = {
+        name
+        for name, t in inits.items()
+        if t.data_type == TensorProto.FLOAT and int(np.prod(t.dims)) >= min_elements
+    }
     done: dict[str, int] = {}
     prologue: list[onnx.NodeProto] = []
     new_nodes: list[onnx.NodeProto] = []
 
     def replace_init(name: str, q: np.ndarray, scale: np.ndarray) -> None:
         graph.initializer.remove(inits[name])
-        graph.initializer.extend([numpy_helper.from_array(q, f"{name}_int8"),
-                                  numpy_helper.from_array(scale, f"{name}_scale")])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(q, f"{name}_int8"),
+                numpy_helper.from_array(scale, f"{name}_scale"),
+            ]
+        )
 
     for node in graph.node:
         new_nodes.append(node)
@@ -66,13 +73,15 @@ def quantize_weights_int8(src: str | Path, dst: str | Path,
             ids = node.input[1]
             new_nodes += [
                 helper.make_node("Gather", [f"{name}_scale", ids], [f"{out}_rowscale"], axis=0),
-                helper.make_node("Unsqueeze", [f"{out}_rowscale", f"{name}_axes"],
-                                 [f"{out}_rowscale_u"]),
+                helper.make_node(
+                    "Unsqueeze", [f"{out}_rowscale", f"{name}_axes"], [f"{out}_rowscale_u"]
+                ),
                 helper.make_node("Cast", [f"{out}_int8"], [f"{out}_f32"], to=TensorProto.FLOAT),
                 helper.make_node("Mul", [f"{out}_f32", f"{out}_rowscale_u"], [out]),
             ]
-            graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64),
-                                                             f"{name}_axes"))
+            graph.initializer.append(
+                numpy_helper.from_array(np.array([-1], np.int64), f"{name}_axes")
+            )
             done["Gather"] = done.get("Gather", 0) + 1
             continue
         positions, axis = WEIGHT_INPUTS.get(node.op_type, ((), 0))
@@ -85,9 +94,14 @@ def quantize_weights_int8(src: str | Path, dst: str | Path,
             big.discard(name)
             zero = numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{name}_zero")
             graph.initializer.append(zero)
-            prologue.append(helper.make_node("DequantizeLinear",
-                                             [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
-                                             [name], axis=axis))
+            prologue.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{name}_int8", f"{name}_scale", f"{name}_zero"],
+                    [name],
+                    axis=axis,
+                )
+            )
             done[node.op_type] = done.get(node.op_type, 0) + 1
     del graph.node[:]
     graph.node.extend(prologue + new_nodes)

@@ -36,8 +36,15 @@ NORMALIZE_RULES: list[tuple[str, str]] = [
 ]
 # Generic pieces: WikiText markers, apostrophe suffixes, words (with combining marks),
 # dotted names such as About.com, ellipses, then any single other character.
-GENERIC_PIECES = [re.escape(EOS), re.escape(UNK), r"@[-.,]@", r"'[\w\p{M}]+",
-                  r"[\w\p{M}]+(?:\.[\w\p{M}]+)*", r"\.{2,}", r"[^\w\s]"]
+GENERIC_PIECES = [
+    re.escape(EOS),
+    re.escape(UNK),
+    r"@[-.,]@",
+    r"'[\w\p{M}]+",
+    r"[\w\p{M}]+(?:\.[\w\p{M}]+)*",
+    r"\.{2,}",
+    r"[^\w\s]",
+]
 _PY_GENERIC = re.compile(r"<eos>|<unk>|@[-.,]@|'\w+|\w+(?:\.\w+)*|\.{2,}|[^\w\s]")
 
 
@@ -52,23 +59,27 @@ def _generic_split(token: str) -> list[str]:
 def protected_words(vocab: Iterable[str]) -> list[str]:
     """Vocabulary words with punctuation (``U.S.``, ``Mr.``, ``1.e4``) kept whole."""
     special = {UNK, EOS}
-    return sorted((w for w in vocab if w not in special and _generic_split(w) != [w]),
-                  key=lambda w: (-len(w), w))
+    return sorted(
+        (w for w in vocab if w not in special and _generic_split(w) != [w]),
+        key=lambda w: (-len(w), w),
+    )
 
 
 def build_tokenizer(vocab: Sequence[str]) -> Tokenizer:
     """WordLevel tokenizer whose ids are the language model's ids (``vocab`` order)."""
     tok = Tokenizer(WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=UNK))
     tok.normalizer = normalizers.Sequence(
-        [normalizers.NFC()] + [normalizers.Replace(Regex(p), r) for p, r in NORMALIZE_RULES])
+        [normalizers.NFC()] + [normalizers.Replace(Regex(p), r) for p, r in NORMALIZE_RULES]
+    )
     protected = protected_words(vocab)
     pieces = list(GENERIC_PIECES)
     if protected:
         # whole words only: not glued to a letter/digit/dot on either side
         alternation = "|".join(re.escape(w) for w in protected)
         pieces.insert(0, rf"(?<![\w.])(?:{alternation})(?![\w.])")
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("|".join(pieces)), behavior="removed",
-                                             invert=True)
+    tok.pre_tokenizer = pre_tokenizers.Split(
+        Regex("|".join(pieces)), behavior="removed", invert=True
+    )
     # <unk>/<eos> written literally in text (WikiText has <unk>) map to their ids
     tok.add_special_tokens([AddedToken(UNK, normalized=False), AddedToken(EOS, normalized=False)])
     return tok
@@ -80,8 +91,9 @@ def save_tokenizer(vocab: Sequence[str], path: str | Path) -> Path:
     return path
 
 
-def round_trip_mismatches(tok: Tokenizer, lines: Iterable[str],
-                          vocab: Sequence[str]) -> tuple[int, int, list[str]]:
+def round_trip_mismatches(
+    tok: Tokenizer, lines: Iterable[str], vocab: Sequence[str]
+) -> tuple[int, int, list[str]]:
     """(lines checked, lines whose ids differ from splitting on spaces, a few examples).
 
     An example shows the WikiText words up to the first one encoded differently, and the

@@ -108,13 +108,17 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
     if cfg.dry_run:
         model_cfg.cutoffs = _fit_cutoffs(model_cfg.cutoffs, len(vocab))
     train_data = batchify(encode(train_tokens, vocab), cfg.batch_size)
-    valid_data = batchify(encode(read_tokens(cfg.valid_file, max_valid), vocab),
-                          cfg.eval_batch_size)
+    valid_data = batchify(
+        encode(read_tokens(cfg.valid_file, max_valid), vocab), cfg.eval_batch_size
+    )
 
     model = RNNModel(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"vocab {len(vocab)}  train tokens {train_data.numel()}  valid tokens "
-          f"{valid_data.numel()}  params {n_params}", flush=True)
+    print(
+        f"vocab {len(vocab)}  train tokens {train_data.numel()}  valid tokens "
+        f"{valid_data.numel()}  params {n_params}",
+        flush=True,
+    )
     print(f"model {model_cfg}\ntrain {cfg}", flush=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
 
@@ -144,35 +148,48 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
         model.train()
         elapsed_min = (time.monotonic() - started) / 60
         improved = valid_loss < best_loss
-        history.append({
-            "epoch": round(epoch_pos, 3),
-            "lr": lr,
-            "train_loss": train_loss,
-            "valid_loss": valid_loss,
-            "train_ppl": math.exp(train_loss),
-            "valid_ppl": math.exp(valid_loss),
-            "train_seconds": seconds,
-            "tokens_per_second": tokens / seconds,
-            "elapsed_minutes": elapsed_min,
-        })
-        print(f"| epoch {epoch_pos:6.2f} | lr {lr:g} | {seconds:6.1f}s "
-              f"({tokens / seconds:,.0f} tok/s) | train ppl {math.exp(train_loss):8.2f} | "
-              f"valid ppl {math.exp(valid_loss):8.2f} | {elapsed_min:5.1f} min |"
-              f"{' best' if improved else ''}", flush=True)
+        history.append(
+            {
+                "epoch": round(epoch_pos, 3),
+                "lr": lr,
+                "train_loss": train_loss,
+                "valid_loss": valid_loss,
+                "train_ppl": math.exp(train_loss),
+                "valid_ppl": math.exp(valid_loss),
+                "train_seconds": seconds,
+                "tokens_per_second": tokens / seconds,
+                "elapsed_minutes": elapsed_min,
+            }
+        )
+        print(
+            f"| epoch {epoch_pos:6.2f} | lr {lr:g} | {seconds:6.1f}s "
+            f"({tokens / seconds:,.0f} tok/s) | train ppl {math.exp(train_loss):8.2f} | "
+            f"valid ppl {math.exp(valid_loss):8.2f} | {elapsed_min:5.1f} min |"
+            f"{' best' if improved else ''}",
+            flush=True,
+        )
         plateau = valid_loss > best_loss - cfg.anneal_threshold
         if improved:
             best_loss = valid_loss
             _save_atomic(checkpoint(epoch_pos, valid_loss), best_path)
         _write_json_atomic(history, out / "history.json")
-        plot_curves(history, out / "curves.png",
-                    [("loss (nats/token)", ["train_loss", "valid_loss"]),
-                     ("perplexity", ["train_ppl", "valid_ppl"])],
-                    title="WikiText-2 word-level LM")
+        plot_curves(
+            history,
+            out / "curves.png",
+            [
+                ("loss (nats/token)", ["train_loss", "valid_loss"]),
+                ("perplexity", ["train_ppl", "valid_ppl"]),
+            ],
+            title="WikiText-2 word-level LM",
+        )
         if cfg.max_minutes and elapsed_min >= cfg.max_minutes:
             print(f"time budget of {cfg.max_minutes} min reached", flush=True)
             return True
-        forced = (cfg.anneal_after_minutes > 0 and not annealed
-                  and elapsed_min >= cfg.anneal_after_minutes)
+        forced = (
+            cfg.anneal_after_minutes > 0
+            and not annealed
+            and elapsed_min >= cfg.anneal_after_minutes
+        )
         if plateau or forced:
             if not improved:  # got worse: continue from the best weights, not the overfit ones
                 best = torch.load(best_path, weights_only=True)
@@ -181,8 +198,10 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
             annealed = True
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            print(f"annealing lr to {lr:g} ({'forced' if forced and not plateau else 'plateau'})",
-                  flush=True)
+            print(
+                f"annealing lr to {lr:g} ({'forced' if forced and not plateau else 'plateau'})",
+                flush=True,
+            )
             if lr < cfg.min_lr:
                 print("learning rate below min_lr: stopping", flush=True)
                 return True
@@ -194,8 +213,12 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
         state: State = model.init_hidden(cfg.batch_size)
         total, count = 0.0, 0
         t0 = time.monotonic()
-        bar = tqdm(bptt_chunks(train_data, cfg.bptt), total=n_chunks, desc=f"epoch {epoch}",
-                   mininterval=30 if not cfg.dry_run else 0.1)
+        bar = tqdm(
+            bptt_chunks(train_data, cfg.bptt),
+            total=n_chunks,
+            desc=f"epoch {epoch}",
+            mininterval=30 if not cfg.dry_run else 0.1,
+        )
         for batch, (inputs, targets) in enumerate(bar, start=1):
             state = repackage(state)
             optimizer.zero_grad(set_to_none=True)
@@ -205,11 +228,13 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
             optimizer.step()
             total += loss.item() * targets.numel()
             count += targets.numel()
-            bar.set_postfix(loss=f"{total / count:.3f}", ppl=f"{math.exp(total / count):.1f}",
-                            refresh=False)
+            bar.set_postfix(
+                loss=f"{total / count:.3f}", ppl=f"{math.exp(total / count):.1f}", refresh=False
+            )
             if batch == n_chunks or (cfg.eval_interval and batch % cfg.eval_interval == 0):
-                stop = end_of_period(epoch - 1 + batch / n_chunks, total / count, count,
-                                     time.monotonic() - t0)
+                stop = end_of_period(
+                    epoch - 1 + batch / n_chunks, total / count, count, time.monotonic() - t0
+                )
                 total, count = 0.0, 0
                 t0 = time.monotonic()
                 if stop:
@@ -217,5 +242,9 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
         bar.close()
         if stop:
             break
-    return {"best_valid_loss": best_loss, "best_valid_ppl": math.exp(best_loss),
-            "checkpoint": str(best_path), "history": history}
+    return {
+        "best_valid_loss": best_loss,
+        "best_valid_ppl": math.exp(best_loss),
+        "checkpoint": str(best_path),
+        "history": history,
+    }
