@@ -11,6 +11,12 @@ from training.common.onnx_utils import ort_session
 from training.sentiment.data import load_dataset
 
 
+def _train(train: Path | str, dev: Path | str, run_dir: Path | str, *extra: str) -> int:
+    """``seqserve-train sentiment train`` on the given files, one thread."""
+    args = ["--train", str(train), "--dev", str(dev), "--run-dir", str(run_dir), "--threads", "1"]
+    return main(["sentiment", "train", *args, *extra])
+
+
 def test_trained_toy_model_learns_and_exports_with_parity(tiny_sentiment_models: Path) -> None:
     folder = tiny_sentiment_models / "sentiment" / "toy" / "1"
     card = json.loads((folder / "card.json").read_text())
@@ -40,26 +46,7 @@ def test_dry_run_and_evaluate_cli(
 ) -> None:
     train, dev = sentiment_fixture_data
     out = tmp_path / "model"
-    assert (
-        main(
-            [
-                "sentiment",
-                "train",
-                "--dry-run",
-                "--train",
-                str(train),
-                "--dev",
-                str(dev),
-                "--run-dir",
-                str(tmp_path / "run"),
-                "--export-dir",
-                str(out),
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert _train(train, dev, tmp_path / "run", "--dry-run", "--export-dir", str(out)) == 0
     capsys.readouterr()
     assert main(["sentiment", "evaluate", "--model-dir", str(out), "--data", str(dev)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -94,49 +81,33 @@ def test_pretrained_vectors_seed_the_embeddings(
     )
     run = tmp_path / "run"
     assert (
-        main(
-            [
-                "sentiment",
-                "train",
-                "--dry-run",
-                "--train",
-                str(train),
-                "--dev",
-                str(dev),
-                "--run-dir",
-                str(run),
-                "--pretrained-embeddings",
-                str(tmp_path / "v.txt"),
-                "--emb-dim",
-                "8",
-                "--threads",
-                "1",
-            ]
+        _train(
+            train,
+            dev,
+            run,
+            "--dry-run",
+            "--pretrained-embeddings",
+            str(tmp_path / "v.txt"),
+            "--emb-dim",
+            "8",
         )
         == 0
     )
     summary = json.loads((run / "run.json").read_text())
     assert summary["train_config"]["pretrained_coverage"] > 0.9
     with pytest.raises(ValueError, match="8-d vectors but --emb-dim is 16"):
-        main(
-            [
-                "sentiment",
-                "train",
-                "--train",
-                str(train),
-                "--dev",
-                str(dev),
-                "--run-dir",
-                str(run),
-                "--limit",
-                "50",
-                "--pretrained-embeddings",
-                str(tmp_path / "v.txt"),
-                "--emb-dim",
-                "16",
-                "--epochs",
-                "1",
-            ]
+        _train(
+            train,
+            dev,
+            run,
+            "--limit",
+            "50",
+            "--pretrained-embeddings",
+            str(tmp_path / "v.txt"),
+            "--emb-dim",
+            "16",
+            "--epochs",
+            "1",
         )
 
 
@@ -161,26 +132,7 @@ def test_distillation_from_an_exported_teacher(
 ) -> None:
     train, dev = sentiment_fixture_data
     teacher = tiny_sentiment_models / "sentiment" / "toy" / "1"
-    assert (
-        main(
-            [
-                "sentiment",
-                "train",
-                "--dry-run",
-                "--train",
-                str(train),
-                "--dev",
-                str(dev),
-                "--run-dir",
-                str(tmp_path / "run"),
-                "--teacher",
-                str(teacher),
-                "--threads",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert _train(train, dev, tmp_path / "run", "--dry-run", "--teacher", str(teacher)) == 0
     line = next(
         ln for ln in capsys.readouterr().out.splitlines() if "teacher_train_agreement" in ln
     )

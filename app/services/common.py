@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from app.errors import InputTooLarge, InvalidInput
-from app.registry import ModelRecord
 
 
 def check_text(text: str, field: str, max_chars: int) -> None:
@@ -13,7 +10,3 @@ def check_text(text: str, field: str, max_chars: int) -> None:
         raise InvalidInput(f"{field} is empty or whitespace-only")
     if len(text) > max_chars:
         raise InputTooLarge(f"{field} has {len(text)} characters; the limit is {max_chars}")
-
-
-def model_info(rec: ModelRecord) -> dict[str, Any]:
-    return {"name": rec.name, "version": rec.version}

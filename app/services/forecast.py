@@ -11,7 +11,6 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -167,15 +166,6 @@ class ForecastModel:
                 r.timestamps = [(first + step * h).isoformat() for h in range(horizon)]
             results.append(r)
         return results
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "window": self.window,
-            "max_horizon": self.max_horizon,
-            "freq": self.freq,
-            "seasonal_period": self.period,
-            "min_length": self.min_length,
-        }
 
 
 class ForecastService:

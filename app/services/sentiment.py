@@ -7,7 +7,6 @@ Texts longer than the model's ``max_length`` tokens are cut to it and the result
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -119,9 +118,6 @@ class SentimentService:
         rec = self.registry.get(TASK, model)
         self.validate(texts, field)
         return rec, await self.by_ref[rec.ref].classify(texts)
-
-    def models_info(self) -> list[dict[str, Any]]:
-        return [m.record.summary() for m in self.by_ref.values()]
 
     async def close(self) -> None:
         for m in self.by_ref.values():
