@@ -228,10 +228,18 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 s per point, concurrency 1 and 8 only")
     ap.add_argument("--no-baseline", action="store_true", help="skip the PyTorch-eager server")
     ap.add_argument("--out", type=Path, default=OUT, help="where results go")
+    ap.add_argument(
+        "--replot", action="store_true", help="only redraw results.png/md from results.json"
+    )
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.concurrency = 2, [1, 8]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        saved = json.loads((args.out / "results.json").read_text())
+        (args.out / "results.md").write_text(markdown(saved))
+        plot(saved, args.out / "results.png")
+        return 0
     secret = {"SEQSERVE_STATE_SECRET": "benchmark"}
     variants = [
         ("seqserve", "app.main:app", {**secret}),
@@ -373,9 +381,11 @@ def plot(res: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     eps = sorted({r["endpoint"] for r in res["load"]})
+    servers = sorted({r["server"] for r in res["load"]})
+    colors = {name: f"C{i}" for i, name in enumerate(servers)}  # one colour per server everywhere
     fig, axes = plt.subplots(2, len(eps), figsize=(5 * len(eps), 7), squeeze=False)
     for j, ep in enumerate(eps):
-        for server in sorted({r["server"] for r in res["load"]}):
+        for server in servers:
             rows = sorted(
                 (r for r in res["load"] if r["endpoint"] == ep and r["server"] == server),
                 key=lambda r: r["concurrency"],
@@ -383,10 +393,17 @@ def plot(res: dict[str, Any], path: Path) -> None:
             if not rows:
                 continue
             cs = [r["concurrency"] for r in rows]
-            axes[0][j].plot(cs, [r["rps"] for r in rows], marker="o", label=server)
+            axes[0][j].plot(
+                cs, [r["rps"] for r in rows], marker="o", color=colors[server], label=server
+            )
             for p, style in (("p50", "-"), ("p99", "--")):
                 axes[1][j].plot(
-                    cs, [r[f"{p}_ms"] for r in rows], style, marker="o", label=f"{server} {p}"
+                    cs,
+                    [r[f"{p}_ms"] for r in rows],
+                    style,
+                    marker="o",
+                    color=colors[server],
+                    label=f"{server} {p}",
                 )
         axes[0][j].set_title(f"/{ep}")
         axes[0][j].set_ylabel("requests/s")
@@ -395,8 +412,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
             ax.set_xscale("log", base=2)
             ax.set_xlabel("concurrency")
             ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
         axes[1][j].set_yscale("log")
-        axes[0][j].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
