@@ -109,50 +109,14 @@ LM_LINES = [
 @pytest.fixture(scope="session")
 def tiny_lm_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models dir with one tiny word-level LSTM LM trained on a WikiText-style fixture."""
-    from training.cli import main
+    from tests.helpers import train_and_export_lm
 
     root = tmp_path_factory.mktemp("lm")
     train, valid = root / "train.txt", root / "valid.txt"
     train.write_text("\n".join(LM_LINES * 10) + "\n", encoding="utf-8")
     valid.write_text("\n".join(LM_LINES[1:] * 3) + "\n", encoding="utf-8")
-    common = ["--train-file", str(train), "--valid-file", str(valid), "--threads", "1"]
     models = root / "models"
-    assert (
-        main(
-            [
-                "lm",
-                "train",
-                *common,
-                "--dry-run",
-                "--out-dir",
-                str(root / "run"),
-                "--emb-size",
-                "16",
-                "--hidden-size",
-                "24",
-                "--cutoffs",
-                "10",
-                "30",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "lm",
-                "export",
-                *common,
-                "--checkpoint",
-                str(root / "run" / "best.pt"),
-                "--model-dir",
-                str(models / "next-word" / "tiny-lm" / "1"),
-                "--quantize",
-                "no",
-            ]
-        )
-        == 0
-    )
+    train_and_export_lm(train, valid, root / "run", models / "next-word" / "tiny-lm" / "1")
     return models
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers import train_and_export_lm
 from training.cli import main
 from training.lm.data import EOS, UNK, build_vocab, read_tokens
 from training.lm.model import LMConfig, RNNModel
@@ -130,49 +131,8 @@ def test_target_log_prob_equals_gathered_distribution(cell: str) -> None:
 def exported(corpus: dict[str, Path]) -> dict[str, Path]:
     run = corpus["root"] / "run"
     folder = corpus["root"] / "model"
-    common = [
-        "--train-file",
-        str(corpus["train"]),
-        "--valid-file",
-        str(corpus["valid"]),
-        "--threads",
-        "1",
-    ]
-    assert (
-        main(
-            [
-                "lm",
-                "train",
-                *common,
-                "--dry-run",
-                "--out-dir",
-                str(run),
-                "--emb-size",
-                "16",
-                "--hidden-size",
-                "24",
-                "--cutoffs",
-                "10",
-                "30",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "lm",
-                "export",
-                *common,
-                "--checkpoint",
-                str(run / "best.pt"),
-                "--model-dir",
-                str(folder),
-                "--quantize",
-                "auto",
-            ]
-        )
-        == 0
+    train_and_export_lm(
+        corpus["train"], corpus["valid"], run, folder, export_args=("--quantize", "auto")
     )
     return {"run": run, "folder": folder}
 
@@ -318,55 +278,26 @@ def test_score_graph_agrees_with_model_graph(exported: dict[str, Path]) -> None:
 
 
 def test_gru_dry_run_exports_single_state(corpus: dict[str, Path], tmp_path: Path) -> None:
-    common = [
-        "--train-file",
-        str(corpus["train"]),
-        "--valid-file",
-        str(corpus["valid"]),
-        "--threads",
+    gru = (
+        "--cell",
+        "gru",
+        "--emb-size",
+        "8",
+        "--hidden-size",
+        "8",
+        "--layers",
         "1",
-    ]
-    assert (
-        main(
-            [
-                "lm",
-                "train",
-                *common,
-                "--dry-run",
-                "--cell",
-                "gru",
-                "--out-dir",
-                str(tmp_path / "run"),
-                "--emb-size",
-                "8",
-                "--hidden-size",
-                "8",
-                "--layers",
-                "1",
-                "--cutoffs",
-                "10",
-                "30",
-            ]
-        )
-        == 0
+        "--cutoffs",
+        "10",
+        "30",
     )
-    assert (
-        main(
-            [
-                "lm",
-                "export",
-                *common,
-                "--checkpoint",
-                str(tmp_path / "run" / "best.pt"),
-                "--model-dir",
-                str(tmp_path / "model"),
-                "--quantize",
-                "no",
-                "--topk-positions",
-                "50",
-            ]
-        )
-        == 0
+    train_and_export_lm(
+        corpus["train"],
+        corpus["valid"],
+        tmp_path / "run",
+        tmp_path / "model",
+        train_args=gru,
+        export_args=("--quantize", "no", "--topk-positions", "50"),
     )
     card = json.loads((tmp_path / "model" / "card.json").read_text())
     assert card["cell"] == "gru"

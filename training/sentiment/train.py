@@ -7,7 +7,6 @@ the largest single gain measured on SST-2 dev.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,7 +69,6 @@ def pad(ids: list[list[int]], rows: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def predict_proba(model: nn.Module, ids: list[list[int]], batch_size: int = 256) -> np.ndarray:
     model.eval()
-    probs = np.zeros((len(ids), 0))
     chunks = []
     index = []
     for rows in make_batches(ids, batch_size, None):
@@ -199,7 +197,3 @@ def load_member(path: str | Path) -> tuple[RNNClassifier, dict[str, Any]]:
     model.eval()
     return model, ckpt
 
-
-def config_from_dict(d: dict[str, Any]) -> TrainConfig:
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in d.items() if k in names})
