@@ -30,5 +30,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2)"]
 
-# One process per core (WEB_CONCURRENCY), one onnxruntime thread each.
-CMD ["sh", "-c", "exec uvicorn app.main:app --host 0.0.0.0 --port 8000 --workers ${WEB_CONCURRENCY} --no-access-log"]
+# One process per core (WEB_CONCURRENCY), one onnxruntime thread each; the CLI gives the
+# workers a shared Prometheus directory under /tmp so /metrics sums them.
+CMD ["python", "-m", "app.cli", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
 
 
@@ -25,8 +27,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="server processes; one per CPU core is the production setting",
+        default=int(os.environ.get("WEB_CONCURRENCY", "1")),
+        help="server processes; one per CPU core is the production setting "
+        "(default: $WEB_CONCURRENCY or 1)",
     )
     s.add_argument("--log-level", default="info", help="uvicorn log level")
     sub.add_parser("models", help="print the models found under SEQSERVE_MODELS_DIR and exit")
@@ -56,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
+    setup_metrics_dir(args.workers)
     uvicorn.run(
         "app.main:app",
         host=args.host,
@@ -65,6 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
     )
     return 0
+
+
+def setup_metrics_dir(workers: int) -> str | None:
+    """Give several workers a shared, freshly emptied Prometheus multiprocess directory."""
+    from app import metrics
+
+    path = os.environ.get(metrics.MULTIPROC_ENV) or None
+    if not path and workers > 1:
+        path = tempfile.mkdtemp(prefix="seqserve-metrics-")
+    if path:
+        metrics.prepare_multiprocess_dir(path)
+        os.environ[metrics.MULTIPROC_ENV] = path  # inherited by the worker processes
+    return path
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import metrics
 from app.api import errors
 from app.api.middleware import MetricsMiddleware
 from app.api.routes import forecast, health, models, next_word, sentiment
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             app.state.container = None
             await container.close()
+            metrics.process_exiting()
 
     app = FastAPI(title="seqserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.container = None

@@ -1,8 +1,26 @@
-"""Prometheus metrics (per process; scrape each worker, or run one process per container)."""
+"""Prometheus metrics, correct with one or many server processes.
+
+With several uvicorn workers each process holds its own counters, so a scrape would see one
+random worker. When ``PROMETHEUS_MULTIPROC_DIR`` is set (``seqserve serve --workers N`` sets
+it), prometheus-client writes every process's values to files there and ``render`` sums them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter("seqserve_requests_total", "HTTP requests", ["route", "status"])
 REQUEST_SECONDS = Histogram(
@@ -23,5 +41,40 @@ INFERENCE_SECONDS = Histogram(
     ["model"],
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
-IN_FLIGHT = Gauge("seqserve_requests_in_flight", "inference requests being served")
-MODELS_LOADED = Gauge("seqserve_models_loaded", "model versions loaded", ["task"])
+# Across processes: requests in flight add up; every worker loads the same models.
+IN_FLIGHT = Gauge(
+    "seqserve_requests_in_flight",
+    "inference requests being served",
+    multiprocess_mode="livesum",
+)
+MODELS_LOADED = Gauge(
+    "seqserve_models_loaded", "model versions loaded", ["task"], multiprocess_mode="max"
+)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text (summed over all worker processes when in multiprocess mode)."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def prepare_multiprocess_dir(path: str | Path) -> Path:
+    """Create ``path`` and remove files left by an earlier run (they would be summed in)."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    return folder
+
+
+def process_exiting() -> None:
+    """Drop this process's live gauges so a restarted worker doesn't double count."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(os.getpid())

@@ -6,8 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app import metrics
 from app.api.errors import error_body
 
 router = APIRouter(tags=["operations"])
@@ -34,6 +34,7 @@ async def readyz(request: Request) -> Any:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics of this process", include_in_schema=True)
+@router.get("/metrics", summary="Prometheus metrics (summed over worker processes)")
 async def prometheus_metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
