@@ -196,4 +196,3 @@ def load_member(path: str | Path) -> tuple[RNNClassifier, dict[str, Any]]:
     model.load_state_dict(ckpt["state_dict"])
     model.eval()
     return model, ckpt
-
