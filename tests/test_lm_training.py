@@ -130,7 +130,7 @@ def test_target_log_prob_equals_gathered_distribution(cell: str) -> None:
 @pytest.fixture(scope="module")
 def exported(corpus: dict[str, Path]) -> dict[str, Path]:
     run = corpus["root"] / "run"
-    folder = corpus["root"] / "model"
+    folder = corpus["root"] / "next-word" / "tiny-lm" / "3"
     train_and_export_lm(
         corpus["train"], corpus["valid"], run, folder, export_args=("--quantize", "auto")
     )
@@ -172,9 +172,14 @@ def test_dry_run_writes_run_artifacts(
 def test_export_card(exported: dict[str, Path], corpus: dict[str, Path]) -> None:
     folder = exported["folder"]
     names = {p.name for p in folder.iterdir()}
-    assert {"model.onnx", "score.onnx", "tokenizer.json", "card.json", "curves.png"} <= names
+    assert {"model.onnx", "score.onnx", "weights.bin", "tokenizer.json", "card.json"} <= names
     card = json.loads((folder / "card.json").read_text())
-    assert (card["task"], card["name"], card["version"]) == ("next-word", "wikitext2-lstm", "1")
+    # named like the registry names it: models/<task>/<name>/<version>/
+    assert (card["task"], card["name"], card["version"]) == ("next-word", "tiny-lm", "3")
+    # both graphs read one weights file; each big tensor is stored in it once
+    weights = card["weights"]
+    assert weights["file"] == "weights.bin" and weights["bytes_saved"] > 0
+    assert weights["tensors_referenced"] > weights["tensors_stored"] > 0
     assert card["onnx"]["inputs"] == ["input_ids", "h0", "c0"]
     assert card["onnx"]["outputs"] == ["log_probs", "hn", "cn"]
     assert card["score_onnx"]["inputs"] == ["input_ids", "target_ids", "h0", "c0"]

@@ -35,6 +35,7 @@ from torch import nn
 
 from training.common.artifacts import dataset_record, sha256_file, write_card
 from training.common.curves import plot_curves
+from training.common.onnx_shared_weights import share_initializers
 from training.common.onnx_utils import max_abs_diff, opset_of, ort_session, quantize_int8
 from training.lm.data import EOS, UNK, batchify, encode, read_tokens
 from training.lm.evaluate import load_checkpoint, onnx_perplexity, onnx_topk
@@ -43,6 +44,7 @@ from training.lm.quantize import quantize_weights_int8
 from training.lm.tokenizer import build_tokenizer, round_trip_mismatches
 
 DATASET_URL = "https://huggingface.co/datasets/Salesforce/wikitext"
+WEIGHTS_FILE = "weights.bin"
 MAX_FOLDER_BYTES = 40 * 1000 * 1000  # size cap of a shipped model folder
 PARITY_TOLERANCE = 1e-4  # max abs diff on log-probs, ONNX fp32 vs PyTorch
 INT8_MAX_PPL_INCREASE = 0.02  # int8 perplexity may be at most 2 % above fp32
@@ -383,6 +385,19 @@ def export_model(
         shipped_key = int8_method if ship_int8 else "fp32"
         for file in specs:
             shutil.copyfile(dirs[shipped_key] / file, model_dir / file)
+        # both graphs hold the same weights: store them once, then prove nothing changed
+        shared = share_initializers([model_dir / f for f in specs], WEIGHTS_FILE)
+        before = check_parity(
+            model, dirs[shipped_key] / "model.onnx", dirs[shipped_key] / "score.onnx", threads
+        )
+        after = check_parity(model, model_dir / "model.onnx", model_dir / "score.onnx", threads)
+        if after["max_abs_diff"] != before["max_abs_diff"]:
+            raise RuntimeError("graphs with shared external weights differ from the originals")
+        shared["sha256"] = sha256_file(model_dir / WEIGHTS_FILE)
+        shared["note"] = (
+            "model.onnx and score.onnx read their weights from this one file "
+            "(ONNX external data); keep it next to them"
+        )
 
     hist_path = history or checkpoint.with_name("history.json")
     hist = json.loads(hist_path.read_text()) if hist_path.exists() else ckpt["history"]
@@ -399,8 +414,9 @@ def export_model(
     epoch_seconds = [h["train_seconds"] for h in hist]
     card: dict[str, Any] = {
         "task": "next-word",
-        "name": "wikitext2-lstm",
-        "version": "1",
+        # models/<task>/<name>/<version>/ is how the registry names a model
+        "name": model_dir.resolve().parent.name,
+        "version": model_dir.resolve().name,
         "description": f"Word-level {cfg.cell.upper()} language model on WikiText-2 "
         f"({cfg.softmax} softmax).",
         "cell": cfg.cell,
@@ -428,6 +444,7 @@ def export_model(
         },
         "onnx": specs["model.onnx"],
         "score_onnx": specs["score.onnx"],
+        "weights": shared,
         "state": {
             "inputs": s_in,
             "outputs": s_out,
