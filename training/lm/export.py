@@ -456,6 +456,7 @@ def export_model(
             "initial": "zeros",
         },
         "training": {
+            "checkpoint": str(checkpoint),
             "model_config": cfg.to_dict(),
             "train_config": ckpt["train_config"],
             "best_epoch": ckpt["epoch"],
