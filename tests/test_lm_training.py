@@ -113,6 +113,56 @@ def test_config_errors() -> None:
     assert tied.decoder is not None and tied.decoder.weight is tied.encoder.weight
 
 
+def test_resume_continues_weights_history_and_best(
+    exported: dict[str, Path], corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    first = torch.load(exported["run"] / "best.pt", weights_only=True)
+    out = tmp_path / "resumed"
+    common = ["--train-file", str(corpus["train"]), "--valid-file", str(corpus["valid"])]
+    args = ["lm", "train", *common, "--threads", "1", "--dry-run", "--out-dir", str(out)]
+    # architecture flags are ignored: the checkpoint's own configuration is used
+    assert (
+        main(
+            [
+                *args,
+                "--hidden-size",
+                "99",
+                "--lr",
+                "1",
+                "--resume",
+                str(exported["run"] / "best.pt"),
+            ]
+        )
+        == 0
+    )
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == len(first["history"]) + 1
+    assert history[-1]["epoch"] == pytest.approx(first["epoch"] + 1)
+    assert history[-1]["lr"] == 1.0
+    resumed = torch.load(out / "best.pt", weights_only=True)
+    assert resumed["model_config"] == first["model_config"]
+    assert resumed["valid_loss"] <= first["valid_loss"]  # never replaced by a worse model
+
+
+def test_resume_refuses_another_vocabulary(
+    exported: dict[str, Path], corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    other = tmp_path / "other.txt"
+    other.write_text("completely different words here\n" * 50, encoding="utf-8")
+    args = ["lm", "train", "--train-file", str(other), "--valid-file", str(corpus["valid"])]
+    with pytest.raises(ValueError, match="another vocabulary"):
+        main(
+            [
+                *args,
+                "--dry-run",
+                "--out-dir",
+                str(tmp_path / "x"),
+                "--resume",
+                str(exported["run"] / "best.pt"),
+            ]
+        )
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_target_log_prob_equals_gathered_distribution(cell: str) -> None:
     torch.manual_seed(0)

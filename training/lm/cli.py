@@ -58,6 +58,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         threads=args.threads,
         dry_run=args.dry_run,
         max_lines=[args.max_train_lines, args.max_valid_lines],
+        resume=str(_repo_path(args.resume)) if args.resume else None,
     )
     out_dir = args.out_dir or ("runs/lm-dry-run" if args.dry_run else "runs/lm")
     result = train(model_cfg, cfg, _repo_path(out_dir))
@@ -224,6 +225,13 @@ def register(subparsers: Any) -> None:
         "--dry-run",
         action="store_true",
         help="one epoch on a tiny slice of the data (seconds), for smoke tests",
+    )
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from a best.pt (its architecture, weights and history; the "
+        "architecture flags are ignored), e.g. with a lower --lr",
     )
     t.set_defaults(func=_cmd_train)
 

@@ -58,6 +58,7 @@ class TrainConfig:
     threads: int = 2
     dry_run: bool = False
     max_lines: list[int | None] = field(default_factory=lambda: [None, None])
+    resume: str | None = None  # continue from this best.pt (its architecture, weights, history)
 
 
 def evaluate_loss(model: RNNModel, data: torch.Tensor, bptt: int) -> float:
@@ -112,6 +113,12 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
         encode(read_tokens(cfg.valid_file, max_valid), vocab), cfg.eval_batch_size
     )
 
+    resumed: dict[str, Any] | None = None
+    if cfg.resume:
+        resumed = torch.load(cfg.resume, weights_only=True)
+        if resumed["vocab"] != vocab:
+            raise ValueError(f"{cfg.resume} was trained with another vocabulary than this data")
+        model_cfg = LMConfig.from_dict(resumed["model_config"])
     model = RNNModel(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
     print(
@@ -124,6 +131,18 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
 
     history: list[dict[str, float]] = []
     best_loss = math.inf
+    epoch_offset, minutes_offset = 0.0, 0.0
+    if resumed is not None:  # carry on the curves from where the checkpoint was saved
+        model.load_state_dict(resumed["state_dict"])
+        history = list(resumed["history"])
+        best_loss = float(resumed["valid_loss"])
+        epoch_offset = float(resumed["epoch"])
+        minutes_offset = history[-1]["elapsed_minutes"] if history else 0.0
+        print(
+            f"resuming from {cfg.resume}: epoch {epoch_offset:g}, valid ppl "
+            f"{math.exp(best_loss):.2f}, lr {cfg.lr:g}",
+            flush=True,
+        )
     best_path = out / "best.pt"
     lr = cfg.lr
     annealed = False
@@ -148,6 +167,7 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
         model.train()
         elapsed_min = (time.monotonic() - started) / 60
         improved = valid_loss < best_loss
+        epoch_pos += epoch_offset
         history.append(
             {
                 "epoch": round(epoch_pos, 3),
@@ -158,13 +178,13 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
                 "valid_ppl": math.exp(valid_loss),
                 "train_seconds": seconds,
                 "tokens_per_second": tokens / seconds,
-                "elapsed_minutes": elapsed_min,
+                "elapsed_minutes": elapsed_min + minutes_offset,
             }
         )
         print(
             f"| epoch {epoch_pos:6.2f} | lr {lr:g} | {seconds:6.1f}s "
             f"({tokens / seconds:,.0f} tok/s) | train ppl {math.exp(train_loss):8.2f} | "
-            f"valid ppl {math.exp(valid_loss):8.2f} | {elapsed_min:5.1f} min |"
+            f"valid ppl {math.exp(valid_loss):8.2f} | {elapsed_min + minutes_offset:5.1f} min |"
             f"{' best' if improved else ''}",
             flush=True,
         )
@@ -207,6 +227,8 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
                 return True
         return False
 
+    if resumed is not None and not best_path.exists():  # annealing may reload the best weights
+        _save_atomic(checkpoint(epoch_offset, best_loss), best_path)
     stop = False
     for epoch in range(1, cfg.epochs + 1):
         model.train()
