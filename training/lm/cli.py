@@ -3,7 +3,7 @@
     seqserve-train lm train --out-dir runs/lm
     seqserve-train lm evaluate --checkpoint runs/lm/best.pt
     seqserve-train lm export --checkpoint runs/lm/best.pt \
-        --model-dir models/next-word/wikitext2-lstm/1
+        --model-dir models/next-word/wikitext2-lstm/2
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def register(subparsers: Any) -> None:
     t.add_argument(
         "--eval-interval",
         type=int,
-        default=0,
+        default=1500,
         help="validate, save the best and maybe anneal every N batches "
         "(0 = once per epoch); history then has fractional epochs",
     )
@@ -243,7 +243,7 @@ def register(subparsers: Any) -> None:
     x = sub.add_parser("export", help="export model.onnx + score.onnx, tokenizer, card")
     x.add_argument("--checkpoint", default="runs/lm/best.pt", help="checkpoint from lm train")
     x.add_argument(
-        "--model-dir", default="models/next-word/wikitext2-lstm/1", help="model folder to write"
+        "--model-dir", default="models/next-word/wikitext2-lstm/2", help="model folder to write"
     )
     x.add_argument(
         "--history",

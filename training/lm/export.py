@@ -1,7 +1,7 @@
 """Export a trained checkpoint to the next-word model folder and verify it.
 
     python -m training.cli lm export --checkpoint runs/lm/best.pt \
-        --model-dir models/next-word/wikitext2-lstm/1
+        --model-dir models/next-word/wikitext2-lstm/2
 
 Writes two graphs (legacy exporter, dynamic batch and sequence axes) so serving never builds
 [seq, vocab] distributions it does not need:

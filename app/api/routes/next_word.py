@@ -67,7 +67,7 @@ class ScoreResponse(BaseModel):
 
 EXAMPLES = {
     "suggest": {"value": {"text": "Happy", "k": 5}},
-    "continue from a state": {"value": {"text": "birthday", "state": "v1.wikitext2-lstm:1...."}},
+    "continue from a state": {"value": {"text": "birthday", "state": "v1.wikitext2-lstm:2...."}},
     "complete": {"value": {"text": "The game was released in", "complete": 8}},
     "sample": {
         "value": {"text": "The city of", "complete": 10, "temperature": 0.8, "top_k": 40, "seed": 7}
