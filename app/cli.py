@@ -75,7 +75,7 @@ def setup_metrics_dir(workers: int) -> str | None:
     """Give several workers a shared, freshly emptied Prometheus multiprocess directory."""
     from app import metrics
 
-    path = os.environ.get(metrics.MULTIPROC_ENV) or None
+    path = metrics.multiprocess_dir()
     if not path and workers > 1:
         path = tempfile.mkdtemp(prefix="seqserve-metrics-")
     if path:

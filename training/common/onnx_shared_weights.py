@@ -12,6 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from training.common.artifacts import sha256_file
+
 ALIGN = 4096  # page-aligned offsets, as onnx's own external-data writer does for big tensors
 
 
@@ -63,6 +65,7 @@ def share_initializers(
     return {
         "file": data_file,
         "bytes": size,
+        "sha256": sha256_file(folder / data_file),
         "tensors_referenced": referenced,
         "tensors_stored": len(stored),
         "bytes_saved": inline_bytes - sum(length for _, length in stored.values()),
