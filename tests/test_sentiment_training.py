@@ -24,7 +24,9 @@ def test_trained_toy_model_learns_and_exports_with_parity(tiny_sentiment_models:
     assert card["parity"]["max_abs_diff_probabilities"] <= 1e-4
     assert card["parity"]["max_abs_diff_extra_padding"] <= 1e-6
     assert card["metrics"]["dev_accuracy"] >= 0.9  # the toy task is separable
-    assert len(card["datasets"]["train"]["sha256"]) == 64
+    assert len(card["datasets"]["train"][0]["sha256"]) == 64
+    assert card["datasets"]["train"][0]["rows"] == 600
+    assert "trained on " in card["description"] and "train.tsv (600 rows)" in card["description"]
     assert card["onnx"]["sha256"] and card["onnx"]["opset"] >= 17
     for name in ("model.onnx", "tokenizer.json", "curves.png"):
         assert (folder / name).is_file()

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import re
+
 from app.errors import InputTooLarge, InvalidInput
 
+# Lone UTF-16 surrogates (valid in JSON as "\ud800", not encodable as UTF-8) and control
+# characters other than tab/newline/carriage return (NUL, escape, C1 controls).
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
-def check_text(text: str, field: str, max_chars: int) -> None:
-    if not text.strip():
-        raise InvalidInput(f"{field} is empty or whitespace-only")
+
+def normalize_text(text: str) -> str:
+    """The text a tokenizer may safely read: lone surrogates become U+FFFD (the Unicode
+    replacement character) and control characters become spaces. Nothing else changes."""
+    if text.isascii():
+        return _CONTROLS.sub(" ", text)
+    return _CONTROLS.sub(" ", _SURROGATES.sub("\ufffd", text))
+
+
+def check_text(text: str, field: str, max_chars: int) -> str:
+    """Validate one text against the limits and return its normalized form."""
     if len(text) > max_chars:
         raise InputTooLarge(f"{field} has {len(text)} characters; the limit is {max_chars}")
+    clean = normalize_text(text)
+    if not clean.strip():
+        raise InvalidInput(f"{field} is empty or whitespace-only")
+    return clean

@@ -254,20 +254,20 @@ class NextWordService:
             rec.ref: NextWordModel(rec, registry, settings, secret) for rec in registry.models(TASK)
         }
 
-    def _model(self, ref: str | None, text: str) -> tuple[ModelRecord, NextWordModel]:
+    def _model(self, ref: str | None, text: str) -> tuple[ModelRecord, NextWordModel, str]:
         rec = self.registry.get(TASK, ref)
-        check_text(text, "text", self.settings.max_context_chars)
-        return rec, self.by_ref[rec.ref]
+        clean = check_text(text, "text", self.settings.max_context_chars)
+        return rec, self.by_ref[rec.ref], clean
 
     async def predict(
         self, text: str, model: str | None, **kwargs: Any
     ) -> tuple[ModelRecord, NextWordResult]:
-        rec, m = self._model(model, text)
-        return rec, await m.predict(text, **kwargs)
+        rec, m, clean = self._model(model, text)
+        return rec, await m.predict(clean, **kwargs)
 
     async def score(self, text: str, model: str | None) -> tuple[ModelRecord, ScoreResult]:
-        rec, m = self._model(model, text)
-        return rec, await m.score(text)
+        rec, m, clean = self._model(model, text)
+        return rec, await m.score(clean)
 
     async def close(self) -> None:
         for m in self.by_ref.values():

@@ -1,7 +1,8 @@
 """Sentiment: tokenize with the model's own tokenizer.json, batch, decode probabilities.
 
 Texts longer than the model's ``max_length`` tokens are cut to it and the result says so
-(``truncated: true``) — never silently.
+(``truncated: true``) — never silently. A batch is run in sub-batches of similar length, so a
+long review does not make short texts pay for its padding.
 """
 
 from __future__ import annotations
@@ -39,6 +40,32 @@ def pad_sorted(seqs: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndar
     return out, order
 
 
+def length_buckets(
+    lengths: list[int], slack: float = 1.25, max_tokens: int = 65_536
+) -> list[list[int]]:
+    """Split items into runs of similar length so padding stays within ``slack`` of the real work.
+
+    Items are taken shortest first; a run closes when adding the next item would make its padded
+    size (rows x longest) exceed ``slack`` x its real tokens, or ``max_tokens``. A 2,000-token
+    review therefore never makes the 20-token texts batched with it pay for 2,000 steps.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    runs: list[list[int]] = []
+    run: list[int] = []
+    real = 0
+    for i in order:
+        n = lengths[i]
+        padded = n * (len(run) + 1)  # n is the longest so far
+        if run and (padded > slack * (real + n) + 8 or padded > max_tokens):
+            runs.append(run)
+            run, real = [], 0
+        run.append(i)
+        real += n
+    if run:
+        runs.append(run)
+    return runs
+
+
 class SentimentModel:
     """One loaded sentiment model version with its tokenizer and batcher."""
 
@@ -64,17 +91,21 @@ class SentimentModel:
         """(ids cut to max_length, full token count) per text."""
         out = []
         for enc in self.tokenizer.encode_batch(texts):
-            ids = enc.ids or [self.unk_id]
-            out.append((np.asarray(ids[: self.max_length], dtype=np.int64), len(ids)))
+            ids = np.asarray(enc.ids or [self.unk_id], dtype=np.int64)
+            # A user typing "[PAD]" must not produce the pad id inside a text: the graph reads
+            # pad ids as the end of the text.
+            ids[ids == self.pad_id] = self.unk_id
+            out.append((ids[: self.max_length], len(ids)))
         return out
 
     def _predict(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
-        """Runs in the batcher's thread: one padded, length-sorted batch per call."""
-        x, order = pad_sorted(seqs, self.pad_id)
-        probs = self.session.run({self.input_name: x}, [self.output_name])[self.output_name]
+        """Runs in the batcher's thread: the batch is cut into runs of similar length."""
         result: list[np.ndarray] = [np.empty(0)] * len(seqs)
-        for row, idx in enumerate(order):
-            result[idx] = probs[row]
+        for run in length_buckets([len(s) for s in seqs]):
+            x, order = pad_sorted([seqs[i] for i in run], self.pad_id)
+            probs = self.session.run({self.input_name: x}, [self.output_name])[self.output_name]
+            for row, idx in enumerate(order):
+                result[run[idx]] = probs[row]
         return result
 
     async def classify(self, texts: list[str]) -> list[Prediction]:
@@ -101,23 +132,26 @@ class SentimentService:
         self.settings = settings
         self.by_ref = {rec.ref: SentimentModel(rec, settings) for rec in registry.models(TASK)}
 
-    def validate(self, texts: list[str], field: str) -> None:
+    def validate(self, texts: list[str], field: str) -> list[str]:
+        """The texts, normalized (see ``normalize_text``), or a typed error naming the field."""
         limit = self.settings.max_texts
         if not texts:
             raise InvalidInput(f"{field} is empty; send at least one text")
         if len(texts) > limit:
             raise InputTooLarge(f"{field} has {len(texts)} items; the limit is {limit}")
-        for i, text in enumerate(texts):
+        return [
             check_text(
                 text, f"{field}[{i}]" if field == "texts" else field, self.settings.max_text_chars
             )
+            for i, text in enumerate(texts)
+        ]
 
     async def classify(
         self, texts: list[str], field: str, model: str | None
     ) -> tuple[ModelRecord, list[Prediction]]:
         rec = self.registry.get(TASK, model)
-        self.validate(texts, field)
-        return rec, await self.by_ref[rec.ref].classify(texts)
+        clean = self.validate(texts, field)
+        return rec, await self.by_ref[rec.ref].classify(clean)
 
     async def close(self) -> None:
         for m in self.by_ref.values():

@@ -53,10 +53,11 @@ def load_dataset(
         with open(path, encoding="utf-8") as fh:
             rows = [json.loads(line) for line in fh if line.strip()]
     else:
-        delimiter = "\t" if kind == "tsv" else ","
+        delimiter = "," if kind == "csv" else "\t"
         with open(path, encoding="utf-8", newline="") as fh:
-            # SST-2 is not quoted (it contains bare quotes), so TSV reading turns quoting off.
-            if kind == "tsv":
+            # Standard CSV quoting (IMDB's reviews hold tabs and quotes); SST-2 has no field that
+            # starts with a quote, so it reads the same. "tsv-raw" turns quoting off.
+            if kind == "tsv-raw":
                 rows = list(csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE))
             else:
                 rows = list(csv.DictReader(fh, delimiter=delimiter))

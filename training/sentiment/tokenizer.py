@@ -26,6 +26,8 @@ def new_tokenizer() -> Tokenizer:
     tok.normalizer = normalizers.Sequence(
         [
             normalizers.NFKC(),
+            # Web-scraped reviews (IMDB) break lines with HTML; the tags carry no sentiment.
+            normalizers.Replace(Regex(r"(?i)<br\s*/?>"), " "),
             normalizers.Lowercase(),
             # Typographic quotes/apostrophes map to the ASCII ones SST-2 uses.
             normalizers.Replace("\u2019", "'"),

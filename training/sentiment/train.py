@@ -91,13 +91,18 @@ def train_member(
     init_embeddings: np.ndarray | None = None,
     soft_targets: np.ndarray | None = None,
     distill_weight: float = 0.5,
+    dev_groups: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Train with early stopping on dev accuracy; save the best checkpoint, history and curves.
 
     ``init_embeddings`` ([vocab, emb_dim], NaN rows = no vector) starts the embedding table from
     pretrained vectors; words without one keep their random start. Both are fine-tuned.
     ``soft_targets`` ([n_train, labels]) are a teacher's probabilities: the loss mixes them
-    with the hard labels (``distill_weight``), so one small model learns an ensemble's answers.
+    with the hard labels (``distill_weight``), so one small model learns a teacher's answers.
+    A row may have only one of the two: ``train_y == -1`` marks a text with no hard label (an
+    augmented transfer-set text), a NaN row of ``soft_targets`` one the teacher did not label.
+    ``dev_groups`` (name -> dev row indices, e.g. one per dataset) are scored separately, and
+    the checkpoint is selected on their mean accuracy, so no one domain dominates selection.
     """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -109,7 +114,6 @@ def train_member(
             model.embedding.weight[torch.from_numpy(have)] = torch.from_numpy(init_embeddings[have])
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
-    loss_fn = nn.CrossEntropyLoss()
     rng = np.random.default_rng(cfg.seed)
     history: list[dict[str, float]] = []
     best_acc, best_epoch, bad = -1.0, 0, 0
@@ -117,7 +121,7 @@ def train_member(
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         t0 = time.perf_counter()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, seen, labelled = 0.0, 0, 0, 0
         batches = make_batches(train_ids, cfg.batch_size, rng)
         bar = tqdm(batches, desc=f"seed {cfg.seed} epoch {epoch}", leave=False, mininterval=2)
         for rows in bar:
@@ -127,11 +131,12 @@ def train_member(
                 x = x.masked_fill(drop, UNK_ID)
             y = torch.from_numpy(train_y[rows])
             logits = model(x)
-            loss = loss_fn(logits, y)
-            if soft_targets is not None:  # knowledge distillation from a teacher ensemble
-                soft = torch.from_numpy(soft_targets[rows])
-                kd = -(soft * torch.log_softmax(logits, -1)).sum(-1).mean()
-                loss = (1 - distill_weight) * loss + distill_weight * kd
+            loss = distill_loss(
+                logits,
+                y,
+                None if soft_targets is None else torch.from_numpy(soft_targets[rows]),
+                distill_weight,
+            )
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -139,19 +144,25 @@ def train_member(
             total_loss += loss.item() * len(rows)
             correct += int((logits.argmax(-1) == y).sum())
             seen += len(rows)
+            labelled += int((y >= 0).sum())
             bar.set_postfix(loss=f"{total_loss / seen:.3f}")
         sched.step()
         dev_p = predict_proba(model, dev_ids)
         dev_loss = float(-np.mean(np.log(dev_p[np.arange(len(dev_y)), dev_y] + 1e-12)))
-        dev_acc = float((dev_p.argmax(1) == dev_y).mean())
+        hits = dev_p.argmax(1) == dev_y
         rec = {
             "epoch": epoch,
             "train_loss": total_loss / seen,
-            "train_accuracy": correct / seen,
+            "train_accuracy": correct / max(labelled, 1),
             "dev_loss": dev_loss,
-            "dev_accuracy": dev_acc,
+            "dev_accuracy": float(hits.mean()),
             "seconds": time.perf_counter() - t0,
         }
+        if dev_groups:
+            for name, idx in dev_groups.items():
+                rec[f"dev_accuracy_{name}"] = float(hits[idx].mean())
+            rec["dev_accuracy"] = float(np.mean([hits[idx].mean() for idx in dev_groups.values()]))
+        dev_acc = rec["dev_accuracy"]
         history.append(rec)
         print(
             json.dumps({"seed": cfg.seed, **{k: round(v, 4) for k, v in rec.items()}}), flush=True
@@ -188,6 +199,26 @@ def train_member(
         "seconds": sum(h["seconds"] for h in history),
         "history": history,
     }
+
+
+def distill_loss(
+    logits: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None, weight: float
+) -> torch.Tensor:
+    """Hard-label cross-entropy mixed with soft cross-entropy against a teacher's probabilities.
+
+    Rows with ``y == -1`` contribute only the soft term, rows whose ``soft`` is NaN only the
+    hard one; every row counts once in the mean.
+    """
+    logp = torch.log_softmax(logits, -1)
+    has_y = y >= 0
+    hard = -logp.gather(1, y.clamp(min=0).unsqueeze(1)).squeeze(1)
+    if soft is None:
+        return hard[has_y].sum() / has_y.sum().clamp(min=1)
+    has_soft = ~torch.isnan(soft).any(-1)
+    kd = -(torch.nan_to_num(soft) * logp).sum(-1)
+    w_hard = torch.where(has_soft, 1.0 - weight, 1.0) * has_y
+    w_soft = torch.where(has_y, weight, 1.0) * has_soft
+    return (w_hard * hard + w_soft * kd).sum() / len(y)
 
 
 def load_member(path: str | Path) -> tuple[RNNClassifier, dict[str, Any]]:
