@@ -5,6 +5,8 @@ Each submitted item gets its own future. The worker takes whatever is waiting, u
 server adds no latency; batches form by themselves while the previous batch runs). Inference
 runs in a single-thread executor, off the event loop; a failure is set on every waiter of that
 batch. With ``max_batch_size == 1`` the batcher is a pass-through: one item per inference call.
+``inline_if`` (optional) marks work small enough to run directly on the event loop when the
+batcher is idle — a sub-millisecond model costs less than the thread hop around it.
 The queue is created lazily inside the running loop, never at import time.
 """
 
@@ -31,6 +33,7 @@ class Batcher(Generic[In, Out]):
         name: str,
         max_batch_size: int = 32,
         max_wait_ms: float = 0.0,
+        inline_if: Callable[[Sequence[In]], bool] | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -41,6 +44,8 @@ class Batcher(Generic[In, Out]):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self.inline_if = inline_if
+        self._busy = False  # a batch is running in the executor
 
     @property
     def enabled(self) -> bool:
@@ -52,6 +57,15 @@ class Batcher(Generic[In, Out]):
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
         """Results in the order of ``items``; each item may land in a different batch."""
         loop = asyncio.get_running_loop()
+        if (
+            self.inline_if is not None
+            and not self._busy
+            and (self._queue is None or self._queue.empty())
+            and self.inline_if(items)
+        ):
+            # Idle and tiny: run on the loop. The hop to the inference thread and back would
+            # cost more than the model; nothing is waiting that a batch could have joined.
+            return self._run_batch(list(items))
         if not self.enabled:
             return [
                 (await loop.run_in_executor(self._executor, self._run_batch, [item]))[0]
@@ -105,6 +119,7 @@ class Batcher(Generic[In, Out]):
             live = [(item, fut) for item, fut in batch if not fut.done()]  # drop callers that left
             if not live:
                 continue
+            self._busy = True
             try:
                 outs = await loop.run_in_executor(
                     self._executor, self._run_batch, [i for i, _ in live]
@@ -114,6 +129,8 @@ class Batcher(Generic[In, Out]):
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            finally:
+                self._busy = False
             for (_, fut), out in zip(live, outs, strict=True):
                 if not fut.done():
                     fut.set_result(out)

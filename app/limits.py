@@ -14,6 +14,18 @@ class InflightLimiter:
         self.limit = limit
         self.current = 0
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free (event loop only, so a plain counter is race-free)."""
+        if self.current >= self.limit:
+            return False
+        self.current += 1
+        metrics.IN_FLIGHT.inc()
+        return True
+
+    def release(self) -> None:
+        self.current -= 1
+        metrics.IN_FLIGHT.dec()
+
     @contextmanager
     def slot(self) -> Iterator[None]:
         # Runs on the event loop only, so a plain counter is race-free.

@@ -2,7 +2,8 @@
 
 The registry only knows folders, cards and sessions; what a task does with its model lives in
 the task services. A request names a model as ``name`` or ``name:version``; without one, the
-task's default is used (configured, else the first name alphabetically at its newest version).
+task's default is used (configured in the settings, else in ``models/defaults.json``, else the
+first name alphabetically at its newest version).
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Registry:
         return found
 
     def load_all(self) -> None:
+        self.read_folder_defaults()
         for rec in self.discover():
             rec.sessions["model"] = self.open_session(rec, "onnx")
             self.records[(rec.task, rec.name, rec.version)] = rec
@@ -99,6 +101,22 @@ class Registry:
             )
         for task, ref in self.defaults.items():
             self.get(task, ref)  # fail fast on a default that does not exist
+
+    def read_folder_defaults(self) -> None:
+        """Task defaults shipped with the models (``<models_dir>/defaults.json``); a default set
+        in the settings wins over the file's."""
+        path = self.models_dir / "defaults.json"
+        if not path.is_file():
+            return
+        try:
+            shipped = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"unreadable {path.name}: {exc}") from exc
+        if not isinstance(shipped, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in shipped.items()
+        ):
+            raise ModelLoadError(f"{path.name} must map task names to model names")
+        self.defaults = {**shipped, **self.defaults}
 
     def open_session(self, rec: ModelRecord, key: str) -> OrtModel:
         return OrtModel(rec.file(key), self.providers, self.intra_op_threads)

@@ -37,11 +37,22 @@ class Settings(BaseSettings):
         ge=0.0,
         description="how long a batch may wait for more requests; 0 adds no latency when idle",
     )
+    inline_tokens: int = Field(
+        64,
+        ge=0,
+        description="a sentiment request of at most this many tokens runs on the event loop when "
+        "its model is idle (no thread hop); 0 always uses the inference thread",
+    )
     max_concurrent_requests: int = Field(
         512, ge=1, description="requests in flight before the service answers 429 (overloaded)"
     )
     max_texts: int = Field(64, ge=1, description="most texts in one /sentiment request")
-    max_text_chars: int = Field(2000, ge=1, description="longest text accepted, in characters")
+    max_text_chars: int = Field(
+        20_000,
+        ge=1,
+        description="longest /sentiment text accepted, in characters (a long movie review is "
+        "~10,000); longer texts get 413",
+    )
 
     max_context_chars: int = Field(
         50_000, ge=1, description="longest /next-word text accepted, in characters"

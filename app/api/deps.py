@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -21,11 +20,3 @@ async def get_container(request: Request) -> Container:
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
-
-
-async def inflight_slot(container: ContainerDep) -> AsyncIterator[None]:
-    with container.limiter.slot():
-        yield
-
-
-InflightDep = Depends(inflight_slot)

@@ -1,11 +1,16 @@
-"""Request metrics as a plain ASGI middleware (cheaper than BaseHTTPMiddleware)."""
+"""The edge of the service as one plain ASGI middleware (cheaper than BaseHTTPMiddleware):
+request metrics, and admission control — an inference request beyond the in-flight limit is
+answered 429 at once, before its body is read or any work is queued."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import orjson
+
 from app import metrics
+from app.api.errors import error_body
 
 KNOWN_ROUTES = {
     "/sentiment",
@@ -17,6 +22,7 @@ KNOWN_ROUTES = {
     "/v1/models",
     "/metrics",
 }
+INFERENCE_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast"}
 
 
 class MetricsMiddleware:
@@ -41,8 +47,39 @@ class MetricsMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
+        container = getattr(scope["app"].state, "container", None) if "app" in scope else None
+        limiter = getattr(container, "limiter", None) if path in INFERENCE_ROUTES else None
         try:
-            await self.app(scope, receive, send_wrapper)
+            if limiter is None:
+                await self.app(scope, receive, send_wrapper)
+            elif not limiter.try_acquire():
+                await _reject(send_wrapper, limiter.limit)
+            else:
+                try:
+                    await self.app(scope, receive, send_wrapper)
+                finally:
+                    limiter.release()
         finally:
             metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - t0)
             metrics.REQUESTS.labels(route, str(status["code"])).inc()
+
+
+async def _reject(send: Any, limit: int) -> None:
+    body = orjson.dumps(
+        error_body(
+            "overloaded",
+            f"the server is at its limit of {limit} requests in flight; retry shortly",
+        )
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 429,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"1"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

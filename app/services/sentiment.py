@@ -7,6 +7,7 @@ long review does not make short texts pay for its padding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,8 +85,16 @@ class SentimentModel:
         self.output_name = next(iter(card["onnx"]["outputs"]))
         self.session = rec.sessions["model"]
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
-            self._predict, rec.ref, settings.max_batch_size, settings.max_batch_wait_ms
+            self._predict,
+            rec.ref,
+            settings.max_batch_size,
+            settings.max_batch_wait_ms,
+            inline_if=self._small if settings.inline_tokens > 0 else None,
         )
+        self.inline_tokens = settings.inline_tokens
+
+    def _small(self, seqs: Sequence[np.ndarray]) -> bool:
+        return sum(len(s) for s in seqs) <= self.inline_tokens
 
     def encode(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         """(ids cut to max_length, full token count) per text."""

@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.deps import ContainerDep, InflightDep
+from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef
 from app.errors import ModelNotFound
 from app.services.forecast import SeriesInput
@@ -86,7 +86,6 @@ EXAMPLE = {
     "/forecast",
     summary="Forecast one or many series with prediction intervals",
     responses={200: {"model": ForecastResponse}, **ERROR_RESPONSES},
-    dependencies=[InflightDep],
 )
 async def forecast(
     request: Annotated[ForecastRequest, Body(openapi_examples=EXAMPLE)], container: ContainerDep

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field, model_validator
 
-from app.api.deps import ContainerDep, InflightDep
+from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef, StrictRequest
 from app.container import Container
 from app.errors import ModelNotFound
@@ -86,7 +86,6 @@ def _service(container: Container, model: str | None) -> NextWordService:
     summary="Suggest the next words; optionally complete the text",
     response_model=NextWordResponse,
     responses=ERROR_RESPONSES,
-    dependencies=[InflightDep],
 )
 async def next_word(
     request: Annotated[NextWordRequest, Body(openapi_examples=EXAMPLES)], container: ContainerDep
@@ -116,7 +115,6 @@ async def next_word(
     summary="Log-likelihood and perplexity of a text",
     response_model=ScoreResponse,
     responses=ERROR_RESPONSES,
-    dependencies=[InflightDep],
 )
 async def score(
     request: Annotated[
