@@ -1,7 +1,18 @@
-"""Everything the service builds at start-up, in one object owned by the app's lifespan."""
+"""Everything the service builds at start-up, in one object owned by the app's lifespan.
+
+Models load one folder at a time: each is opened, wrapped by its task service and smoke-checked
+(one real inference) before it can take traffic. A folder that fails is recorded with its reason
+(``/readyz`` and ``/v1/models`` show it) and the others are served, unless
+``SEQSERVE_REQUIRE_ALL_MODELS`` asks for all or nothing. ``reload()`` repeats this off to the side
+for new or changed folders and swaps the result in with one assignment per layer; a version that
+fails keeps its previous copy serving, and replaced copies are closed after a grace period so
+requests already holding them finish.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -9,14 +20,51 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import metrics
+from app.errors import ModelLoadError, SeqServeError
 from app.limits import InflightLimiter
-from app.registry import Registry
+from app.registry import ModelRecord, Registry
+from app.services.base import TaskModel, TaskService
 from app.services.forecast import ForecastService
 from app.services.next_word import NextWordService
 from app.services.sentiment import SentimentService
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
+Key = tuple[str, str, str]
+
+
+@dataclass
+class LoadPlan:
+    """A complete next generation of models, built but not yet serving."""
+
+    records: dict[Key, ModelRecord]
+    models: dict[str, dict[str, TaskModel]]
+    failed: dict[str, str]
+    loaded: list[str] = field(default_factory=list)  # new or changed, now serving
+    unchanged: list[str] = field(default_factory=list)
+    kept_previous: list[str] = field(default_factory=list)  # changed but broken: old one serves
+    removed: list[str] = field(default_factory=list)
+    retired: list[TaskModel] = field(default_factory=list)  # to close once requests finish
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "loaded": self.loaded,
+            "unchanged": self.unchanged,
+            "kept_previous": self.kept_previous,
+            "removed": self.removed,
+            "failed": self.failed,
+        }
+
+
+def fingerprint(rec: ModelRecord) -> str:
+    """Changes whenever any file of the model folder changes (content of the card, size and
+    modification time of the rest), so a reload reloads exactly what was touched."""
+    h = hashlib.sha256((rec.path / "card.json").read_bytes())
+    for f in sorted(rec.path.iterdir()):
+        if f.is_file() and f.name != "card.json":
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -24,12 +72,17 @@ class Container:
     settings: Settings
     registry: Registry
     limiter: InflightLimiter
-    sentiment: SentimentService | None = None
-    next_word: NextWordService | None = None
-    forecast: ForecastService | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    sentiment: SentimentService
+    next_word: NextWordService
+    forecast: ForecastService
     started: float = field(default_factory=time.time)
     load_seconds: float = 0.0
+    fingerprints: dict[Key, str] = field(default_factory=dict)
+    _reload_lock: asyncio.Lock | None = None
+
+    @property
+    def services(self) -> dict[str, TaskService[Any]]:
+        return {s.task: s for s in (self.sentiment, self.next_word, self.forecast)}
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -40,25 +93,126 @@ class Container:
             settings.intra_op_threads,
             settings.default_models,
         )
-        registry.load_all()
-        c = cls(settings, registry, InflightLimiter(settings.max_concurrent_requests))
-        tasks = registry.tasks()
-        if "sentiment" in tasks:
-            c.sentiment = SentimentService(registry, settings)
-        if "next-word" in tasks:
-            c.next_word = NextWordService(registry, settings, state_secret(settings))
-        if "forecast" in tasks:
-            c.forecast = ForecastService(registry, settings)
-        for task in tasks:
-            metrics.MODELS_LOADED.labels(task).set(len(registry.models(task)))
+        registry.read_folder_defaults()
+        c = cls(
+            settings,
+            registry,
+            InflightLimiter(settings.max_concurrent_requests),
+            SentimentService(registry, settings),
+            NextWordService(registry, settings, state_secret(settings)),
+            ForecastService(registry, settings),
+        )
+        plan = c.prepare()
+        if plan.failed and settings.require_all_models:
+            raise ModelLoadError(
+                "SEQSERVE_REQUIRE_ALL_MODELS is set and some models failed to load: "
+                + "; ".join(f"{k}: {v}" for k, v in plan.failed.items())
+            )
+        c.commit(plan)
+        registry.check_defaults()
         c.load_seconds = time.perf_counter() - t0
-        log.info("loaded %d models in %.2fs", len(registry.records), c.load_seconds)
+        log.info(
+            "loaded %d models in %.2fs (%d failed)",
+            len(registry.records),
+            c.load_seconds,
+            len(plan.failed),
+        )
         return c
 
+    def prepare(self) -> LoadPlan:
+        """Build the next generation: unchanged models are reused, new or changed ones are
+        loaded and smoke-checked. Blocking (sessions load): reloads run it in a thread."""
+        found, failed = self.registry.scan()
+        current = dict(self.registry.records)
+        plan = LoadPlan({}, {task: {} for task in self.services}, dict(failed))
+        for where in failed:
+            log.error("model %s not loaded: %s", where, failed[where])
+            metrics.MODEL_LOAD_FAILURES.labels(where.split("/")[0]).inc()
+        for rec in found:
+            key = (rec.task, rec.name, rec.version)
+            where = f"{rec.task}/{rec.ref}"
+            old = current.get(key)
+            try:
+                fp = fingerprint(rec)
+            except OSError as exc:
+                fp = f"unreadable: {exc}"
+            if old is not None and self.fingerprints.get(key) == fp:
+                self._keep(plan, key, old)
+                plan.unchanged.append(where)
+                continue
+            try:
+                model = self._load(rec)
+            except Exception as exc:  # any failure of one model must not affect the others
+                reason = exc.message if isinstance(exc, SeqServeError) else f"{type(exc).__name__}"
+                if not isinstance(exc, SeqServeError):
+                    reason += f": {exc}"
+                plan.failed[where] = reason
+                log.error("model %s not loaded: %s", where, reason)
+                metrics.MODEL_LOAD_FAILURES.labels(rec.task).inc()
+                if old is not None:
+                    self._keep(plan, key, old)
+                    plan.kept_previous.append(where)
+                continue
+            plan.records[key] = rec
+            plan.models[rec.task][rec.ref] = model
+            self.fingerprints[key] = fp
+            plan.loaded.append(where)
+            if old is not None:
+                plan.retired.append(self.services[rec.task].by_ref[old.ref])
+        for key, old in current.items():
+            if key not in plan.records:
+                plan.removed.append(f"{old.task}/{old.ref}")
+                plan.retired.append(self.services[old.task].by_ref[old.ref])
+                self.fingerprints.pop(key, None)
+        return plan
+
+    def _keep(self, plan: LoadPlan, key: Key, old: ModelRecord) -> None:
+        plan.records[key] = old
+        plan.models[old.task][old.ref] = self.services[old.task].by_ref[old.ref]
+
+    def _load(self, rec: ModelRecord) -> TaskModel:
+        service = self.services.get(rec.task)
+        if service is None:
+            raise ModelLoadError(
+                f"unknown task {rec.task!r}; this server serves {sorted(self.services)}"
+            )
+        self.registry.open_record(rec)
+        model = service.build(rec)
+        model.smoke()
+        log.info("loaded %s/%s (%s)", rec.task, rec.ref, ", ".join(rec.sessions["model"].providers))
+        return model
+
+    def commit(self, plan: LoadPlan) -> None:
+        """Swap the plan in: one assignment for the registry, one per task service, with no
+        await in between, so every request sees one generation."""
+        self.registry.replace(plan.records)
+        self.registry.failed = plan.failed
+        for task, service in self.services.items():
+            service.swap(plan.models[task])
+            metrics.MODELS_LOADED.labels(task).set(len(plan.models[task]))
+
+    async def reload(self) -> dict[str, Any]:
+        """Rescan the models folder; one reload at a time."""
+        if self._reload_lock is None:
+            self._reload_lock = asyncio.Lock()
+        async with self._reload_lock:
+            t0 = time.perf_counter()
+            plan = await asyncio.to_thread(self.prepare)
+            self.commit(plan)
+            if plan.retired:
+                asyncio.get_running_loop().create_task(self._retire(plan.retired))
+            report = {**plan.report(), "seconds": round(time.perf_counter() - t0, 3)}
+            log.info("reload: %s", report)
+            return report
+
+    async def _retire(self, models: list[TaskModel]) -> None:
+        await asyncio.sleep(self.settings.reload_grace_seconds)
+        for m in models:
+            await m.close()
+
     async def close(self) -> None:
-        for service in (self.sentiment, self.next_word, self.forecast):
-            if service is not None:
-                await service.close()
+        for service in self.services.values():
+            await service.close()
 
 
 def state_secret(settings: Settings) -> bytes:

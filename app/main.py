@@ -10,10 +10,12 @@ from fastapi import FastAPI
 
 from app import metrics
 from app.api import errors
-from app.api.middleware import MetricsMiddleware
+from app.api.middleware import EdgeMiddleware
 from app.api.routes import forecast, health, models, next_word, sentiment
 from app.container import Container
 from app.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """Recurrent sequence models (LSTM/GRU) served with onnxruntime.
 
@@ -26,6 +28,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.api_keys:
+            log.warning(
+                "SEQSERVE_API_KEYS is not set: the inference and model endpoints are open to "
+                "anyone who can reach this port"
+            )
         container = Container.build(settings)
         app.state.container = container
         try:
@@ -38,7 +45,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="seqserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.container = None
     errors.install(app)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(
+        EdgeMiddleware,
+        api_keys=[k.get_secret_value() for k in settings.api_keys],
+        max_body_bytes=settings.max_body_bytes,
+    )
     for module in (health, models, sentiment, next_word, forecast):
         app.include_router(module.router)
     return app

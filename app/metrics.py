@@ -29,6 +29,11 @@ REQUEST_SECONDS = Histogram(
     ["route"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+REJECTED = Counter(
+    "seqserve_rejected_total",
+    "requests refused before any work (429 overload / queue full, 503 deadline)",
+    ["route", "reason"],
+)
 BATCH_SIZE = Histogram(
     "seqserve_batch_size",
     "items per inference call",
@@ -46,6 +51,11 @@ IN_FLIGHT = Gauge(
     "seqserve_requests_in_flight",
     "inference requests being served",
     multiprocess_mode="livesum",
+)
+MODEL_LOAD_FAILURES = Counter(
+    "seqserve_model_load_failures_total",
+    "model versions refused at start-up or reload (unreadable, corrupt, failed smoke check)",
+    ["task"],
 )
 MODELS_LOADED = Gauge(
     "seqserve_models_loaded", "model versions loaded", ["task"], multiprocess_mode="max"

@@ -73,34 +73,62 @@ class Registry:
         self.intra_op_threads = intra_op_threads
         self.defaults = defaults or {}
         self.records: dict[tuple[str, str, str], ModelRecord] = {}
+        self.failed: dict[str, str] = {}  # task/name/version -> why it is not served
 
-    def discover(self) -> list[ModelRecord]:
-        """Read every card under the models dir (no sessions yet)."""
-        found = []
+    def scan(self) -> tuple[list[ModelRecord], dict[str, str]]:
+        """Read every card under the models dir (no sessions yet). A folder whose card cannot
+        be read is reported in the second value (``task/name/version`` -> reason), not raised,
+        so one broken folder never hides the healthy ones."""
+        found: list[ModelRecord] = []
+        failed: dict[str, str] = {}
         for card_path in sorted(self.models_dir.glob("*/*/*/card.json")):
             folder = card_path.parent
             task, name, version = folder.parts[-3:]
+            where = f"{task}/{name}/{version}"
             try:
                 card = json.loads(card_path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ModelLoadError(f"unreadable card {card_path}: {exc}") from exc
-            if card.get("task") != task:
-                raise ModelLoadError(
-                    f"{card_path} says task {card.get('task')!r} but lives under {task!r}"
-                )
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                failed[where] = f"unreadable card.json: {exc}"
+                continue
+            if not isinstance(card, dict) or card.get("task") != task:
+                got = card.get("task") if isinstance(card, dict) else None
+                failed[where] = f"card.json says task {got!r} but the folder is under {task!r}"
+                continue
             found.append(ModelRecord(task, name, version, folder, card))
+        return found, failed
+
+    def discover(self) -> list[ModelRecord]:
+        """Every readable card; the first unreadable one raises (the CLI and strict loading)."""
+        found, failed = self.scan()
+        if failed:
+            where, reason = next(iter(failed.items()))
+            raise ModelLoadError(f"{where}: {reason}")
         return found
 
+    def open_record(self, rec: ModelRecord) -> ModelRecord:
+        """Open the record's main session (raises ModelLoadError with the reason)."""
+        rec.sessions["model"] = self.open_session(rec, "onnx")
+        return rec
+
     def load_all(self) -> None:
+        """Strict loading: every model must load (used by the CLI and tests)."""
         self.read_folder_defaults()
         for rec in self.discover():
-            rec.sessions["model"] = self.open_session(rec, "onnx")
+            self.open_record(rec)
             self.records[(rec.task, rec.name, rec.version)] = rec
             log.info(
                 "loaded %s/%s (%s)", rec.task, rec.ref, ", ".join(rec.sessions["model"].providers)
             )
+        self.check_defaults()
+
+    def check_defaults(self) -> None:
         for task, ref in self.defaults.items():
-            self.get(task, ref)  # fail fast on a default that does not exist
+            if task in self.tasks():
+                self.get(task, ref)  # fail fast on a default that does not exist
+
+    def replace(self, records: dict[tuple[str, str, str], ModelRecord]) -> None:
+        """Swap in a new set of loaded models in one assignment (requests see old or new)."""
+        self.records = records
 
     def read_folder_defaults(self) -> None:
         """Task defaults shipped with the models (``<models_dir>/defaults.json``); a default set

@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         512, ge=1, description="requests in flight before the service answers 429 (overloaded)"
     )
+    max_body_bytes: int = Field(
+        8_000_000,
+        ge=1024,
+        description="largest request body, in bytes; larger bodies get 413 before they are read "
+        "whole (all 414 M4 series in one /forecast body are ~3 MB)",
+    )
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description='JSON list of API keys (e.g. ["k1","k2"]); when set, inference and model '
+        "endpoints need 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (401 otherwise); "
+        "health, readiness and metrics stay open. Unset: open, with a warning at start-up",
+    )
     max_texts: int = Field(64, ge=1, description="most texts in one /sentiment request")
     max_text_chars: int = Field(
         20_000,
@@ -65,10 +77,32 @@ class Settings(BaseSettings):
         ge=1,
         description="largest forecast batch (windows are equal-length, so big batches are cheap)",
     )
+    require_all_models: bool = Field(
+        False,
+        description="refuse to start when any model folder fails to load; by default the healthy "
+        "models are served and /readyz and /v1/models name the broken one and why",
+    )
+    admin_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="JSON list of keys for POST /admin/reload (401 without a key, 403 with a "
+        "non-admin one); unset: the admin endpoint answers 404",
+    )
+    reload_grace_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        description="after a reload, replaced model versions are closed this long later, so "
+        "requests already running on them finish",
+    )
     state_secret: SecretStr | None = Field(
         None,
         description="HMAC key signing next-word state tokens; share it across replicas. When "
         "unset, a random key is made at start-up and tokens do not survive a restart",
+    )
+
+    state_previous_secrets: list[SecretStr] = Field(
+        default_factory=list,
+        description="JSON list of earlier state secrets: tokens they signed still verify (key "
+        "rotation); new tokens are always signed with SEQSERVE_STATE_SECRET",
     )
 
     @field_validator("providers")

@@ -26,7 +26,11 @@ state: dict[str, Any] = {}
 
 
 def _card(task: str) -> tuple[Path, dict[str, Any]] | None:
-    cards = sorted(MODELS.glob(f"{task}/*/*/card.json"))
+    """The task's default model as seqserve picks it (models/defaults.json, else the last)."""
+    defaults_file = MODELS / "defaults.json"
+    defaults = json.loads(defaults_file.read_text()) if defaults_file.is_file() else {}
+    name = defaults.get(task, "*").split(":")[0]
+    cards = sorted(MODELS.glob(f"{task}/{name}/*/card.json"))
     return (cards[-1].parent, json.loads(cards[-1].read_text())) if cards else None
 
 

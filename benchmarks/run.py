@@ -206,6 +206,16 @@ def m4_series(limit: int | None = None) -> list[dict[str, Any]]:
     return out[:limit] if limit else out
 
 
+def review_text(words: int) -> str:
+    """A real IMDB dev review of about ``words`` words (a fixed stand-in without the data)."""
+    path = DATA / "imdb" / "dev.tsv"
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        return min((r["sentence"] for r in rows), key=lambda t: abs(len(t.split()) - words))
+    return " ".join((SENTENCE.split() * (words // 20 + 1))[:words])
+
+
 def wikitext_context(words: int) -> str:
     """A ``words``-word running text (WikiText-2 valid when present)."""
     path = DATA / "wikitext2" / "valid.txt"
@@ -224,7 +234,12 @@ def main() -> int:
     ap.add_argument(
         "--concurrency", type=int, nargs="+", default=[1, 8, 64], help="connections per point"
     )
-    ap.add_argument("--endpoints", nargs="+", default=["sentiment", "next-word", "forecast"])
+    ap.add_argument(
+        "--endpoints",
+        nargs="+",
+        default=["sentiment", "sentiment-review", "next-word", "forecast"],
+        help="sentiment-review: /sentiment with a 230-word movie review",
+    )
     ap.add_argument("--quick", action="store_true", help="2 s per point, concurrency 1 and 8 only")
     ap.add_argument("--no-baseline", action="store_true", help="skip the PyTorch-eager server")
     ap.add_argument("--out", type=Path, default=OUT, help="where results go")
@@ -247,8 +262,21 @@ def main() -> int:
     ]
     if not args.no_baseline:
         variants.append(("pytorch-eager", "benchmarks.baseline_server:app", {}))
+    trivial_dir = Path(tempfile.mkdtemp(prefix="seqserve-trivial-"))
+    from benchmarks.trivial_model import write as write_trivial
+
+    write_trivial(trivial_dir)
+    # The request path alone: the same service and route with a model that does no work.
+    variants.append(
+        (
+            "seqserve-trivial-model",
+            "app.main:app",
+            {**secret, "SEQSERVE_MODELS_DIR": str(trivial_dir)},
+        )
+    )
     bodies = {
         "sentiment": {"text": SENTENCE},
+        "sentiment-review": {"text": review_text(230)},
         "next-word": {"text": SENTENCE, "k": 5},
         "forecast": {"series": [m4_series(1)[0]], "horizon": 48},
     }
@@ -275,13 +303,17 @@ def main() -> int:
             result["extra"].setdefault("cold_start_s", {})[name] = round(server.cold_start_s, 3)
             try:
                 for ep in args.endpoints:
+                    if name == "seqserve-trivial-model" and ep != "sentiment":
+                        continue
+                    path = "/" + ep.removesuffix("-review")
                     try:
-                        post(server.url + "/" + ep, bodies[ep])
+                        post(server.url + path, bodies[ep])
                     except urllib.error.HTTPError as exc:
                         print(f"  {ep}: not served ({exc.code})", flush=True)
                         continue
-                    for c in args.concurrency:
-                        r = wrk(server.url + "/" + ep, bodies[ep], c, args.seconds, work)
+                    levels = [1] if name == "seqserve-trivial-model" else args.concurrency
+                    for c in levels:
+                        r = wrk(server.url + path, bodies[ep], c, args.seconds, work)
                         r.update(server=name, endpoint=ep, concurrency=c)
                         result["load"].append(r)
                         print(

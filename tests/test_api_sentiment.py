@@ -97,7 +97,8 @@ def test_health_ready_models_and_metrics(client: TestClient) -> None:
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and any(m.startswith("sentiment/") for m in ready["models"])
     models = client.get("/v1/models").json()
-    sent = next(m for m in models["models"] if m["task"] == "sentiment")
+    default = models["defaults"]["sentiment"]
+    sent = next(m for m in models["models"] if f"{m['name']}:{m['version']}" == default)
     assert sent["metrics"]["dev_accuracy"] >= 0.85
     assert client.get(f"/v1/models/{sent['name']}").json()["versions"][0]["card"]["labels"] == [
         "negative",

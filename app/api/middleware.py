@@ -1,10 +1,18 @@
-"""The edge of the service as one plain ASGI middleware (cheaper than BaseHTTPMiddleware):
-request metrics, and admission control — an inference request beyond the in-flight limit is
-answered 429 at once, before its body is read or any work is queued."""
+"""The edge of the service, as one plain ASGI middleware (cheaper than BaseHTTPMiddleware).
+
+Everything here happens before a request's body is read or any work is queued:
+- metrics (per route and status),
+- draining: once shutdown has begun, new requests get 503,
+- API keys for the inference and model endpoints (health, readiness and metrics stay open),
+- a body-size cap (413 from ``Content-Length``, or as soon as a streamed body passes it),
+- admission control: past the in-flight limit an inference request gets 429 + Retry-After.
+"""
 
 from __future__ import annotations
 
+import hmac
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -21,24 +29,49 @@ KNOWN_ROUTES = {
     "/readyz",
     "/v1/models",
     "/metrics",
+    "/admin/reload",
 }
 INFERENCE_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast"}
+OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"}
 
 
-class MetricsMiddleware:
-    def __init__(self, app: Any) -> None:
+def route_of(path: str) -> str:
+    if path in KNOWN_ROUTES:
+        return path
+    return "/v1/models/{name}" if path.startswith("/v1/models/") else "other"
+
+
+def presented_key(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
+    """The key from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    for name, value in headers:
+        if name == b"x-api-key":
+            return value.strip()
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].strip()
+    return None
+
+
+def key_matches(key: bytes | None, keys: Sequence[bytes]) -> bool:
+    """Constant-time comparison against every configured key (no early exit on a match)."""
+    if key is None:
+        return False
+    found = False
+    for k in keys:
+        found |= hmac.compare_digest(key, k)
+    return found
+
+
+class EdgeMiddleware:
+    def __init__(self, app: Any, api_keys: Sequence[str] = (), max_body_bytes: int = 0) -> None:
         self.app = app
+        self.api_keys = [k.encode() for k in api_keys]
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        route = (
-            path
-            if path in KNOWN_ROUTES
-            else ("/v1/models/{name}" if path.startswith("/v1/models/") else "other")
-        )
         status = {"code": 500}
         t0 = time.perf_counter()
 
@@ -47,38 +80,110 @@ class MetricsMiddleware:
                 status["code"] = message["status"]
             await send(message)
 
-        container = getattr(scope["app"].state, "container", None) if "app" in scope else None
-        limiter = getattr(container, "limiter", None) if path in INFERENCE_ROUTES else None
         try:
-            if limiter is None:
-                await self.app(scope, receive, send_wrapper)
-            elif not limiter.try_acquire():
-                await _reject(send_wrapper, limiter.limit)
-            else:
-                try:
-                    await self.app(scope, receive, send_wrapper)
-                finally:
-                    limiter.release()
+            await self._handle(scope, receive, send_wrapper, path)
         finally:
+            route = route_of(path)
             metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - t0)
             metrics.REQUESTS.labels(route, str(status["code"])).inc()
 
+    async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
+        state = scope["app"].state if "app" in scope else None
+        container = getattr(state, "container", None)
+        if getattr(state, "draining", False) and path not in ("/healthz", "/metrics"):
+            await reply(send, 503, "shutting_down", "the server is shutting down; retry another")
+            return
+        if self.api_keys and path not in OPEN_PATHS and not path.startswith("/admin/"):
+            if not key_matches(presented_key(scope.get("headers", [])), self.api_keys):
+                await reply(
+                    send,
+                    401,
+                    "unauthorized",
+                    "a valid API key is required: 'Authorization: Bearer <key>' or "
+                    "'X-API-Key: <key>'",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+        if self.max_body_bytes and scope.get("method") in ("POST", "PUT", "PATCH"):
+            length = dict(scope.get("headers", [])).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                await reply(send, 413, "body_too_large", self._too_large_message())
+                return
+            body = await self._read_capped(receive)
+            if body is None:
+                await reply(send, 413, "body_too_large", self._too_large_message())
+                return
+            receive = _replay(body, receive)
+        limiter = getattr(container, "limiter", None) if path in INFERENCE_ROUTES else None
+        if limiter is not None and not limiter.try_acquire():
+            metrics.REJECTED.labels(route_of(path), "in_flight_limit").inc()
+            await reply(
+                send,
+                429,
+                "overloaded",
+                f"the server is at its limit of {limiter.limit} requests in flight; retry shortly",
+                [(b"retry-after", b"1")],
+            )
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if limiter is not None:
+                limiter.release()
 
-async def _reject(send: Any, limit: int) -> None:
-    body = orjson.dumps(
-        error_body(
-            "overloaded",
-            f"the server is at its limit of {limit} requests in flight; retry shortly",
-        )
-    )
+    def _too_large_message(self) -> str:
+        return f"request body is larger than the limit of {self.max_body_bytes} bytes"
+
+    async def _read_capped(self, receive: Any) -> bytes | None:
+        """The whole body, or None as soon as it passes the cap (the rest is never read)."""
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # client went away; the app will see an empty body
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """A receive() that hands the buffered body to the app once, then waits on the client
+    (so a disconnect still reaches the app)."""
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        message: dict[str, Any] = await receive()
+        return message
+
+    return replay
+
+
+async def reply(
+    send: Any,
+    status: int,
+    code: str,
+    message: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = orjson.dumps(error_body(code, message))
     await send(
         {
             "type": "http.response.start",
-            "status": 429,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"1"),
+                *(headers or []),
             ],
         }
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 
-from app.errors import InputTooLarge, InvalidInput
+import numpy as np
+
+from app.errors import InputTooLarge, InvalidInput, ModelLoadError
 
 # Lone UTF-16 surrogates (valid in JSON as "\ud800", not encodable as UTF-8) and control
 # characters other than tab/newline/carriage return (NUL, escape, C1 controls).
@@ -28,3 +30,14 @@ def check_text(text: str, field: str, max_chars: int) -> str:
     if not clean.strip():
         raise InvalidInput(f"{field} is empty or whitespace-only")
     return clean
+
+
+def expect(ok: bool, what: str) -> None:
+    """A smoke-check assertion that survives ``python -O``: a failed check refuses the model."""
+    if not ok:
+        raise ModelLoadError(f"smoke check failed: {what}")
+
+
+def expect_finite(x: np.ndarray, shape: tuple[int, ...], name: str) -> None:
+    expect(x.shape == shape, f"{name} has shape {tuple(x.shape)}, the card says {shape}")
+    expect(bool(np.isfinite(x).all()), f"{name} has non-finite values")

@@ -16,7 +16,9 @@ import numpy as np
 
 from app.batching import Batcher
 from app.errors import InputTooLarge, InvalidInput
-from app.registry import ModelRecord, Registry
+from app.registry import ModelRecord
+from app.services.base import TaskService
+from app.services.common import expect, expect_finite
 from app.settings import Settings
 
 TASK = "forecast"
@@ -108,6 +110,16 @@ class ForecastModel:
         med, q = res[self.median_name], res[self.quantiles_name]
         return [(med[i], q[i]) for i in range(len(windows))]
 
+    def smoke(self) -> None:
+        """One real inference before the model takes traffic (raises ModelLoadError)."""
+        med, q = self._predict([np.linspace(10.0, 20.0, self.window, dtype=np.float32)])[0]
+        expect_finite(med, (self.max_horizon,), "median")
+        expect(q.shape[0] == self.max_horizon, f"quantiles have shape {q.shape}")
+        expect(bool(np.isfinite(q).all()), "quantiles have non-finite values")
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
     def validate(self, series: list[SeriesInput], horizon: int) -> None:
         if not 1 <= horizon <= self.max_horizon:
             raise InvalidInput(
@@ -168,16 +180,16 @@ class ForecastModel:
         return results
 
 
-class ForecastService:
-    def __init__(self, registry: Registry, settings: Settings) -> None:
-        self.registry = registry
-        self.settings = settings
-        self.by_ref = {rec.ref: ForecastModel(rec, settings) for rec in registry.models(TASK)}
+class ForecastService(TaskService[ForecastModel]):
+    task = TASK
+
+    def build(self, rec: ModelRecord) -> ForecastModel:
+        return ForecastModel(rec, self.settings)
 
     async def forecast(
         self, series: list[SeriesInput], horizon: int | None, levels: list[float], model: str | None
     ) -> tuple[ModelRecord, list[SeriesForecast]]:
-        rec = self.registry.get(TASK, model)
+        rec, m = self.resolve(model)
         if not series:
             raise InvalidInput("series is empty; send at least one series")
         if len(series) > self.settings.max_series:
@@ -194,8 +206,4 @@ class ForecastService:
                     f"series {s.id!r} has {len(s.values)} values; the limit is "
                     f"{self.settings.max_series_values}"
                 )
-        return rec, await self.by_ref[rec.ref].forecast(series, horizon, levels)
-
-    async def close(self) -> None:
-        for m in self.by_ref.values():
-            await m.batcher.close()
+        return rec, await m.forecast(series, horizon, levels)

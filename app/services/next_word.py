@@ -18,7 +18,8 @@ from tokenizers import Tokenizer
 from app.batching import Batcher
 from app.errors import InputTooLarge, InvalidInput
 from app.registry import ModelRecord, Registry
-from app.services.common import check_text
+from app.services.base import TaskService
+from app.services.common import check_text, expect, expect_finite
 from app.services.state_token import StateCodec
 from app.settings import Settings
 
@@ -160,6 +161,16 @@ class NextWordModel:
                 out[r] = res[self.score_out[0]][k]
         return [o for o in out if o is not None]
 
+    def smoke(self) -> None:
+        """Both graphs once on a short text before the model takes traffic."""
+        ids = np.asarray(self.tokenizer.encode("the game").ids or [self.eos_id], dtype=np.int64)
+        out = self._run_next([StepItem(ids, self.zero_state())])[0]
+        expect_finite(out.log_probs, (len(self.id_to_token),), "next-word log-probabilities")
+        expect(len(out.state) == len(self.state_in), "state outputs differ from the card")
+        full = np.concatenate([[self.start_id], ids]).astype(np.int64)
+        lp = self._run_score([ScoreItem(full[:-1], full[1:], self.zero_state())])[0]
+        expect_finite(lp, (len(ids),), "token log-probabilities")
+
     # -- request logic ---------------------------------------------------------------------------
     def zero_state(self) -> list[np.ndarray]:
         return [np.zeros((self.layers, 1, self.hidden), dtype=np.float32) for _ in self.state_in]
@@ -246,18 +257,20 @@ class NextWordModel:
         await self.score_batcher.close()
 
 
-class NextWordService:
+class NextWordService(TaskService[NextWordModel]):
+    task = TASK
+
     def __init__(self, registry: Registry, settings: Settings, secret: bytes) -> None:
-        self.registry = registry
-        self.settings = settings
-        self.by_ref = {
-            rec.ref: NextWordModel(rec, registry, settings, secret) for rec in registry.models(TASK)
-        }
+        super().__init__(registry, settings)
+        self.secret = secret
+
+    def build(self, rec: ModelRecord) -> NextWordModel:
+        return NextWordModel(rec, self.registry, self.settings, self.secret)
 
     def _model(self, ref: str | None, text: str) -> tuple[ModelRecord, NextWordModel, str]:
-        rec = self.registry.get(TASK, ref)
+        rec, m = self.resolve(ref)
         clean = check_text(text, "text", self.settings.max_context_chars)
-        return rec, self.by_ref[rec.ref], clean
+        return rec, m, clean
 
     async def predict(
         self, text: str, model: str | None, **kwargs: Any
@@ -268,7 +281,3 @@ class NextWordService:
     async def score(self, text: str, model: str | None) -> tuple[ModelRecord, ScoreResult]:
         rec, m, clean = self._model(model, text)
         return rec, await m.score(clean)
-
-    async def close(self) -> None:
-        for m in self.by_ref.values():
-            await m.close()

@@ -15,8 +15,9 @@ from tokenizers import Tokenizer
 
 from app.batching import Batcher
 from app.errors import InputTooLarge, InvalidInput
-from app.registry import ModelRecord, Registry
-from app.services.common import check_text
+from app.registry import ModelRecord
+from app.services.base import TaskService
+from app.services.common import check_text, expect, expect_finite
 from app.settings import Settings
 
 TASK = "sentiment"
@@ -117,6 +118,15 @@ class SentimentModel:
                 result[run[idx]] = probs[row]
         return result
 
+    def smoke(self) -> None:
+        """One real inference before the model takes traffic (raises ModelLoadError)."""
+        p = self._predict([self.encode(["a good film"])[0][0]])[0]
+        expect_finite(p, (len(self.labels),), "probabilities")
+        expect(abs(float(p.sum()) - 1) < 1e-3, f"probabilities sum to {float(p.sum()):.4f}")
+
+    async def close(self) -> None:
+        await self.batcher.close()
+
     async def classify(self, texts: list[str]) -> list[Prediction]:
         encoded = self.encode(texts)
         probs = await self.batcher.submit_many([ids for ids, _ in encoded])
@@ -135,11 +145,11 @@ class SentimentModel:
         return preds
 
 
-class SentimentService:
-    def __init__(self, registry: Registry, settings: Settings) -> None:
-        self.registry = registry
-        self.settings = settings
-        self.by_ref = {rec.ref: SentimentModel(rec, settings) for rec in registry.models(TASK)}
+class SentimentService(TaskService[SentimentModel]):
+    task = TASK
+
+    def build(self, rec: ModelRecord) -> SentimentModel:
+        return SentimentModel(rec, self.settings)
 
     def validate(self, texts: list[str], field: str) -> list[str]:
         """The texts, normalized (see ``normalize_text``), or a typed error naming the field."""
@@ -158,10 +168,6 @@ class SentimentService:
     async def classify(
         self, texts: list[str], field: str, model: str | None
     ) -> tuple[ModelRecord, list[Prediction]]:
-        rec = self.registry.get(TASK, model)
+        rec, m = self.resolve(model)
         clean = self.validate(texts, field)
-        return rec, await self.by_ref[rec.ref].classify(clean)
-
-    async def close(self) -> None:
-        for m in self.by_ref.values():
-            await m.batcher.close()
+        return rec, await m.classify(clean)

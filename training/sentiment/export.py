@@ -261,6 +261,11 @@ def export_model(
         "dev_accuracy_fp32": fp32_acc,
         "dev_examples": len(dev_y),
         "members_dev_accuracy": [m["dev_accuracy"] for m in summary["members"]],
+        "members_selected_on": (
+            f"a random {summary['train_config']['val_split']:.0%} of the training rows"
+            if summary["train_config"].get("val_split")
+            else "the dev files (mean of their accuracies)"
+        ),
         "shipped_variant": shipped_variant,
     }
     example = dev_ids[int(np.argmin([abs(len(s) - 20) for s in dev_ids]))]
@@ -271,7 +276,7 @@ def export_model(
         **single_latency_ms(onnx_path, ensemble, toks.encode_batch(tok, [review], 10**6)[0]),
     }
     shutil.copy(run_dirs[0] / "tokenizer.json", out_dir / "tokenizer.json")
-    _plot_members(summary, out_dir / "curves.png")
+    _plot_members(summary, out_dir / "curves.png", name)
     mc = ckpts[0]["model_config"]
     kinds = sorted(
         {
@@ -288,6 +293,8 @@ def export_model(
         else f"{len(members)}-member ensemble of {'/'.join(kinds)} sentiment classifiers"
     )
     combine = "" if len(members) == 1 else "; outputs the mean of the members' probabilities"
+    if summary["train_config"].get("val_split"):
+        trained_on += f", {summary['train_config']['val_split']:.0%} of it held out for selection"
     if summary["train_config"].get("soft_labels"):
         combine += "; distilled from a transformer teacher's soft labels"
     card = {
@@ -352,7 +359,7 @@ def export_model(
     return card
 
 
-def _plot_members(summary: dict[str, Any], path: Path) -> None:
+def _plot_members(summary: dict[str, Any], path: Path, name: str) -> None:
     rows: dict[int, dict[str, float]] = {}
     keys_loss, keys_acc = [], []
     for m in summary["members"]:
@@ -369,7 +376,9 @@ def _plot_members(summary: dict[str, Any], path: Path) -> None:
         [rows[e] for e in sorted(rows)],
         path,
         [("loss", keys_loss), ("accuracy", keys_acc)],
-        title="SST-2 training curves (train vs dev, per member)",
+        title=f"{name}: training curves (train vs "
+        + ("validation split" if summary["train_config"].get("val_split") else "dev")
+        + ", per member)",
     )
 
 

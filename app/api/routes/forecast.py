@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef
-from app.errors import ModelNotFound
 from app.services.forecast import SeriesInput
 
 router = APIRouter(tags=["forecast"])
@@ -90,8 +89,6 @@ EXAMPLE = {
 async def forecast(
     request: Annotated[ForecastRequest, Body(openapi_examples=EXAMPLE)], container: ContainerDep
 ) -> Response:
-    if container.forecast is None:
-        raise ModelNotFound(request.model or "(default)", "forecast")
     series = [
         SeriesInput(s.id if s.id is not None else str(i), s.values, s.start, s.freq)
         for i, s in enumerate(request.series)

@@ -20,7 +20,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: every model is loaded",
+    summary="Readiness: models are loaded (a model that failed to load is named in 'failed')",
     responses={503: {"description": "still loading"}},
 )
 async def readyz(request: Request) -> Any:
@@ -30,6 +30,7 @@ async def readyz(request: Request) -> Any:
     return {
         "status": "ready",
         "models": sorted(f"{r.task}/{r.ref}" for r in container.registry.models()),
+        "failed": container.registry.failed,
         "load_seconds": round(container.load_seconds, 3),
     }
 

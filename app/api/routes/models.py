@@ -16,7 +16,11 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 async def list_models(container: ContainerDep) -> dict[str, Any]:
     reg = container.registry
     defaults = {task: reg.get(task).ref for task in sorted(reg.tasks())}
-    return {"models": [r.summary() for r in reg.models()], "defaults": defaults}
+    return {
+        "models": [r.summary() for r in reg.models()],
+        "defaults": defaults,
+        "failed": reg.failed,
+    }
 
 
 @router.get(

@@ -9,9 +9,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef, StrictRequest
-from app.container import Container
-from app.errors import ModelNotFound
-from app.services.next_word import NextWordService
 
 router = APIRouter(tags=["next-word"])
 
@@ -75,12 +72,6 @@ EXAMPLES = {
 }
 
 
-def _service(container: Container, model: str | None) -> NextWordService:
-    if container.next_word is None:
-        raise ModelNotFound(model or "(default)", "next-word")
-    return container.next_word
-
-
 @router.post(
     "/next-word",
     summary="Suggest the next words; optionally complete the text",
@@ -90,7 +81,7 @@ def _service(container: Container, model: str | None) -> NextWordService:
 async def next_word(
     request: Annotated[NextWordRequest, Body(openapi_examples=EXAMPLES)], container: ContainerDep
 ) -> NextWordResponse:
-    rec, res = await _service(container, request.model).predict(
+    rec, res = await container.next_word.predict(
         request.text,
         request.model,
         k=request.k,
@@ -122,7 +113,7 @@ async def score(
     ],
     container: ContainerDep,
 ) -> ScoreResponse:
-    rec, res = await _service(container, request.model).score(request.text, request.model)
+    rec, res = await container.next_word.score(request.text, request.model)
     return ScoreResponse(
         tokens=res.tokens,
         log_likelihood=res.log_likelihood,

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field, model_validator
 
 from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef, StrictRequest
-from app.errors import ModelNotFound
 from app.services.sentiment import Prediction
 
 router = APIRouter(tags=["sentiment"])
@@ -76,8 +75,6 @@ def _result(p: Prediction) -> dict[str, Any]:
 async def sentiment(
     request: Annotated[SentimentRequest, Body(openapi_examples=EXAMPLES)], container: ContainerDep
 ) -> Response:
-    if container.sentiment is None:
-        raise ModelNotFound(request.model or "(default)", "sentiment")
     texts, field = (
         ([request.text], "text") if request.text is not None else (request.texts, "texts")
     )

@@ -1,0 +1,90 @@
+"""The service's edge: API keys, body-size cap, admission control, draining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def keyed(tiny_sentiment_models: Path) -> TestClient:
+    settings = Settings(models_dir=tiny_sentiment_models, api_keys=["alpha-key", "beta-key"])
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Bearer alpha-key"},
+        {"authorization": "bearer beta-key"},
+        {"X-API-Key": "beta-key"},
+    ],
+)
+def test_a_valid_key_opens_inference_and_model_endpoints(
+    keyed: TestClient, headers: dict[str, str]
+) -> None:
+    assert keyed.post("/sentiment", json={"text": "good"}, headers=headers).status_code == 200
+    assert keyed.get("/v1/models", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "alpha-ke"}, {"Authorization": "alpha-key"}],
+)
+def test_missing_or_wrong_key_is_401_json(keyed: TestClient, headers: dict[str, str]) -> None:
+    for method, path in [("POST", "/sentiment"), ("GET", "/v1/models"), ("GET", "/v1/models/toy")]:
+        r = keyed.request(method, path, json={"text": "good"}, headers=headers)
+        assert r.status_code == 401, (path, r.text)
+        assert r.json()["error"]["code"] == "unauthorized"
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_health_readiness_and_metrics_stay_open(keyed: TestClient) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        assert keyed.get(path).status_code == 200, path
+
+
+def test_no_keys_means_open(tiny_sentiment_models: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_sentiment_models))) as c:
+        assert c.post("/sentiment", json={"text": "good"}).status_code == 200
+    assert "SEQSERVE_API_KEYS is not set" in caplog.text
+
+
+def test_body_over_the_cap_is_413_before_it_is_read(tiny_sentiment_models: Path) -> None:
+    settings = Settings(models_dir=tiny_sentiment_models, max_body_bytes=4096)
+    with TestClient(create_app(settings)) as c:
+        r = c.post("/sentiment", json={"text": "good " * 2000})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+        assert "4096 bytes" in r.json()["error"]["message"]
+
+        def chunks():  # no Content-Length: the cap applies while streaming
+            for _ in range(100):
+                yield b" " * 100
+
+        r = c.post("/sentiment", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413
+        assert c.post("/sentiment", json={"text": "good"}).status_code == 200
+
+
+def test_deeply_nested_json_is_a_400(client: TestClient) -> None:
+    body = '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    r = client.post("/sentiment", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "error" in r.json()
+
+
+def test_in_flight_limit_answers_429_with_retry_after(tiny_sentiment_models: Path) -> None:
+    settings = Settings(models_dir=tiny_sentiment_models, max_concurrent_requests=1)
+    with TestClient(create_app(settings)) as c:
+        c.app.state.container.limiter.current = 1  # type: ignore[attr-defined]
+        r = c.post("/sentiment", json={"text": "good"})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "overloaded"
+        assert c.get("/healthz").status_code == 200  # only inference is limited
+        c.app.state.container.limiter.current = 0  # type: ignore[attr-defined]
+        assert c.post("/sentiment", json={"text": "good"}).status_code == 200
