@@ -146,6 +146,8 @@ class Container:
                 reason = exc.message if isinstance(exc, SeqServeError) else f"{type(exc).__name__}"
                 if not isinstance(exc, SeqServeError):
                     reason += f": {exc}"
+                # Paths inside the models folder only: readiness output names no server paths.
+                reason = reason.replace(f"{self.settings.models_dir}/", "")
                 plan.failed[where] = reason
                 log.error("model %s not loaded: %s", where, reason)
                 metrics.MODEL_LOAD_FAILURES.labels(rec.task).inc()

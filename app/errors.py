@@ -59,3 +59,23 @@ class ModelLoadError(SeqServeError):
 
 class InferenceError(SeqServeError):
     code = "inference_error"
+
+
+class Unauthorized(SeqServeError):
+    code = "unauthorized"
+
+
+class Forbidden(SeqServeError):
+    code = "forbidden"
+
+
+class NotFound(SeqServeError):
+    code = "not_found"
+
+
+class DeadlineExceeded(SeqServeError):
+    code = "deadline_exceeded"
+
+
+class ShuttingDown(SeqServeError):
+    code = "shutting_down"

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import metrics
+from app import metrics, signals
 from app.api import errors
 from app.api.middleware import EdgeMiddleware
-from app.api.routes import forecast, health, models, next_word, sentiment
+from app.api.routes import admin, forecast, health, models, next_word, sentiment
 from app.container import Container
 from app.settings import Settings, get_settings
 
@@ -35,22 +35,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         container = Container.build(settings)
         app.state.container = container
+        app.state.draining = False
+        restore = signals.install(lambda: setattr(app.state, "draining", True), container.reload)
         try:
             yield
         finally:
+            restore()
             app.state.container = None
             await container.close()
             metrics.process_exiting()
 
     app = FastAPI(title="seqserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.container = None
+    app.state.draining = False
     errors.install(app)
     app.add_middleware(
         EdgeMiddleware,
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         max_body_bytes=settings.max_body_bytes,
     )
-    for module in (health, models, sentiment, next_word, forecast):
+    for module in (health, models, sentiment, next_word, forecast, admin):
         app.include_router(module.router)
     return app
 

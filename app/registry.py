@@ -73,18 +73,18 @@ class Registry:
         self.intra_op_threads = intra_op_threads
         self.defaults = defaults or {}
         self.records: dict[tuple[str, str, str], ModelRecord] = {}
-        self.failed: dict[str, str] = {}  # task/name/version -> why it is not served
+        self.failed: dict[str, str] = {}  # task/name:version -> why it is not served
 
     def scan(self) -> tuple[list[ModelRecord], dict[str, str]]:
         """Read every card under the models dir (no sessions yet). A folder whose card cannot
-        be read is reported in the second value (``task/name/version`` -> reason), not raised,
+        be read is reported in the second value (``task/name:version`` -> reason), not raised,
         so one broken folder never hides the healthy ones."""
         found: list[ModelRecord] = []
         failed: dict[str, str] = {}
         for card_path in sorted(self.models_dir.glob("*/*/*/card.json")):
             folder = card_path.parent
             task, name, version = folder.parts[-3:]
-            where = f"{task}/{name}/{version}"
+            where = f"{task}/{name}:{version}"
             try:
                 card = json.loads(card_path.read_text())
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -25,6 +25,11 @@ STATUS: dict[type[errors.SeqServeError], int] = {
     errors.NotReady: 503,
     errors.ModelLoadError: 503,
     errors.InferenceError: 500,
+    errors.Unauthorized: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.DeadlineExceeded: 503,
+    errors.ShuttingDown: 503,
 }
 
 

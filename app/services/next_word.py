@@ -118,7 +118,12 @@ class NextWordModel:
         if "score" not in rec.sessions:
             rec.sessions["score"] = registry.open_session(rec, "score_onnx")
         self.score_session = rec.sessions["score"]
-        self.codec = StateCodec(secret, rec.ref, [(self.layers, self.hidden)] * len(self.state_in))
+        self.codec = StateCodec(
+            secret,
+            rec.ref,
+            [(self.layers, self.hidden)] * len(self.state_in),
+            [k.get_secret_value().encode() for k in settings.state_previous_secrets],
+        )
         self.next_batcher: Batcher[StepItem, StepOut] = Batcher(
             self._run_next, f"{rec.ref}/next", settings.max_batch_size, settings.max_batch_wait_ms
         )

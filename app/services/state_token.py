@@ -32,15 +32,28 @@ def _unb64(text: str) -> bytes:
 class StateCodec:
     """Encodes/decodes the state arrays of one model version, shapes ``[layers, hidden]`` each."""
 
-    def __init__(self, secret: bytes, model_ref: str, shapes: list[tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        model_ref: str,
+        shapes: list[tuple[int, int]],
+        previous: list[bytes] | None = None,
+    ) -> None:
         self.secret = secret
+        self.previous = list(previous or [])  # rotated-out secrets: their tokens still verify
         self.model_ref = model_ref
         self.shapes = shapes
         self.raw_bytes = sum(a * b for a, b in shapes) * 2  # float16
 
-    def _mac(self, body: bytes) -> bytes:
+    def _mac(self, body: bytes, secret: bytes | None = None) -> bytes:
         msg = self.model_ref.encode() + b"\0" + body
-        return hmac.new(self.secret, msg, hashlib.sha256).digest()[:MAC_BYTES]
+        return hmac.new(secret or self.secret, msg, hashlib.sha256).digest()[:MAC_BYTES]
+
+    def _verifies(self, body: bytes, mac: bytes) -> bool:
+        ok = False
+        for key in (self.secret, *self.previous):  # no early exit: timing says nothing
+            ok |= hmac.compare_digest(mac, self._mac(body, key))
+        return ok
 
     def encode(self, arrays: list[np.ndarray]) -> str:
         flat = np.concatenate([np.asarray(a, dtype=np.float16).ravel() for a in arrays])
@@ -62,7 +75,7 @@ class StateCodec:
             body, mac = _unb64(body_b64), _unb64(mac_b64)
         except (binascii.Error, ValueError):
             raise InvalidStateToken("state token is malformed: not base64url") from None
-        if not hmac.compare_digest(mac, self._mac(body)):
+        if not self._verifies(body, mac):
             raise InvalidStateToken(
                 "state token signature does not match: it was altered or truncated, "
                 "or signed with another server secret"
