@@ -17,13 +17,26 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from app import metrics
-from app.errors import InferenceError
+from app.errors import DeadlineExceeded, InferenceError, QueueFull
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much work may wait on one batcher, and how long a request may wait for it."""
+
+    max_waiting: int = 0  # items accepted and not yet answered; 0 = unbounded
+    deadline_s: float = 0.0  # 0 = no deadline
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(settings.max_queue_items, settings.request_deadline_ms / 1000.0)
 
 
 class Batcher(Generic[In, Out]):
@@ -34,6 +47,7 @@ class Batcher(Generic[In, Out]):
         max_batch_size: int = 32,
         max_wait_ms: float = 0.0,
         inline_if: Callable[[Sequence[In]], bool] | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -46,6 +60,10 @@ class Batcher(Generic[In, Out]):
         self._worker: asyncio.Task[None] | None = None
         self.inline_if = inline_if
         self._busy = False  # a batch is running in the executor
+        limits = limits or Limits()
+        self.max_waiting = limits.max_waiting  # items accepted and not finished; 0 = unbounded
+        self.deadline_s = limits.deadline_s  # per submit; 0 = none
+        self.pending = 0
 
     @property
     def enabled(self) -> bool:
@@ -55,7 +73,34 @@ class Batcher(Generic[In, Out]):
         return (await self.submit_many([item]))[0]
 
     async def submit_many(self, items: Sequence[In]) -> list[Out]:
-        """Results in the order of ``items``; each item may land in a different batch."""
+        """Results in the order of ``items``; each item may land in a different batch.
+
+        Beyond ``max_waiting`` items the call is refused at once (QueueFull, a 429); past
+        ``deadline_s`` it gives up (DeadlineExceeded, a 503) and its queued items are dropped.
+        A caller that is cancelled (its client went away) leaves nothing behind either.
+        """
+        # An idle model takes any one request (a big /forecast may exceed the bound alone).
+        if self.max_waiting and self.pending and self.pending + len(items) > self.max_waiting:
+            metrics.REJECTED.labels(self.name, "queue_full").inc()
+            raise QueueFull(self.name, self.max_waiting)
+        self.pending += len(items)
+        metrics.QUEUE_DEPTH.labels(self.name).inc(len(items))
+        try:
+            if not self.deadline_s:
+                return await self._submit(items)
+            try:
+                async with asyncio.timeout(self.deadline_s):
+                    return await self._submit(items)
+            except TimeoutError:
+                metrics.REJECTED.labels(self.name, "deadline").inc()
+                raise DeadlineExceeded(
+                    f"not answered within the {self.deadline_s:g} s deadline; the server is busy"
+                ) from None
+        finally:
+            self.pending -= len(items)
+            metrics.QUEUE_DEPTH.labels(self.name).dec(len(items))
+
+    async def _submit(self, items: Sequence[In]) -> list[Out]:
         loop = asyncio.get_running_loop()
         if (
             self.inline_if is not None
@@ -79,7 +124,11 @@ class Batcher(Generic[In, Out]):
             fut: asyncio.Future[Out] = loop.create_future()
             self._queue.put_nowait((item, fut))
             futures.append(fut)
-        return list(await asyncio.gather(*futures))
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:  # cancelled or timed out: mark the items so the worker skips them
+            for fut in futures:
+                fut.cancel()
 
     def _run_batch(self, items: list[In]) -> list[Out]:
         t0 = time.perf_counter()

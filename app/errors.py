@@ -9,6 +9,7 @@ from __future__ import annotations
 
 class SeqServeError(Exception):
     code = "error"
+    headers: dict[str, str] = {}  # extra response headers (e.g. Retry-After)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -44,9 +45,18 @@ class InvalidStateToken(SeqServeError):
 
 class Overloaded(SeqServeError):
     code = "overloaded"
+    headers = {"Retry-After": "1"}
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"the server is at its limit of {limit} requests in flight; retry shortly")
+
+
+class QueueFull(Overloaded):
+    def __init__(self, model: str, limit: int) -> None:
+        SeqServeError.__init__(
+            self,
+            f"model {model} has {limit} items waiting, its limit; retry shortly or send less",
+        )
 
 
 class NotReady(SeqServeError):
@@ -75,6 +85,7 @@ class NotFound(SeqServeError):
 
 class DeadlineExceeded(SeqServeError):
     code = "deadline_exceeded"
+    headers = {"Retry-After": "1"}
 
 
 class ShuttingDown(SeqServeError):

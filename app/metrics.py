@@ -34,6 +34,12 @@ REJECTED = Counter(
     "requests refused before any work (429 overload / queue full, 503 deadline)",
     ["route", "reason"],
 )
+QUEUE_DEPTH = Gauge(
+    "seqserve_queue_items",
+    "items accepted by a model's batcher and not yet answered",
+    ["model"],
+    multiprocess_mode="livesum",
+)
 BATCH_SIZE = Histogram(
     "seqserve_batch_size",
     "items per inference call",

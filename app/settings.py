@@ -43,6 +43,19 @@ class Settings(BaseSettings):
         description="a sentiment request of at most this many tokens runs on the event loop when "
         "its model is idle (no thread hop); 0 always uses the inference thread",
     )
+    max_queue_items: int = Field(
+        512,
+        ge=0,
+        description="items (texts, steps, series) waiting per model before new requests get 429 "
+        "with Retry-After; ~0.5 s of work for the shipped sentiment model on one core. "
+        "0: unbounded",
+    )
+    request_deadline_ms: float = Field(
+        10_000,
+        ge=0,
+        description="a request not answered within this time gets 503 and its queued work is "
+        "dropped; 0: no deadline",
+    )
     max_concurrent_requests: int = Field(
         512, ge=1, description="requests in flight before the service answers 429 (overloaded)"
     )

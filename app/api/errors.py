@@ -77,7 +77,9 @@ def install(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+        return JSONResponse(
+            error_body(exc.code, exc.message), status_code=status, headers=exc.headers or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.batching import Batcher
+from app.batching import Batcher, Limits
 from app.errors import InputTooLarge, InvalidInput
 from app.registry import ModelRecord
 from app.services.base import TaskService
@@ -100,7 +100,11 @@ class ForecastModel:
         # Batching off (max_batch_size 1) applies here too; on, whole requests fit in one batch.
         batch = 1 if settings.max_batch_size == 1 else settings.forecast_max_batch_size
         self.batcher: Batcher[np.ndarray, tuple[np.ndarray, np.ndarray]] = Batcher(
-            self._predict, rec.ref, batch, settings.max_batch_wait_ms
+            self._predict,
+            rec.ref,
+            batch,
+            settings.max_batch_wait_ms,
+            limits=Limits.from_settings(settings),
         )
 
     def _predict(self, windows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from app.batching import Batcher
+from app.batching import Batcher, Limits
 from app.errors import InputTooLarge, InvalidInput
 from app.registry import ModelRecord, Registry
 from app.services.base import TaskService
@@ -125,10 +125,18 @@ class NextWordModel:
             [k.get_secret_value().encode() for k in settings.state_previous_secrets],
         )
         self.next_batcher: Batcher[StepItem, StepOut] = Batcher(
-            self._run_next, f"{rec.ref}/next", settings.max_batch_size, settings.max_batch_wait_ms
+            self._run_next,
+            f"{rec.ref}/next",
+            settings.max_batch_size,
+            settings.max_batch_wait_ms,
+            limits=Limits.from_settings(settings),
         )
         self.score_batcher: Batcher[ScoreItem, np.ndarray] = Batcher(
-            self._run_score, f"{rec.ref}/score", settings.max_batch_size, settings.max_batch_wait_ms
+            self._run_score,
+            f"{rec.ref}/score",
+            settings.max_batch_size,
+            settings.max_batch_wait_ms,
+            limits=Limits.from_settings(settings),
         )
         # Never suggested or generated: unknown word and end-of-line markers.
         self.banned = np.array(sorted({self.unk_id, self.eos_id}))

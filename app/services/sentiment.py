@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-from app.batching import Batcher
+from app.batching import Batcher, Limits
 from app.errors import InputTooLarge, InvalidInput
 from app.registry import ModelRecord
 from app.services.base import TaskService
@@ -91,6 +91,7 @@ class SentimentModel:
             settings.max_batch_size,
             settings.max_batch_wait_ms,
             inline_if=self._small if settings.inline_tokens > 0 else None,
+            limits=Limits.from_settings(settings),
         )
         self.inline_tokens = settings.inline_tokens
 
