@@ -88,3 +88,51 @@ def test_in_flight_limit_answers_429_with_retry_after(tiny_sentiment_models: Pat
         assert c.get("/healthz").status_code == 200  # only inference is limited
         c.app.state.container.limiter.current = 0  # type: ignore[attr-defined]
         assert c.post("/sentiment", json={"text": "good"}).status_code == 200
+
+
+def test_work_for_a_client_that_went_away_is_cancelled() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from app.api.middleware import EdgeMiddleware
+
+    cancelled = []
+
+    async def slow_app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        assert (await receive())["body"] == b'{"text": "hi"}'
+        try:
+            await asyncio.sleep(5)  # waiting on a queued inference
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def main() -> list[dict]:
+        messages = [
+            {"type": "http.request", "body": b'{"text": "hi"}', "more_body": False},
+        ]
+
+        async def receive() -> dict:
+            if messages:
+                return messages.pop(0)
+            await asyncio.sleep(0.05)
+            return {"type": "http.disconnect"}
+
+        sent: list[dict] = []
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        state = SimpleNamespace(container=None, draining=False)
+        scope = {
+            "type": "http",
+            "path": "/sentiment",
+            "method": "POST",
+            "headers": [(b"content-type", b"application/json")],
+            "app": SimpleNamespace(state=state),
+        }
+        t0 = asyncio.get_running_loop().time()
+        await EdgeMiddleware(slow_app, max_body_bytes=1000)(scope, receive, send)
+        assert asyncio.get_running_loop().time() - t0 < 1
+        return sent
+
+    assert asyncio.run(main()) == [] and cancelled == [True]

@@ -10,6 +10,8 @@ Everything here happens before a request's body is read or any work is queued:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import time
 from collections.abc import Sequence
@@ -104,16 +106,6 @@ class EdgeMiddleware:
                     [(b"www-authenticate", b"Bearer")],
                 )
                 return
-        if self.max_body_bytes and scope.get("method") in ("POST", "PUT", "PATCH"):
-            length = dict(scope.get("headers", [])).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await reply(send, 413, "body_too_large", self._too_large_message())
-                return
-            body = await self._read_capped(receive)
-            if body is None:
-                await reply(send, 413, "body_too_large", self._too_large_message())
-                return
-            receive = _replay(body, receive)
         limiter = getattr(container, "limiter", None) if path in INFERENCE_ROUTES else None
         if limiter is not None and not limiter.try_acquire():
             metrics.REJECTED.labels(route_of(path), "in_flight_limit").inc()
@@ -126,13 +118,64 @@ class EdgeMiddleware:
             )
             return
         try:
-            await self.app(scope, receive, send)
+            if not (self.max_body_bytes and scope.get("method") in ("POST", "PUT", "PATCH")):
+                await self.app(scope, receive, send)
+                return
+            length = dict(scope.get("headers", [])).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                await reply(send, 413, "body_too_large", self._too_large_message())
+                return
+            body = await self._read_capped(receive)
+            if body is None:
+                await reply(send, 413, "body_too_large", self._too_large_message())
+            elif path in INFERENCE_ROUTES:
+                await self._run_until_disconnect(scope, body, receive, send, path)
+            else:
+                await self.app(scope, _replay(body, receive), send)
         finally:
             if limiter is not None:
                 limiter.release()
 
     def _too_large_message(self) -> str:
         return f"request body is larger than the limit of {self.max_body_bytes} bytes"
+
+    async def _run_until_disconnect(
+        self, scope: dict[str, Any], body: bytes, receive: Any, send: Any, path: str
+    ) -> None:
+        """Run the app while watching the connection: if the client goes away first, the
+        request is cancelled, and with it its queued inference work."""
+        loop = asyncio.get_running_loop()
+        gone: asyncio.Future[dict[str, Any]] = loop.create_future()
+        sent = False
+
+        async def app_receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await asyncio.shield(gone)
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    if not gone.done():
+                        gone.set_result(message)
+                    return
+
+        task = loop.create_task(self.app(scope, app_receive, send))
+        watcher = loop.create_task(watch())
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():  # the client left before the answer
+                task.cancel()
+                metrics.REJECTED.labels(route_of(path), "client_gone").inc()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            else:
+                task.result()
+        finally:
+            watcher.cancel()
 
     async def _read_capped(self, receive: Any) -> bytes | None:
         """The whole body, or None as soon as it passes the cap (the rest is never read)."""
