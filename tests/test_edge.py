@@ -35,7 +35,12 @@ def test_a_valid_key_opens_inference_and_model_endpoints(
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "alpha-ke"}, {"Authorization": "alpha-key"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-API-Key": "alpha-ke"},
+        {"Authorization": "alpha-key"},
+    ],
 )
 def test_missing_or_wrong_key_is_401_json(keyed: TestClient, headers: dict[str, str]) -> None:
     for method, path in [("POST", "/sentiment"), ("GET", "/v1/models"), ("GET", "/v1/models/toy")]:

@@ -15,7 +15,12 @@ from app.services.forecast import SeriesInput
 
 router = APIRouter(tags=["forecast"])
 
-FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+# The model computes in float32: magnitudes past 1e30 would overflow its scaling, so they are
+# refused by name (series[i].values[j]) instead of coming back as nulls.
+MAX_ABS_VALUE = 1e30
+FiniteFloat = Annotated[
+    float, Field(strict=True, allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)
+]
 
 
 class SeriesIn(BaseModel):
@@ -25,7 +30,7 @@ class SeriesIn(BaseModel):
         None, description="series id (default: its position); ids must be unique"
     )
     values: list[FiniteFloat] = Field(
-        description="observations, oldest first; finite numbers only. Longer than the model's "
+        description="observations, oldest first; finite numbers with |x| <= 1e30 only. Longer than the model's "
         "window: only the most recent window is read"
     )
     start: dt.datetime | None = Field(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from app import metrics
 from app.api.errors import error_body
@@ -35,7 +35,12 @@ async def readyz(request: Request) -> Any:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics (summed over worker processes)")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (summed over worker processes)",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
