@@ -30,8 +30,8 @@ class SeriesIn(BaseModel):
         None, description="series id (default: its position); ids must be unique"
     )
     values: list[FiniteFloat] = Field(
-        description="observations, oldest first; finite numbers with |x| <= 1e30 only. Longer than the model's "
-        "window: only the most recent window is read"
+        description="observations, oldest first; finite numbers with |x| <= 1e30 only. "
+        "Longer than the model's window: only the most recent window is read"
     )
     start: dt.datetime | None = Field(
         None, description="timestamp of values[0]; with freq, adds timestamps"
