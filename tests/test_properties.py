@@ -74,6 +74,6 @@ def test_forecast_answers_200_or_4xx_for_any_values(
 def test_huge_magnitudes_are_a_422_naming_the_value(client: TestClient) -> None:
     r = client.post("/forecast", json={"series": [{"id": "a", "values": [1.0] * 30 + [1e300]}]})
     assert r.status_code == 422 and "series[0].values[30]" in r.json()["error"]["message"]
-    r = client.post("/forecast", json={"series": [{"id": "a", "values": [1e30, -1e30] * 100]}})
+    r = client.post("/forecast", json={"series": [{"id": "a", "values": [1e30, -1e30] * 100}]})
     assert r.status_code == 200
     assert all(math.isfinite(x) for x in r.json()["forecasts"][0]["mean"])
