@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import uvicorn
 
+    from app.settings import get_settings
+
     setup_metrics_dir(args.workers)
     uvicorn.run(
         "app.main:app",
@@ -67,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
+        timeout_graceful_shutdown=int(get_settings().shutdown_grace_seconds),
     )
     return 0
 

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         description="after a reload, replaced model versions are closed this long later, so "
         "requests already running on them finish",
     )
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0.0,
+        description="on SIGTERM, how long requests in flight (and bodies still uploading) may "
+        "take to finish before the server closes; readiness is false and new requests get 503 "
+        "meanwhile",
+    )
     state_secret: SecretStr | None = Field(
         None,
         description="HMAC key signing next-word state tokens; share it across replicas. When "

@@ -141,3 +141,12 @@ def test_work_for_a_client_that_went_away_is_cancelled() -> None:
         return sent
 
     assert asyncio.run(main()) == [] and cancelled == [True]
+
+
+def test_readiness_is_503_while_draining(tiny_sentiment_models: Path) -> None:
+    with TestClient(create_app(Settings(models_dir=tiny_sentiment_models))) as c:
+        c.app.state.draining = True  # type: ignore[attr-defined]  # what SIGTERM sets
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
+        assert c.post("/sentiment", json={"text": "good"}).status_code == 200  # already sent
+        assert c.get("/healthz").status_code == 200

@@ -2,7 +2,7 @@
 
 Everything here happens before a request's body is read or any work is queued:
 - metrics (per route and status),
-- draining: once shutdown has begun, new requests get 503,
+- draining: once shutdown has begun, readiness answers 503 (requests already sent finish),
 - API keys for the inference and model endpoints (health, readiness and metrics stay open),
 - a body-size cap (413 from ``Content-Length``, or as soon as a streamed body passes it),
 - admission control: past the in-flight limit an inference request gets 429 + Retry-After.
@@ -92,8 +92,10 @@ class EdgeMiddleware:
     async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         state = scope["app"].state if "app" in scope else None
         container = getattr(state, "container", None)
-        if getattr(state, "draining", False) and path not in ("/healthz", "/metrics"):
-            await reply(send, 503, "shutting_down", "the server is shutting down; retry another")
+        if getattr(state, "draining", False) and path == "/readyz":
+            # Draining: the listener is closed (new connections are refused) and requests
+            # already sent are answered; readiness says so for anything still probing.
+            await reply(send, 503, "shutting_down", "the server is shutting down")
             return
         if self.api_keys and path not in OPEN_PATHS and not path.startswith("/admin/"):
             if not key_matches(presented_key(scope.get("headers", [])), self.api_keys):
