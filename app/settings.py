@@ -21,7 +21,8 @@ class Settings(BaseSettings):
     default_models: dict[str, str] = Field(
         default_factory=dict,
         description='task -> "name" or "name:version" used when a request names no model '
-        '(JSON, e.g. {"sentiment": "sst2-bilstm:1"}); otherwise the first name, newest version',
+        '(JSON, e.g. {"sentiment": "sst2-bilstm:1"}); else models/defaults.json; else the first '
+        "name, newest version",
     )
     providers: list[str] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
@@ -110,8 +111,8 @@ class Settings(BaseSettings):
         30.0,
         ge=0.0,
         description="on SIGTERM, how long requests in flight (and bodies still uploading) may "
-        "take to finish before the server closes; readiness is false and new requests get 503 "
-        "meanwhile",
+        "take to finish before the server closes; meanwhile /readyz answers 503 and new "
+        "connections are refused",
     )
     state_secret: SecretStr | None = Field(
         None,
