@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,23 +29,58 @@ from training.sentiment.data import (
 from training.sentiment.model import CELLS, POOLINGS, ClassifierConfig
 from training.sentiment.train import TrainConfig, train_member
 
+KNOWN_BINARY_SETS = {"sst2", "imdb"}  # public sets whose raw labels are 0 = negative, 1 = positive
 
-def _label_names(spec: str | None) -> dict[str, str] | None:
-    """'0=negative,1=positive' -> mapping; 'sst2' -> the SST-2 mapping; 'none' -> raw labels."""
-    if spec is None or spec == "sst2":
+
+def _label_names(spec: str | None, path: Path) -> dict[str, str] | None:
+    """Raw label -> served name. By default labels are served as found in the data; only the
+    public SST-2/IMDB files (0/1) get 'negative'/'positive'. 'sst2' forces that mapping,
+    'none' keeps raw labels, '1=negative,5=positive' maps explicitly."""
+    if spec is None:
+        return SST2_LABEL_NAMES if path.parent.name in KNOWN_BINARY_SETS else None
+    if spec == "sst2":
         return SST2_LABEL_NAMES
     if spec == "none":
         return None
-    return dict(pair.split("=", 1) for pair in spec.split(","))
+    pairs = [p.split("=", 1) for p in spec.split(",") if p.strip()]
+    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise SystemExit(f"--label-names must look like '1=negative,5=positive', got {spec!r}")
+    return {k.strip(): v.strip() for k, v in pairs}
 
 
 def _load(args: argparse.Namespace, path: Path) -> TextDataset:
-    ds = load_dataset(
-        path, args.text_column, args.label_column, args.format, _label_names(args.label_names)
-    )
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file")
+    try:
+        ds = load_dataset(
+            path,
+            args.text_column,
+            args.label_column,
+            args.format,
+            _label_names(args.label_names, path),
+        )
+    except (ValueError, KeyError) as exc:
+        raise SystemExit(str(exc)) from None
     if args.limit:
         ds = TextDataset(ds.texts[: args.limit], ds.labels[: args.limit])
     return ds
+
+
+def check_labels(train: TextDataset, min_per_class: int = 5) -> dict[str, int]:
+    """Refuse data a classifier cannot learn from, before any training starts."""
+    counts = dict(sorted(Counter(train.labels).items()))
+    if len(counts) < 2:
+        raise SystemExit(
+            f"the label column has only one class ({', '.join(counts) or 'none'}); "
+            "a classifier needs at least two"
+        )
+    rare = {k: n for k, n in counts.items() if n < min_per_class}
+    if rare:
+        raise SystemExit(
+            f"classes with fewer than {min_per_class} training examples: {rare}; "
+            "add examples or merge/drop those classes"
+        )
+    return counts
 
 
 def _concat(parts: list[TextDataset]) -> TextDataset:
@@ -128,6 +164,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         print(json.dumps({"root_sentences": len(roots), "train_rows": len(trains[0])}))
     train, dev = _concat(trains), _concat(devs)
+    label_counts = check_labels(train)
+    unseen = sorted(set(dev.labels) - set(label_counts))
+    if unseen:
+        raise SystemExit(f"dev labels {unseen} never occur in the training data")
+    print(json.dumps({"train_label_counts": label_counts}))
     dev_groups = _groups(args.dev, devs)
     if args.val_split:  # hold out part of the training rows for selection (as Keras does)
         train, dev = _split(train, args.val_split)
@@ -220,6 +261,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "val_split": args.val_split,
         },
         "members": members,
+        "label_counts": label_counts,
         "train_path": [str(p) for p in args.train],
         "dev_path": [str(p) for p in args.dev],
         "train_rows": {str(p): len(t) for p, t in zip(args.train, trains, strict=True)},
@@ -406,6 +448,19 @@ def _export(
             indent=1,
         )
     )
+    print(try_it_lines(out, card["name"], card["version"], card["labels"]))
+
+
+def try_it_lines(folder: Path, name: str, version: str, labels: list[str]) -> str:
+    """What to run next: serve the folder's models root and query the new model by name."""
+    root = folder.resolve().parents[2]
+    return (
+        f"\nExported {name}:{version} (labels: {', '.join(labels)}). Try it:\n"
+        f"  SEQSERVE_MODELS_DIR={root} seqserve models\n"
+        f"  SEQSERVE_MODELS_DIR={root} seqserve serve\n"
+        f"  curl -s localhost:8000/sentiment -H 'content-type: application/json' "
+        f'-d \'{{"text": "your text here", "model": "{name}:{version}"}}\''
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -455,7 +510,8 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--label-names",
         default=None,
-        help="raw->name mapping like '0=negative,1=positive'; 'sst2' (default) or 'none'",
+        help="raw->name mapping like '1=negative,5=positive'; 'none' serves labels as found "
+        "(the default, except SST-2/IMDB files: 0/1 -> negative/positive); 'sst2' forces that",
     )
     p.add_argument("--limit", type=int, default=None, help="use only the first N rows of each file")
 

@@ -61,6 +61,11 @@ def load_dataset(
                 rows = list(csv.DictReader(fh, delimiter=delimiter, quoting=csv.QUOTE_NONE))
             else:
                 rows = list(csv.DictReader(fh, delimiter=delimiter))
+    if rows:
+        have = list(rows[0].keys())
+        for flag, col in (("--text-column", text_column), ("--label-column", label_column)):
+            if col not in have:
+                raise ValueError(f"{path}: no column {col!r} ({flag}); the file has {have}")
     texts: list[str] = []
     labels: list[str] = []
     for i, row in enumerate(rows, start=2):

@@ -303,6 +303,7 @@ def export_model(
         "version": version,
         "description": f"{what} trained on {trained_on}{combine}.",
         "labels": labels,
+        "label_counts_train": summary.get("label_counts"),
         "tokenizer": {
             "file": "tokenizer.json",
             "pad_id": toks.PAD_ID,
