@@ -1,7 +1,7 @@
 """The README's configuration table, generated from ``Settings`` (a test keeps them in sync).
 
-    python -m app.settings_doc            # print the table
-    python -m app.settings_doc --write    # replace it in README.md between the markers
+python -m app.settings_doc            # print the table
+python -m app.settings_doc --write    # replace it in README.md between the markers
 """
 
 from __future__ import annotations

@@ -64,6 +64,8 @@ def tiny_sentiment_models(
             str(root / "sentiment" / "toy" / "1"),
             "--name",
             "toy",
+            "--label-names",
+            "0=negative,1=positive",
             "--epochs",
             "8",
             "--patience",

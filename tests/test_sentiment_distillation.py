@@ -76,7 +76,7 @@ def test_teacher_transfer_student_end_to_end(
     train = write_sentiment_tsv(tmp_path / "train.tsv", 400, 11)
     dev = write_sentiment_tsv(tmp_path / "dev.tsv", 80, 12)
     teacher = tmp_path / "teacher"
-    common = ["--threads", "1"]
+    common = ["--threads", "1", "--label-names", "0=negative,1=positive"]
     rc = main(
         ["sentiment", "teacher", "--train", str(train), "--dev", str(dev), "--out", str(teacher)]
         + ["--teacher-base", str(tiny_transformer), "--epochs", "6", "--lr", "1e-3"]

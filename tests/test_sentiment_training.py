@@ -14,6 +14,7 @@ from training.sentiment.data import load_dataset
 def _train(train: Path | str, dev: Path | str, run_dir: Path | str, *extra: str) -> int:
     """``seqserve-train sentiment train`` on the given files, one thread."""
     args = ["--train", str(train), "--dev", str(dev), "--run-dir", str(run_dir), "--threads", "1"]
+    args += ["--label-names", "0=negative,1=positive"]
     return main(["sentiment", "train", *args, *extra])
 
 

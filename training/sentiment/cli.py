@@ -262,6 +262,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         },
         "members": members,
         "label_counts": label_counts,
+        "label_map": _label_names(args.label_names, args.train[0]),
         "train_path": [str(p) for p in args.train],
         "dev_path": [str(p) for p in args.dev],
         "train_rows": {str(p): len(t) for p, t in zip(args.train, trains, strict=True)},
@@ -474,7 +475,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     card = json.loads((args.model_dir / "card.json").read_text())
     tok = toks.load(args.model_dir / card["tokenizer"]["file"])
+    if args.label_names is None and card.get("label_map"):  # the mapping used in training
+        args.label_names = ",".join(f"{k}={v}" for k, v in card["label_map"].items())
     ds = _load(args, args.data)
+    unknown = sorted(set(ds.labels) - set(card["labels"]))
+    if unknown:
+        raise SystemExit(
+            f"{args.data} has labels {unknown} the model does not know ({card['labels']}); "
+            "map them with --label-names"
+        )
     ids = toks.encode_batch(tok, ds.texts, card["tokenizer"]["max_length"])
     probs = ort_predict(args.model_dir / card["onnx"]["file"], ids)
     index = {lab: i for i, lab in enumerate(card["labels"])}

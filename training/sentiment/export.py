@@ -304,6 +304,7 @@ def export_model(
         "description": f"{what} trained on {trained_on}{combine}.",
         "labels": labels,
         "label_counts_train": summary.get("label_counts"),
+        "label_map": summary.get("label_map"),  # raw label in the data -> served name
         "tokenizer": {
             "file": "tokenizer.json",
             "pad_id": toks.PAD_ID,
