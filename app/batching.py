@@ -80,6 +80,15 @@ class Batcher(Generic[In, Out]):
         A caller that is cancelled (its client went away) leaves nothing behind either.
         """
         # An idle model takes any one request (a big /forecast may exceed the bound alone).
+        if (
+            self.inline_if is not None
+            and not self._busy
+            and self.pending == 0
+            and self.inline_if(items)
+        ):
+            # Idle and tiny: run on the loop. The hop to the inference thread and back would
+            # cost more than the model; nothing is waiting that a batch could have joined.
+            return self._run_batch(list(items))
         if self.max_waiting and self.pending and self.pending + len(items) > self.max_waiting:
             metrics.REJECTED.labels(self.name, "queue_full").inc()
             raise QueueFull(self.name, self.max_waiting)
@@ -102,15 +111,6 @@ class Batcher(Generic[In, Out]):
 
     async def _submit(self, items: Sequence[In]) -> list[Out]:
         loop = asyncio.get_running_loop()
-        if (
-            self.inline_if is not None
-            and not self._busy
-            and (self._queue is None or self._queue.empty())
-            and self.inline_if(items)
-        ):
-            # Idle and tiny: run on the loop. The hop to the inference thread and back would
-            # cost more than the model; nothing is waiting that a batch could have joined.
-            return self._run_batch(list(items))
         if not self.enabled:
             return [
                 (await loop.run_in_executor(self._executor, self._run_batch, [item]))[0]

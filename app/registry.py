@@ -74,6 +74,7 @@ class Registry:
         self.defaults = defaults or {}
         self.records: dict[tuple[str, str, str], ModelRecord] = {}
         self.failed: dict[str, str] = {}  # task/name:version -> why it is not served
+        self._resolved: dict[tuple[str, str | None], tuple[object, ModelRecord]] = {}
 
     def scan(self) -> tuple[list[ModelRecord], dict[str, str]]:
         """Read every card under the models dir (no sessions yet). A folder whose card cannot
@@ -129,6 +130,7 @@ class Registry:
     def replace(self, records: dict[tuple[str, str, str], ModelRecord]) -> None:
         """Swap in a new set of loaded models in one assignment (requests see old or new)."""
         self.records = records
+        self._resolved = {}
 
     def read_folder_defaults(self) -> None:
         """Task defaults shipped with the models (``<models_dir>/defaults.json``); a default set
@@ -156,7 +158,17 @@ class Registry:
         return {r.task for r in self.records.values()}
 
     def get(self, task: str, ref: str | None = None) -> ModelRecord:
-        """Resolve ``name``, ``name:version`` or the task default to a loaded model."""
+        """Resolve ``name``, ``name:version`` or the task default to a loaded model (memoized
+        per generation of records: this runs on every request)."""
+        key = (task, ref)
+        hit = self._resolved.get(key)
+        if hit is not None and hit[0] is self.records:
+            return hit[1]
+        rec = self._resolve(task, ref)
+        self._resolved[key] = (self.records, rec)
+        return rec
+
+    def _resolve(self, task: str, ref: str | None) -> ModelRecord:
         candidates = self.models(task)
         available = sorted(r.ref for r in candidates)
         ref = ref or self.defaults.get(task)

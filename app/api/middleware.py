@@ -11,7 +11,6 @@ Everything here happens before a request's body is read or any work is queued:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import time
 from collections.abc import Sequence
@@ -146,8 +145,8 @@ class EdgeMiddleware:
     ) -> None:
         """Run the app while watching the connection: if the client goes away first, the
         request is cancelled, and with it its queued inference work."""
-        loop = asyncio.get_running_loop()
-        gone: asyncio.Future[dict[str, Any]] = loop.create_future()
+        me = asyncio.current_task()
+        gone = False
         sent = False
 
         async def app_receive() -> dict[str, Any]:
@@ -155,27 +154,27 @@ class EdgeMiddleware:
             if not sent:
                 sent = True
                 return {"type": "http.request", "body": body, "more_body": False}
-            return await asyncio.shield(gone)
+            await asyncio.Event().wait()  # the watcher owns the connection from here on
+            raise AssertionError("unreachable")
 
         async def watch() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    if not gone.done():
-                        gone.set_result(message)
-                    return
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            if me is not None:
+                me.cancel()
 
-        task = loop.create_task(self.app(scope, app_receive, send))
-        watcher = loop.create_task(watch())
+        # One watcher task per request; the app runs in this task, which the watcher cancels
+        # if the client disconnects first.
+        watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():  # the client left before the answer
-                task.cancel()
-                metrics.REJECTED.labels(route_of(path), "client_gone").inc()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            else:
-                task.result()
+            await self.app(scope, app_receive, send)
+        except asyncio.CancelledError:
+            if not gone or me is None:
+                raise
+            me.uncancel()
+            metrics.REJECTED.labels(route_of(path), "client_gone").inc()
         finally:
             watcher.cancel()
 

@@ -34,6 +34,8 @@ class Prediction:
 
 def pad_sorted(seqs: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Sort by length and right-pad; returns (matrix, order) so results can be put back."""
+    if len(seqs) == 1:
+        return seqs[0][None, :], np.zeros(1, dtype=np.int64)
     order = np.argsort([len(s) for s in seqs], kind="stable")
     width = max(len(s) for s in seqs)
     out = np.full((len(seqs), width), pad_id, dtype=np.int64)
@@ -111,6 +113,12 @@ class SentimentModel:
 
     def _predict(self, seqs: list[np.ndarray]) -> list[np.ndarray]:
         """Runs in the batcher's thread: the batch is cut into runs of similar length."""
+        if len(seqs) == 1:
+            return [
+                self.session.run({self.input_name: seqs[0][None, :]}, [self.output_name])[
+                    self.output_name
+                ][0]
+            ]
         result: list[np.ndarray] = [np.empty(0)] * len(seqs)
         for run in length_buckets([len(s) for s in seqs]):
             x, order = pad_sorted([seqs[i] for i in run], self.pad_id)

@@ -437,6 +437,7 @@ def _export(
         embeddings=args.embeddings,
         quantize=args.quantize,
         dev_groups=_groups(dev_paths, devs),
+        experiments=json.loads(args.experiments.read_text()) if args.experiments else None,
     )
     print(
         json.dumps(
@@ -541,6 +542,12 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--dataset-url", default=SST2_URL, help="public download address recorded in the card"
+    )
+    p.add_argument(
+        "--experiments",
+        type=Path,
+        default=None,
+        help="JSON file with the figures of other variants tried, copied into the card",
     )
 
 

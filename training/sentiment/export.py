@@ -163,6 +163,7 @@ def export_model(
     quantize: bool = False,
     max_quant_drop: float = 0.005,
     dev_groups: dict[str, np.ndarray] | None = None,
+    experiments: Any = None,
 ) -> dict[str, Any]:
     """Build the ensemble from every member of ``run_dirs`` and write the model folder.
 
@@ -357,6 +358,8 @@ def export_model(
     }
     if quant:
         card["quantization"] = quant
+    if experiments is not None:
+        card["experiments"] = experiments
     write_card(out_dir, card)
     return card
 
