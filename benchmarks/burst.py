@@ -14,14 +14,14 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
+
+from benchmarks import serve_process
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "the film is a gorgeous , witty and moving portrait of a family that never quite manages"
@@ -73,34 +73,14 @@ def main() -> int:
         "SEQSERVE_STATE_SECRET": "burst",
         **dict(e.split("=", 1) for e in args.env),
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--port",
-            str(args.port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    env = {"SEQSERVE_STATE_SECRET": "burst", **dict(e.split("=", 1) for e in args.env)}
+    server = serve_process.start(args.port, env)
     try:
         url = f"http://127.0.0.1:{args.port}"
-        for _ in range(600):
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
         report = asyncio.run(burst(url, args.requests, args.texts))
         report["server_alive_after"] = httpx.get(url + "/healthz").status_code == 200
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        serve_process.stop(server)
     print(json.dumps(report, indent=1))
     bad = [k for k in report["statuses"] if k not in ("200", "429")]  # type: ignore[union-attr]
     return 1 if bad else 0

@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from benchmarks import serve_process
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "soak-admin"
@@ -68,36 +67,13 @@ def main() -> int:
     models = work / "models"
     shutil.copytree(REPO / "models", models)
     env = {
-        **os.environ,
         "SEQSERVE_MODELS_DIR": str(models),
         "SEQSERVE_ADMIN_KEYS": json.dumps([ADMIN_KEY]),
         "SEQSERVE_STATE_SECRET": "soak",
         "SEQSERVE_RELOAD_GRACE_SECONDS": "2",
     }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--port",
-            str(args.port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
+    server = serve_process.start(args.port, env)
     try:
-        for _ in range(600):
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
-                c.request("GET", "/readyz")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
         rss_start = rss_mb(server.pid)
         statuses: Counter[str] = Counter()
         latencies: list[float] = []
@@ -135,8 +111,7 @@ def main() -> int:
             t.join()
         rss_end = rss_mb(server.pid)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+        serve_process.stop(server)
         shutil.rmtree(work, ignore_errors=True)
     total = sum(statuses.values())
     five = sum(n for k, n in statuses.items() if " 5" in k or "connection error" in k)

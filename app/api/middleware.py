@@ -147,15 +147,12 @@ class EdgeMiddleware:
         request is cancelled, and with it its queued inference work."""
         me = asyncio.current_task()
         gone = False
-        sent = False
 
-        async def app_receive() -> dict[str, Any]:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            await asyncio.Event().wait()  # the watcher owns the connection from here on
+        async def never() -> dict[str, Any]:  # the watcher owns the connection from here on
+            await asyncio.Event().wait()
             raise AssertionError("unreachable")
+
+        app_receive = _replay(body, never)
 
         async def watch() -> None:
             nonlocal gone
@@ -196,9 +193,9 @@ class EdgeMiddleware:
         return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Any) -> Any:
-    """A receive() that hands the buffered body to the app once, then waits on the client
-    (so a disconnect still reaches the app)."""
+def _replay(body: bytes, then: Any) -> Any:
+    """A receive() that hands the buffered body to the app once, then defers to ``then``
+    (the client's own receive, so a disconnect still reaches the app)."""
     sent = False
 
     async def replay() -> dict[str, Any]:
@@ -206,7 +203,7 @@ def _replay(body: bytes, receive: Any) -> Any:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        message: dict[str, Any] = await receive()
+        message: dict[str, Any] = await then()
         return message
 
     return replay

@@ -66,6 +66,10 @@ def _load(args: argparse.Namespace, path: Path) -> TextDataset:
     return ds
 
 
+def _texts(args: argparse.Namespace, paths: list[Path]) -> list[str]:
+    return [t for path in paths for t in _load(args, path).texts]
+
+
 def check_labels(train: TextDataset, min_per_class: int = 5) -> dict[str, int]:
     """Refuse data a classifier cannot learn from, before any training starts."""
     counts = dict(sorted(Counter(train.labels).items()))
@@ -320,9 +324,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from training.sentiment.teacher import predict_logits
 
     torch.set_num_threads(args.threads)
-    texts: list[str] = []
-    for path in args.train:
-        texts += _load(args, path).texts
+    texts = _texts(args, args.train)
     if args.max_words:
         texts = [t for t in texts if len(t.split()) <= args.max_words]
     texts = list(dict.fromkeys(texts))
@@ -365,9 +367,7 @@ def cmd_word_vectors(args: argparse.Namespace) -> int:
     from training.sentiment.word_vectors import embed_words, pca, write_word2vec
 
     torch.set_num_threads(args.threads)
-    texts: list[str] = []
-    for path in args.train:
-        texts += _load(args, path).texts
+    texts = _texts(args, args.train)
     tok = toks.train_tokenizer(texts, min_frequency=args.min_freq, vocab_size=args.vocab_size)
     words = [w for w, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])][2:]
     folder = args.encoder or base_model_dir()
