@@ -97,3 +97,42 @@ def test_sigterm_lets_requests_in_flight_and_uploads_finish(tmp_path: Path) -> N
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.slow
+def test_sighup_reloads_the_models_folder(tmp_path: Path, tiny_sentiment_models: Path) -> None:
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_sentiment_models, models)
+    port = _free_port()
+    env = {**os.environ, "SEQSERVE_MODELS_DIR": str(models), "SEQSERVE_STATE_SECRET": "t"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def ready() -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return json.loads(r.read())
+
+    try:
+        for _ in range(300):
+            try:
+                assert ready()["models"] == ["sentiment/toy:1"]
+                break
+            except OSError:
+                time.sleep(0.05)
+        shutil.copytree(models / "sentiment/toy/1", models / "sentiment/toy/2")
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(200):
+            if ready()["models"] == ["sentiment/toy:1", "sentiment/toy:2"]:
+                break
+            time.sleep(0.05)
+        assert ready()["models"] == ["sentiment/toy:1", "sentiment/toy:2"]
+        assert proc.poll() is None  # SIGHUP reloads; it does not stop the server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
