@@ -64,6 +64,10 @@ class Batcher(Generic[In, Out]):
         self.max_waiting = limits.max_waiting  # items accepted and not finished; 0 = unbounded
         self.deadline_s = limits.deadline_s  # per submit; 0 = none
         self.pending = 0
+        # Labelled metric children resolved once (a labels() lookup per request adds up).
+        self._queue_depth = metrics.QUEUE_DEPTH.labels(name)
+        self._batch_size = metrics.BATCH_SIZE.labels(name)
+        self._inference_seconds = metrics.INFERENCE_SECONDS.labels(name)
 
     @property
     def enabled(self) -> bool:
@@ -93,7 +97,7 @@ class Batcher(Generic[In, Out]):
             metrics.REJECTED.labels(self.name, "queue_full").inc()
             raise QueueFull(self.name, self.max_waiting)
         self.pending += len(items)
-        metrics.QUEUE_DEPTH.labels(self.name).inc(len(items))
+        self._queue_depth.inc(len(items))
         try:
             if not self.deadline_s:
                 return await self._submit(items)
@@ -107,7 +111,7 @@ class Batcher(Generic[In, Out]):
                 ) from None
         finally:
             self.pending -= len(items)
-            metrics.QUEUE_DEPTH.labels(self.name).dec(len(items))
+            self._queue_depth.dec(len(items))
 
     async def _submit(self, items: Sequence[In]) -> list[Out]:
         loop = asyncio.get_running_loop()
@@ -137,8 +141,8 @@ class Batcher(Generic[In, Out]):
             raise InferenceError(
                 f"{self.name}: predict returned {len(outs)} outputs for {len(items)} inputs"
             )
-        metrics.BATCH_SIZE.labels(self.name).observe(len(items))
-        metrics.INFERENCE_SECONDS.labels(self.name).observe(time.perf_counter() - t0)
+        self._batch_size.observe(len(items))
+        self._inference_seconds.observe(time.perf_counter() - t0)
         return outs
 
     async def _collect(self) -> list[tuple[In, asyncio.Future[Out]]]:

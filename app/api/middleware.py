@@ -11,6 +11,7 @@ Everything here happens before a request's body is read or any work is queued:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import time
 from collections.abc import Sequence
@@ -34,6 +35,16 @@ KNOWN_ROUTES = {
 }
 INFERENCE_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast"}
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"}
+
+
+@functools.cache
+def _seconds(route: str) -> Any:
+    return metrics.REQUEST_SECONDS.labels(route)
+
+
+@functools.cache
+def _count(route: str, status: int) -> Any:
+    return metrics.REQUESTS.labels(route, str(status))
 
 
 def route_of(path: str) -> str:
@@ -85,8 +96,8 @@ class EdgeMiddleware:
             await self._handle(scope, receive, send_wrapper, path)
         finally:
             route = route_of(path)
-            metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - t0)
-            metrics.REQUESTS.labels(route, str(status["code"])).inc()
+            _seconds(route).observe(time.perf_counter() - t0)
+            _count(route, status["code"]).inc()
 
     async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         state = scope["app"].state if "app" in scope else None

@@ -103,7 +103,12 @@ class SentimentModel:
     def encode(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         """(ids cut to max_length, full token count) per text."""
         out = []
-        for enc in self.tokenizer.encode_batch(texts):
+        encodings = (
+            [self.tokenizer.encode(texts[0])]
+            if len(texts) == 1
+            else self.tokenizer.encode_batch(texts)
+        )
+        for enc in encodings:
             ids = np.asarray(enc.ids or [self.unk_id], dtype=np.int64)
             # A user typing "[PAD]" must not produce the pad id inside a text: the graph reads
             # pad ids as the end of the text.
