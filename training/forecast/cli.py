@@ -8,13 +8,18 @@
 A user's own hourly CSV (timestamp column + value columns):
 
     python -m training.cli forecast train --data my.csv --time-col date --targets OT \
-        --name my-gru --out models/forecast/my-gru/1
+        --out models/forecast/my-gru/1
+
+The served name and version are the folder's (``models/forecast/<name>/<version>/``); without
+``--out`` a user's file goes to ``models/forecast/<file name>-<cell>/1``, never over the
+shipped M4 model. Train and export end by printing the lines that serve and query the model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -151,7 +156,12 @@ def register(subparsers: Any) -> None:
         default=DEFAULTS.calib_windows,
         help="conformal calibration windows per series (end of the training part)",
     )
-    t.add_argument("--name", default=DEFAULTS.name, help="model name (folder and card)")
+    t.add_argument(
+        "--name",
+        default=None,
+        help=f"model name for the default --out folder (default: {DEFAULTS.name} on the M4 "
+        "default data, else the data file's name and the cell, e.g. my-data-gru)",
+    )
     t.add_argument("--version", default=DEFAULTS.version, help="model version (folder)")
     t.add_argument(
         "--out", default=None, help="model folder (default: models/forecast/<name>/<version>)"
@@ -195,9 +205,19 @@ def register(subparsers: Any) -> None:
     x.set_defaults(func=cmd_export)
 
 
+def default_name(data: str, cell: str) -> str:
+    """``m4-hourly-gru`` on the default data; a user's file gets its own name."""
+    if Path(data).resolve() == Path(DEFAULTS.data).resolve():
+        return DEFAULTS.name if cell == DEFAULTS.cell else f"m4-hourly-{cell}"
+    stem = re.sub(r"[^a-z0-9]+", "-", Path(data).stem.lower()).strip("-") or "forecast"
+    return f"{stem}-{cell}"
+
+
 def config_from_args(args: argparse.Namespace) -> ForecastConfig:
     names = {f.name for f in fields(ForecastConfig)}
     cfg = ForecastConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    if getattr(args, "name", None) is None:
+        cfg.name = default_name(cfg.data, cfg.cell)
     if args.dry_run:
         cfg.epochs, cfg.members = 1, min(cfg.members, 2)
         cfg.windows_per_epoch = cfg.batch_size = 32
@@ -226,10 +246,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = save_checkpoint(ckpt, run_dir / "ckpt.pt")
     print(f"checkpoint: {path}")
     if args.no_export:
+        print(
+            "Next, export it for serving:\n"
+            f"  seqserve-train forecast export --checkpoint {path} "
+            f"--out models/forecast/{cfg.name}/{cfg.version}"
+        )
         return 0
-    card = export_model(
-        ckpt, prepare(cfg), args.out or _default_out(cfg.name, cfg.version), int8=args.int8
-    )
+    data = prepare(cfg)
+    out = Path(args.out) if args.out else _default_out(cfg.name, cfg.version)
+    card = export_model(ckpt, data, out, int8=args.int8)
     m = card["metrics"]
     print(
         format_metrics(
@@ -240,7 +265,18 @@ def cmd_train(args: argparse.Namespace) -> int:
             }
         )
     )
+    _print_try_it(card, out, cfg, data)
     return 0
+
+
+def _print_try_it(card: dict[str, Any], out: Path, cfg: ForecastConfig, data: Any) -> None:
+    from training.common.try_it import try_it_lines
+    from training.forecast.export import try_it_request
+
+    print(f"\n{card['description']}")
+    about = f"window {cfg.window}, horizon {cfg.horizon}"
+    request = ("/forecast", try_it_request(cfg, data["series"]))
+    print(try_it_lines(out, "forecast", [request], about))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -263,7 +299,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
     _override_data(ckpt, args)
     cfg = ForecastConfig(**ckpt["config"])
-    export_model(
-        ckpt, prepare(cfg), args.out or _default_out(cfg.name, cfg.version), int8=args.int8
-    )
+    data = prepare(cfg)
+    out = Path(args.out) if args.out else _default_out(cfg.name, cfg.version)
+    card = export_model(ckpt, data, out, int8=args.int8)
+    _print_try_it(card, out, cfg, data)
     return 0

@@ -13,7 +13,7 @@ Nothing here touches torch, so tests and serving-side references can use it free
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,10 @@ class SeriesSet:
     ids: list[str]
     values: list[np.ndarray]
     source: str
+    # long CSV: the timestamp (as written in the file) of every value, per series
+    times: list[list[str]] = field(default_factory=list)
+    rows: int = 0  # data rows in the file (M4 wide: one per series)
+    columns: dict[str, object] = field(default_factory=dict)  # long CSV: time and value columns
 
     def __len__(self) -> int:
         return len(self.values)
@@ -46,7 +50,7 @@ def read_m4_wide(path: str | Path) -> SeriesSet:
             cells = [c for c in row[1:] if c.strip() != ""]
             ids.append(row[0])
             values.append(np.asarray([float(c) for c in cells], dtype=np.float64))
-    return SeriesSet(ids, values, "m4-wide")
+    return SeriesSet(ids, values, "m4-wide", rows=len(ids))
 
 
 def read_long_csv(
@@ -68,11 +72,28 @@ def read_long_csv(
         raise ValueError(f"{path}: no column(s) {missing} (columns: {header})")
     # ISO-like timestamps sort correctly as strings; keep file order for ties.
     rows.sort(key=lambda r: r[time_col])
-    values = [
-        np.asarray([float(r[t]) for r in rows if r[t].strip() != ""], dtype=np.float64)
-        for t in targets
-    ]
-    return SeriesSet(list(targets), values, "long-csv")
+    values, times = [], []
+    for t in targets:
+        kept = [r for r in rows if (r[t] or "").strip() != ""]
+        try:
+            values.append(np.asarray([float(r[t]) for r in kept], dtype=np.float64))
+        except ValueError:
+            bad = next(r for r in kept if not _is_number(r[t]))
+            raise ValueError(
+                f"{path}: column {t!r} has a value that is not a number: {bad[t]!r} "
+                f"(at {time_col} {bad[time_col]!r})"
+            ) from None
+        times.append([r[time_col] for r in kept])
+    columns: dict[str, object] = {"time": time_col, "targets": list(targets)}
+    return SeriesSet(list(targets), values, "long-csv", times, len(rows), columns)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def detect_format(path: str | Path) -> str:

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from training.forecast.data import SeriesSet
 from training.forecast.train import (
     LEVEL_GRID,
     QUANTILES,
     ForecastConfig,
-    dataset_url,
     evaluate_all,
     intervals,
+    known_dataset,
     predict,
 )
 
@@ -160,6 +161,72 @@ def plot_examples(
     return path
 
 
+def dataset_entry(path: str | Path, series: SeriesSet) -> dict[str, Any]:
+    """What the card says about the training file: its bytes, and what was read from it."""
+    from training.common.artifacts import dataset_record
+
+    known = known_dataset(path)
+    rec = dataset_record(path, known[1] if known else None)
+    if known:
+        rec["dataset"] = known[0]
+    rec["layout"] = "M4 wide (one series per row)" if series.source == "m4-wide" else "long"
+    rec["rows"] = series.rows
+    if series.columns:
+        rec["time_column"] = series.columns["time"]
+        rec["value_columns"] = series.columns["targets"]
+    if series.times:
+        stamps = [t for ts in series.times for t in ts]
+        rec["first_timestamp"], rec["last_timestamp"] = min(stamps), max(stamps)
+    rec["series"] = len(series)
+    rec["points"] = int(sum(len(v) for v in series.values))
+    return rec
+
+
+def describe(cfg: ForecastConfig, members: int, data: dict[str, Any], m: dict[str, Any]) -> str:
+    """One sentence generated from the run: the model, its data and its held-out figures."""
+    d = data
+    name = f"{d['dataset']} {d['file']}" if d.get("dataset") else d["file"]
+    which = d.get("value_columns") or []
+    series = f"{d['series']} series" + (f": {', '.join(which)}" if 0 < len(which) <= 5 else "")
+    model = f"{members}-member {cfg.cell.upper()} ensemble" if members > 1 else cfg.cell.upper()
+    shipped, naive = m["ensemble_onnx"], m["seasonal_naive"]
+    return (
+        f"{model} forecaster (reads the last {cfg.window} values, forecasts up to "
+        f"{cfg.horizon} steps, seasonal period {cfg.period}, freq {cfg.freq!r}) trained on "
+        f"{name} ({d['rows']:,} rows, {series}); on the last {cfg.holdout * cfg.val_windows} "
+        f"points of every series, never trained on: sMAPE {shipped['smape']:.2f}, MASE "
+        f"{shipped['mase']:.3f} (seasonal naive {naive['smape']:.2f} / {naive['mase']:.3f})."
+    )
+
+
+def try_it_request(cfg: ForecastConfig, series: SeriesSet) -> dict[str, Any]:
+    """A /forecast body holding the end of the first series of the file: the model's whole
+    window when that is short enough to print (at most 4 periods)."""
+    import datetime as dt
+
+    n = min(cfg.window, 4 * cfg.period, len(series.values[0]))
+    item: dict[str, Any] = {
+        "id": series.ids[0],
+        "values": [float(v) for v in series.values[0][-n:]],
+    }
+    if series.times:
+        try:
+            item["start"] = dt.datetime.fromisoformat(series.times[0][-n]).isoformat()
+            item["freq"] = cfg.freq
+        except ValueError:  # not an ISO timestamp: leave the timestamps out
+            pass
+    return {"series": [item], "horizon": cfg.horizon}
+
+
+def served_name(out: Path, cfg: ForecastConfig) -> tuple[str, str]:
+    """The server names a model by its folder, ``forecast/<name>/<version>/``: so does the card
+    when the folder is laid out that way."""
+    from training.common.try_it import served_ref
+
+    ref = served_ref(out, "forecast")
+    return (ref[1], ref[2]) if ref else (cfg.name, cfg.version)
+
+
 def export_model(
     ckpt: dict[str, Any],
     data: dict[str, Any],
@@ -168,7 +235,7 @@ def export_model(
     log: Any = print,
 ) -> dict[str, Any]:
     """Evaluate + calibrate, write model.onnx, figures and card.json into ``out``."""
-    from training.common.artifacts import dataset_record, write_card
+    from training.common.artifacts import write_card
     from training.common.curves import plot_curves
     from training.common.onnx_utils import opset_of, ort_session, quantize_int8
     from training.forecast.data import positive_shift
@@ -238,10 +305,13 @@ def export_model(
     lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
     plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["val_ids"])
 
+    name, version = served_name(out, cfg)
+    dataset = dataset_entry(cfg.data, data["series"])
     card: dict[str, Any] = {
         "task": "forecast",
-        "name": cfg.name,
-        "version": cfg.version,
+        "name": name,
+        "version": version,
+        "description": describe(cfg, n, dataset, metrics),
         "cell": cfg.cell,
         "sizes": {
             "hidden": cfg.hidden,
@@ -350,7 +420,7 @@ def export_model(
         "int8": int8_info,
         "latency_ms_batch64_fp32": latency_ms(sess, x[:64] + positive_shift(x[:64])[:, None]),
         "training": {k: v for k, v in asdict(cfg).items() if k != "extra"},
-        "datasets": [dataset_record(cfg.data, dataset_url(cfg.data, data["series"]))],
+        "datasets": [dataset],
         "figures": {"curves": "curves.png", "parity": "parity.png", "examples": "examples.png"},
     }
     card["training"]["data"] = Path(cfg.data).name

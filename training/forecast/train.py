@@ -306,12 +306,18 @@ def intervals(
 # the full run
 
 
-def dataset_url(path: str, series: SeriesSet) -> str | None:
-    if series.source == "m4-wide":
-        return M4_URL
-    if Path(path).name == "ETTh1.csv":
-        return ETTH1_URL
-    return None
+# public files recognised by their bytes (sha256), never by their name or layout
+KNOWN_FILES = {
+    "ea59b7783573c49077a835ab6465c7d66f1474783360f310988a9a737fbca62f": ("M4 Hourly", M4_URL),
+    "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066": ("ETTh1", ETTH1_URL),
+}
+
+
+def known_dataset(path: str | Path) -> tuple[str, str] | None:
+    """(public dataset name, URL) when the file is byte for byte a known public file."""
+    from training.common.artifacts import sha256_file
+
+    return KNOWN_FILES.get(sha256_file(path))
 
 
 def prepare(cfg: ForecastConfig) -> dict[str, Any]:

@@ -4,12 +4,21 @@
     seqserve-train lm evaluate --checkpoint runs/lm/best.pt
     seqserve-train lm export --checkpoint runs/lm/best.pt \
         --model-dir models/next-word/wikitext2-lstm/2
+
+Your own text (plain text, one paragraph per line; a second file for validation):
+
+    seqserve-train lm train --train-file my_train.txt --valid-file my_valid.txt --out-dir runs/my
+    seqserve-train lm export --checkpoint runs/my/best.pt --model-dir models/next-word/my/1
+
+``evaluate`` and ``export`` read the files the checkpoint was trained on unless told otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,16 @@ def _repo_path(value: str) -> Path:
     """Relative paths resolve against the repository root, not the working directory."""
     p = Path(value)
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def _data_file(value: str | None, checkpoint: Path, split: str) -> Path:
+    """The given file, else the one the checkpoint was trained / validated on."""
+    if value:
+        return _repo_path(value)
+    import torch
+
+    cfg = torch.load(checkpoint, map_location="cpu", weights_only=True)["train_config"]
+    return Path(cfg[f"{split}_file"])
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -40,8 +59,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         div_value=args.div_value,
     )
     cfg = TrainConfig(
-        train_file=str(_repo_path(args.train_file)),
-        valid_file=str(_repo_path(args.valid_file)),
+        train_file=str(_repo_path(args.train_file or f"{DATA_DIR}/train.txt")),
+        valid_file=str(_repo_path(args.valid_file or f"{DATA_DIR}/valid.txt")),
         batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
         bptt=args.bptt,
@@ -59,19 +78,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         max_lines=[args.max_train_lines, args.max_valid_lines],
         resume=str(_repo_path(args.resume)) if args.resume else None,
+        text_format=args.text_format,
     )
     out_dir = args.out_dir or ("runs/lm-dry-run" if args.dry_run else "runs/lm")
     result = train(model_cfg, cfg, _repo_path(out_dir))
     print(json.dumps({k: v for k, v in result.items() if k != "history"}))
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+    # lighthouse_train.txt -> lighthouse; wikitext2/train.txt -> wikitext2
+    name = re.sub(r"-?train$", "", slug(Path(cfg.train_file).stem))
+    name = name or slug(Path(cfg.train_file).parent.name) or "my-lm"
+    print(
+        f"\nTrained {result['checkpoint']} (best valid perplexity "
+        f"{result['best_valid_ppl']:.1f}). Next, export it for serving:\n"
+        f"  seqserve-train lm export --checkpoint {shlex.quote(result['checkpoint'])} "
+        f"--model-dir models/next-word/{name}/1"
+    )
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from training.lm.evaluate import evaluate_checkpoint
 
+    checkpoint = _repo_path(args.checkpoint)
     result = evaluate_checkpoint(
-        _repo_path(args.checkpoint),
-        _repo_path(args.valid_file),
+        checkpoint,
+        _data_file(args.valid_file, checkpoint, "valid"),
         threads=args.threads,
         max_lines=args.max_valid_lines,
     )
@@ -80,13 +114,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from training.lm.export import export_model
+    from training.common.try_it import try_it_lines
+    from training.lm.export import export_model, try_it_requests
 
+    checkpoint = _repo_path(args.checkpoint)
+    train_file = _data_file(args.train_file, checkpoint, "train")
+    model_dir = _repo_path(args.model_dir)
     card = export_model(
-        checkpoint=_repo_path(args.checkpoint),
-        model_dir=_repo_path(args.model_dir),
-        train_file=_repo_path(args.train_file),
-        valid_file=_repo_path(args.valid_file),
+        checkpoint=checkpoint,
+        model_dir=model_dir,
+        train_file=train_file,
+        valid_file=_data_file(args.valid_file, checkpoint, "valid"),
         opset=args.opset,
         quantize=args.quantize,
         threads=args.threads,
@@ -96,24 +134,34 @@ def _cmd_export(args: argparse.Namespace) -> int:
         history=_repo_path(args.history) if args.history else None,
     )
     summary: dict[str, Any] = {
-        "model_dir": str(_repo_path(args.model_dir)),
+        "model_dir": str(model_dir),
         "metrics": card.get("metrics"),
     }
     print(json.dumps(summary, indent=2))
+    print(f"\n{card['description']}")
+    about = f"vocabulary {card['vocab_size']:,}, valid perplexity "
+    about += f"{card['metrics']['valid_perplexity']:.1f}"
+    print(try_it_lines(model_dir, "next-word", try_it_requests(train_file), about))
     return 0
 
 
-def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
+def _data_flags(p: argparse.ArgumentParser, train: bool = True, training: bool = False) -> None:
+    def default(file: str) -> str:
+        if training:
+            return f"default: {DATA_DIR}/{file}, WikiText-2"
+        return "default: the file the checkpoint was trained with"
+
     if train:
         p.add_argument(
             "--train-file",
-            default=f"{DATA_DIR}/train.txt",
-            help="WikiText-2 train.txt, relative to the repo root (default: %(default)s)",
+            default=None,
+            help="training text, one line per paragraph (WikiText-2 or plain text), "
+            f"relative to the repo root ({default('train.txt')})",
         )
     p.add_argument(
         "--valid-file",
-        default=f"{DATA_DIR}/valid.txt",
-        help="WikiText-2 valid.txt, relative to the repo root (default: %(default)s)",
+        default=None,
+        help=f"validation text, relative to the repo root ({default('valid.txt')})",
     )
     p.add_argument(
         "--max-valid-lines",
@@ -126,12 +174,22 @@ def _data_flags(p: argparse.ArgumentParser, train: bool = True) -> None:
 
 def register(subparsers: Any) -> None:
     lm = subparsers.add_parser(
-        "lm", help="word-level WikiText-2 language model", description=__doc__.split("\n\n")[0]
+        "lm",
+        help="word-level language model (WikiText-2 or your own text)",
+        description=__doc__.split("\n\n")[0],
     )
     sub = lm.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train with truncated BPTT; writes best.pt every epoch")
-    _data_flags(t)
+    _data_flags(t, training=True)
+    t.add_argument(
+        "--text-format",
+        choices=["auto", "wikitext", "plain"],
+        default="auto",
+        help="wikitext = already tokenized (split on spaces); plain = ordinary text, cut into "
+        "words by the served tokenizer's rules; auto = wikitext when splitting the plain way "
+        "would change almost no word (default: %(default)s)",
+    )
     t.add_argument(
         "--max-train-lines",
         type=int,

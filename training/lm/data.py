@@ -1,15 +1,23 @@
-"""WikiText-2 word-level corpus: vocabulary, token ids, BPTT batches.
+"""Word-level corpus (WikiText-2 or a user's plain text): vocabulary, token ids, BPTT batches.
 
-The vocabulary is WikiText-2's own: every line split on whitespace plus ``<eos>`` per line
-(``<unk>`` is already in the text), so perplexities compare with published results. Ids are
-sorted by descending training frequency because the adaptive softmax cutoffs assume that the
-first ids are the most frequent words.
+Two text formats:
+
+* ``wikitext``: already tokenized text (WikiText-2). Every line is split on whitespace plus
+  ``<eos>`` per line (``<unk>`` is already in the text), so perplexities compare with
+  published results.
+* ``plain``: ordinary text (one paragraph or sentence per line). Every line is cut into words
+  by the very rules of the served ``tokenizer.json`` (punctuation split off, ``don't`` ->
+  ``don 't``...: ``training.lm.tokenizer.pretokenize``) plus ``<eos>``, so the model is
+  trained on exactly the tokens serving will feed it.
+
+``detect_text_format`` tells them apart. Ids are sorted by descending training frequency
+because the adaptive softmax cutoffs assume that the first ids are the most frequent words.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -18,21 +26,62 @@ EOS = "<eos>"
 UNK = "<unk>"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "wikitext2"
+TEXT_FORMATS = ("wikitext", "plain")
+# auto-detection: text is taken as already tokenized when splitting it the plain way changes
+# fewer than this share of its whitespace-separated words (WikiText-2: 0.2 %; prose: 10-30 %)
+PRETOKENIZED_MAX_CHANGED = 0.05
+DETECT_LINES = 2000
 
 
-def line_tokens(line: str) -> list[str]:
-    """WikiText tokens of one line plus the end-of-line token."""
-    return line.split() + [EOS]
+def _splitter(text_format: str) -> Callable[[str], list[str]]:
+    if text_format == "wikitext":
+        return str.split
+    if text_format == "plain":
+        from training.lm.tokenizer import pretokenize  # the tokenizer module imports this one
+
+        return pretokenize
+    raise ValueError(f"unknown text format {text_format!r} (choose from {TEXT_FORMATS})")
 
 
-def read_tokens(path: str | Path, max_lines: int | None = None) -> list[str]:
+def line_tokens(line: str, text_format: str = "wikitext") -> list[str]:
+    """Tokens of one line plus the end-of-line token."""
+    return _splitter(text_format)(line.rstrip("\r\n")) + [EOS]
+
+
+def read_tokens(
+    path: str | Path, max_lines: int | None = None, text_format: str = "wikitext"
+) -> list[str]:
+    split = _splitter(text_format)
     tokens: list[str] = []
     with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh):
             if max_lines is not None and i >= max_lines:
                 break
-            tokens.extend(line_tokens(line))
+            tokens.extend(split(line.rstrip("\r\n")))
+            tokens.append(EOS)
     return tokens
+
+
+def count_lines(path: str | Path) -> int:
+    with open(path, encoding="utf-8") as fh:
+        return sum(1 for _ in fh)
+
+
+def detect_text_format(path: str | Path, max_lines: int = DETECT_LINES) -> str:
+    """``wikitext`` when the file reads as already tokenized (splitting its words the plain
+    way changes almost none of them), else ``plain``."""
+    from training.lm.tokenizer import pretokenize
+
+    words = changed = 0
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            if i >= max_lines:
+                break
+            split = line.split()
+            words += len(split)
+            if pretokenize(line) != split:  # only then look word by word
+                changed += sum(pretokenize(word) != [word] for word in split)
+    return "wikitext" if words and changed / words < PRETOKENIZED_MAX_CHANGED else "plain"
 
 
 def build_vocab(tokens: Iterable[str]) -> list[str]:

@@ -28,6 +28,12 @@ def load_checkpoint(path: str | Path) -> tuple[RNNModel, dict[str, Any]]:
     return model, ckpt
 
 
+def text_format_of(ckpt: dict[str, Any]) -> str:
+    """How the checkpoint's training text was cut into tokens (older checkpoints: WikiText)."""
+    fmt = ckpt["train_config"].get("text_format", "wikitext")
+    return "wikitext" if fmt == "auto" else str(fmt)
+
+
 def torch_metrics(model: RNNModel, data: torch.Tensor, chunk: int = 70) -> dict[str, float]:
     """Perplexity and top-1/top-5 accuracy over [streams, steps] ids."""
     model.eval()
@@ -59,7 +65,7 @@ def evaluate_checkpoint(
     torch.set_num_threads(threads)
     model, ckpt = load_checkpoint(checkpoint)
     data = batchify(
-        encode(read_tokens(valid_file, max_lines), ckpt["vocab"]),
+        encode(read_tokens(valid_file, max_lines, text_format_of(ckpt)), ckpt["vocab"]),
         ckpt["train_config"]["eval_batch_size"],
     )
     return {"epoch": ckpt["epoch"], **torch_metrics(model, data)}

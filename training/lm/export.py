@@ -37,13 +37,19 @@ from training.common.artifacts import dataset_record, sha256_file, write_card
 from training.common.curves import plot_curves
 from training.common.onnx_shared_weights import share_initializers
 from training.common.onnx_utils import max_abs_diff, opset_of, ort_session, quantize_int8
-from training.lm.data import EOS, UNK, batchify, encode, read_tokens
-from training.lm.evaluate import load_checkpoint, onnx_perplexity, onnx_topk
+from training.lm.data import EOS, UNK, batchify, count_lines, encode, read_tokens
+from training.lm.evaluate import load_checkpoint, onnx_perplexity, onnx_topk, text_format_of
 from training.lm.model import RNNModel, State
 from training.lm.quantize import quantize_weights_int8
-from training.lm.tokenizer import build_tokenizer, round_trip_mismatches
+from training.lm.tokenizer import build_tokenizer, pretokenize, round_trip_mismatches
 
 DATASET_URL = "https://huggingface.co/datasets/Salesforce/wikitext"
+# public files recognised by their bytes (sha256), never by their name or folder
+KNOWN_FILES = {
+    "9e9fa1ad55b1c2c95b08e37dd8e653f638fac2c6de904b79e813611eefbc985f": ("WikiText-2", DATASET_URL),
+    "f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8": ("WikiText-2", DATASET_URL),
+}
+FORMAT_WORDS = {"wikitext": "already tokenized text", "plain": "plain text"}
 WEIGHTS_FILE = "weights.bin"
 MAX_FOLDER_BYTES = 40 * 1000 * 1000  # size cap of a shipped model folder
 PARITY_TOLERANCE = 1e-4  # max abs diff on log-probs, ONNX fp32 vs PyTorch
@@ -283,6 +289,65 @@ def _graph_metrics(
     }
 
 
+def _dataset_record(path: Path, text_format: str) -> dict[str, Any]:
+    rec = dataset_record(path)
+    known = KNOWN_FILES.get(rec["sha256"])
+    if known:
+        rec["dataset"], rec["url"] = known
+    rec["lines"] = count_lines(path)
+    rec["text_format"] = text_format
+    return rec
+
+
+def _train_record(path: Path, ckpt: dict[str, Any], text_format: str) -> dict[str, Any]:
+    """The training file with the lines and tokens the run really used (from the checkpoint)."""
+    rec = _dataset_record(path, text_format)
+    used = ckpt.get("data", {}).get("train")
+    trained_on = Path(used["file"] if used else ckpt["train_config"]["train_file"])
+    if trained_on.resolve() != path.resolve():
+        rec["note"] = f"the checkpoint was trained on {trained_on}, not on this file"
+    elif used:
+        rec["lines_used"], rec["tokens"] = used["lines_used"], used["tokens"]
+    return rec
+
+
+def _amount(rec: dict[str, Any]) -> str:
+    lines = rec["lines"]
+    used = rec.get("lines_used", lines)
+    text = f"{lines:,} lines" if used == lines else f"first {used:,} of {lines:,} lines"
+    return f"{text}, {rec['tokens']:,} tokens" if "tokens" in rec else text
+
+
+def describe(cfg: Any, datasets: dict[str, dict[str, Any]], valid_perplexity: float) -> str:
+    """One sentence generated from the run: model, the data it was trained and scored on."""
+    train, valid = datasets["train"], datasets["valid"]
+
+    def name(rec: dict[str, Any]) -> str:
+        return f"{rec['dataset']} {rec['file']}" if rec.get("dataset") else rec["file"]
+
+    return (
+        f"Word-level {cfg.cell.upper()} language model ({cfg.layers}x{cfg.hidden_size}, "
+        f"{cfg.softmax} softmax, {cfg.vocab_size:,}-word vocabulary) trained on {name(train)} "
+        f"({_amount(train)}, {FORMAT_WORDS.get(train['text_format'], train['text_format'])}); "
+        f"validation perplexity {valid_perplexity:.1f} on {name(valid)} ({_amount(valid)})."
+    )
+
+
+def try_it_requests(train_file: Path) -> list[tuple[str, dict[str, Any]]]:
+    """A /next-word and a /next-word/score request made from the first words of the text."""
+    words: list[str] = []
+    with open(train_file, encoding="utf-8") as fh:
+        for line in fh:
+            words = line.split()
+            if len(words) >= 6 and not line.lstrip().startswith("="):  # not a WikiText heading
+                break
+    prompt = " ".join(words[:4]) or "The"
+    return [
+        ("/next-word", {"text": prompt, "k": 5}),
+        ("/next-word/score", {"text": " ".join(words[:12]) or prompt}),
+    ]
+
+
 def export_model(
     checkpoint: Path,
     model_dir: Path,
@@ -305,18 +370,25 @@ def export_model(
     s_in, s_out = state_names(model)
     model_dir.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = build_tokenizer(vocab)
+    text_format = text_format_of(ckpt)
+    # plain text was cut by pretokenize (no protected words): serve exactly that
+    tokenizer = build_tokenizer(vocab, protect=text_format == "wikitext")
     tokenizer.save(str(model_dir / "tokenizer.json"))
     valid_lines = open(valid_file, encoding="utf-8").read().splitlines()
     if max_valid_lines is not None:
         valid_lines = valid_lines[:max_valid_lines]
     round_trip = {}
     train_lines = Path(train_file).read_text(encoding="utf-8").splitlines()
+    split_line = str.split if text_format == "wikitext" else pretokenize
     for split, lines in (("train", train_lines), ("valid", valid_lines)):
-        checked, bad, examples = round_trip_mismatches(tokenizer, lines, vocab)
+        checked, bad, examples = round_trip_mismatches(tokenizer, lines, vocab, split_line)
         round_trip[split] = {"lines": checked, "mismatched_lines": bad, "examples": examples}
 
-    valid_ids = encode(read_tokens(valid_file, max_valid_lines), vocab)
+    shown = TOKENIZER_EXAMPLES  # typed text, and the words the model reads
+    if text_format == "plain":  # the user's own sentences say more than WikiText ones
+        shown = [" ".join(line.split()[:15]) for line in valid_lines if line.strip()][:3]
+    valid_tokens = read_tokens(valid_file, max_valid_lines, text_format)
+    valid_ids = encode(valid_tokens, vocab)
     data = batchify(valid_ids, ckpt["train_config"]["eval_batch_size"]).numpy()
     # top-k is a per-position statistic: more streams = fewer, larger onnxruntime calls
     topk_data = batchify(valid_ids, min(TOPK_STREAMS, max(1, valid_ids.numel() // 2))).numpy()
@@ -409,17 +481,23 @@ def export_model(
             ("loss (nats/token)", ["train_loss", "valid_loss"]),
             ("perplexity", ["train_ppl", "valid_ppl"]),
         ],
-        title="WikiText-2 word-level LM",
+        title=f"word-level LM on {Path(train_file).name}",
     )
     shipped = metrics[shipped_key]
+    datasets = {
+        "train": _train_record(Path(train_file), ckpt, text_format),
+        "valid": _dataset_record(Path(valid_file), text_format),
+    }
+    datasets["valid"]["lines_used"] = len(valid_lines)
+    datasets["valid"]["tokens"] = len(valid_tokens)
+    datasets["valid"]["unknown_tokens"] = int((valid_ids == vocab.index(UNK)).sum())
     epoch_seconds = [h["train_seconds"] for h in hist]
     card: dict[str, Any] = {
         "task": "next-word",
         # models/<task>/<name>/<version>/ is how the registry names a model
         "name": model_dir.resolve().parent.name,
         "version": model_dir.resolve().name,
-        "description": f"Word-level {cfg.cell.upper()} language model on WikiText-2 "
-        f"({cfg.softmax} softmax).",
+        "description": describe(cfg, datasets, shipped["valid_perplexity"]),
         "cell": cfg.cell,
         "layers": cfg.layers,
         "emb_size": cfg.emb_size,
@@ -430,7 +508,7 @@ def export_model(
             "file": "tokenizer.json",
             "type": "tokenizers WordLevel",
             "usage": "Tokenizer.from_file(path).encode(text).ids",
-            "examples": {t: " ".join(tokenizer.encode(t).tokens) for t in TOKENIZER_EXAMPLES},
+            "examples": {t: " ".join(tokenizer.encode(t).tokens) for t in shown},
             "round_trip": round_trip,
         },
         "special_tokens": {
@@ -463,19 +541,18 @@ def export_model(
             "best_epoch": ckpt["epoch"],
             "epochs_run": len(hist),
             "best_valid_perplexity_pytorch": float(np.exp(ckpt["valid_loss"])),
+            "text_format": text_format,
             "history": hist,
         },
-        "datasets": {
-            "train": dataset_record(train_file, DATASET_URL),
-            "valid": dataset_record(valid_file, DATASET_URL),
-        },
+        "datasets": datasets,
         "metrics": {
             "valid_perplexity": shipped["valid_perplexity"],
             "valid_perplexity_fp32": metrics["fp32"]["valid_perplexity"],
             "valid_perplexity_int8": metrics.get(int8_method, {}).get("valid_perplexity"),
             "valid_top1": shipped["valid_top1"],
             "valid_top5": shipped["valid_top5"],
-            "evaluation": "shipped ONNX graphs on valid.txt: score.onnx for perplexity "
+            "evaluation": f"shipped ONNX graphs on {Path(valid_file).name}: score.onnx for "
+            "perplexity "
             f"({data.shape[0]} streams, state carried), model.onnx fed one "
             f"token at a time ({topk_data.shape[0]} streams) for top-k",
             "by_precision": metrics,

@@ -12,12 +12,17 @@ lives in the artifact:
 
 Case is kept (WikiText is cased). An already tokenized WikiText line encodes to the same ids as
 splitting it on spaces (checked by ``round_trip_mismatches``).
+
+A model trained on plain text (``--text-format plain``) learned the tokens of ``pretokenize``:
+the same normalizer and generic pieces, without protected words, so its tokenizer
+(``build_tokenizer(vocab, protect=False)``) cuts typed text exactly as its training text was cut.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
@@ -65,13 +70,17 @@ def protected_words(vocab: Iterable[str]) -> list[str]:
     )
 
 
-def build_tokenizer(vocab: Sequence[str]) -> Tokenizer:
-    """WordLevel tokenizer whose ids are the language model's ids (``vocab`` order)."""
+def build_tokenizer(vocab: Sequence[str], protect: bool = True) -> Tokenizer:
+    """WordLevel tokenizer whose ids are the language model's ids (``vocab`` order).
+
+    ``protect``: keep the vocabulary's words with punctuation (``U.S.``) whole, as WikiText
+    has them; a model trained on plain text uses ``protect=False`` (its words were cut by
+    ``pretokenize``, which knows no such words)."""
     tok = Tokenizer(WordLevel({w: i for i, w in enumerate(vocab)}, unk_token=UNK))
     tok.normalizer = normalizers.Sequence(
         [normalizers.NFC()] + [normalizers.Replace(Regex(p), r) for p, r in NORMALIZE_RULES]
     )
-    protected = protected_words(vocab)
+    protected = protected_words(vocab) if protect else []
     pieces = list(GENERIC_PIECES)
     if protected:
         # whole words only: not glued to a letter/digit/dot on either side
@@ -85,6 +94,20 @@ def build_tokenizer(vocab: Sequence[str]) -> Tokenizer:
     return tok
 
 
+@lru_cache(maxsize=1)
+def _generic_tokenizer() -> Tokenizer:
+    return build_tokenizer([UNK, EOS], protect=False)
+
+
+def pretokenize(text: str) -> list[str]:
+    """The words ``build_tokenizer(vocab, protect=False)`` cuts ``text`` into (before the
+    vocabulary lookup): how plain training text becomes tokens."""
+    tok = _generic_tokenizer()
+    assert tok.normalizer is not None and tok.pre_tokenizer is not None
+    pieces = tok.pre_tokenizer.pre_tokenize_str(tok.normalizer.normalize_str(text))
+    return [piece for piece, _ in pieces]
+
+
 def save_tokenizer(vocab: Sequence[str], path: str | Path) -> Path:
     path = Path(path)
     build_tokenizer(vocab).save(str(path))
@@ -92,12 +115,16 @@ def save_tokenizer(vocab: Sequence[str], path: str | Path) -> Path:
 
 
 def round_trip_mismatches(
-    tok: Tokenizer, lines: Iterable[str], vocab: Sequence[str]
+    tok: Tokenizer,
+    lines: Iterable[str],
+    vocab: Sequence[str],
+    split: Callable[[str], list[str]] = str.split,
 ) -> tuple[int, int, list[str]]:
-    """(lines checked, lines whose ids differ from splitting on spaces, a few examples).
+    """(lines checked, lines whose ids differ from the training tokens, a few examples).
 
-    An example shows the WikiText words up to the first one encoded differently, and the
-    tokens the tokenizer produced from there.
+    The training tokens of a line are ``split(line)``: splitting on spaces for WikiText,
+    ``pretokenize`` for plain text. An example shows the training words up to the first one
+    encoded differently, and the tokens the tokenizer produced from there.
     """
     index = {w: i for i, w in enumerate(vocab)}
     unk = index[UNK]
@@ -106,11 +133,11 @@ def round_trip_mismatches(
     batch = [line for line in lines if line.strip()]
     for line, enc in zip(batch, tok.encode_batch(batch), strict=True):
         checked += 1
-        expected = [index.get(w, unk) for w in line.split()]
+        expected = [index.get(w, unk) for w in split(line)]
         if enc.ids != expected:
             bad += 1
             if len(examples) < 5:  # the first differing WikiText token and what it became
-                words = line.split()
+                words = split(line)
                 pairs = enumerate(zip(enc.ids, expected, strict=False))
                 i = next((k for k, (a, b) in pairs if a != b), min(len(enc.ids), len(expected)))
                 got = " ".join(enc.tokens[i : i + 3])

@@ -1,8 +1,10 @@
-"""Train the WikiText-2 word-level language model (truncated BPTT, plain SGD, anneal on plateau).
+"""Train a word-level language model (truncated BPTT, plain SGD, anneal on plateau).
 
     python -m training.cli lm train --out-dir runs/lm --max-minutes 100 --anneal-after-minutes 55
-    # ^ the shipped model's recipe: ~100 min on 2 cores, validation perplexity 124.5
+    # ^ the shipped model's recipe on WikiText-2: ~100 min on 2 cores, validation perplexity 124.5
     python -m training.cli lm train --dry-run --out-dir /tmp/lm  # seconds, for CI and tests
+    python -m training.cli lm train --train-file my_train.txt --valid-file my_valid.txt ...
+    # ^ a user's plain text: detected as such and cut into words by the served tokenizer's rules
 
 Every epoch writes ``history.json`` and ``curves.png``; whenever validation improves it also
 writes ``best.pt`` atomically, so ``lm export`` can run at any time from the best model so far.
@@ -29,6 +31,8 @@ from training.lm.data import (
     batchify,
     bptt_chunks,
     build_vocab,
+    count_lines,
+    detect_text_format,
     encode,
     read_tokens,
 )
@@ -59,6 +63,7 @@ class TrainConfig:
     threads: int = 2
     dry_run: bool = False
     max_lines: list[int | None] = field(default_factory=lambda: [None, None])
+    text_format: str = "auto"  # wikitext (already tokenized) | plain | auto (detected per run)
     resume: str | None = None  # continue from this best.pt (its architecture, weights, history)
 
 
@@ -88,7 +93,8 @@ def _write_json_atomic(obj: Any, path: Path) -> None:
 
 
 def _fit_cutoffs(cutoffs: list[int], vocab_size: int) -> list[int]:
-    """Dry runs on a tiny slice have a tiny vocabulary: scale the cutoffs down to fit it."""
+    """A small corpus (a dry run's slice, a user's text) has a small vocabulary: scale the
+    adaptive softmax cutoffs down to fit it."""
     kept = [c for c in cutoffs if c < vocab_size - 1]
     if kept == cutoffs:
         return cutoffs
@@ -104,15 +110,39 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
     max_train, max_valid = cfg.max_lines
     if cfg.dry_run:
         max_train, max_valid = DRY_RUN_LINES
-    train_tokens = read_tokens(cfg.train_file, max_train)
+    if cfg.text_format == "auto":
+        cfg.text_format = detect_text_format(cfg.train_file)
+        print(f"text format: {cfg.text_format} (detected; --text-format to override)", flush=True)
+    train_tokens = read_tokens(cfg.train_file, max_train, cfg.text_format)
+    valid_tokens = read_tokens(cfg.valid_file, max_valid, cfg.text_format)
     vocab = build_vocab(train_tokens)
     model_cfg.vocab_size = len(vocab)
-    if cfg.dry_run:
-        model_cfg.cutoffs = _fit_cutoffs(model_cfg.cutoffs, len(vocab))
+    if model_cfg.softmax == "adaptive":
+        fitted = _fit_cutoffs(model_cfg.cutoffs, len(vocab))
+        if fitted != model_cfg.cutoffs and not cfg.dry_run:
+            print(
+                f"adaptive softmax cutoffs {model_cfg.cutoffs} do not fit a vocabulary of "
+                f"{len(vocab)}: using {fitted}",
+                flush=True,
+            )
+        model_cfg.cutoffs = fitted
     train_data = batchify(encode(train_tokens, vocab), cfg.batch_size)
-    valid_data = batchify(
-        encode(read_tokens(cfg.valid_file, max_valid), vocab), cfg.eval_batch_size
-    )
+    valid_data = batchify(encode(valid_tokens, vocab), cfg.eval_batch_size)
+    # what the card will say about the data: files, lines and tokens really used
+    data_used: dict[str, dict[str, Any]] = {}
+    for split, path, limit, tokens in (
+        ("train", cfg.train_file, max_train, train_tokens),
+        ("valid", cfg.valid_file, max_valid, valid_tokens),
+    ):
+        lines = count_lines(path)
+        data_used[split] = {
+            "file": str(path),
+            "lines_in_file": lines,
+            "lines_used": lines if limit is None else min(lines, limit),
+            "tokens": len(tokens),  # <eos> included
+            "text_format": cfg.text_format,
+        }
+    title = f"word-level LM on {Path(cfg.train_file).name}"
 
     resumed: dict[str, Any] | None = None
     if cfg.resume:
@@ -159,6 +189,7 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
             "epoch": epoch,
             "valid_loss": valid_loss,
             "history": history,
+            "data": data_used,
         }
 
     def end_of_period(epoch_pos: float, train_loss: float, tokens: int, seconds: float) -> bool:
@@ -201,7 +232,7 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
                 ("loss (nats/token)", ["train_loss", "valid_loss"]),
                 ("perplexity", ["train_ppl", "valid_ppl"]),
             ],
-            title="WikiText-2 word-level LM",
+            title=title,
         )
         if cfg.max_minutes and elapsed_min >= cfg.max_minutes:
             print(f"time budget of {cfg.max_minutes} min reached", flush=True)
