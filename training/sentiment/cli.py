@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from training.common.try_it import try_it_lines
 from training.sentiment import tokenizer as toks
 from training.sentiment.data import (
     DEFAULT_DATA_DIR,
@@ -450,18 +451,13 @@ def _export(
             indent=1,
         )
     )
-    print(try_it_lines(out, card["name"], card["version"], card["labels"]))
-
-
-def try_it_lines(folder: Path, name: str, version: str, labels: list[str]) -> str:
-    """What to run next: serve the folder's models root and query the new model by name."""
-    root = folder.resolve().parents[2]
-    return (
-        f"\nExported {name}:{version} (labels: {', '.join(labels)}). Try it:\n"
-        f"  SEQSERVE_MODELS_DIR={root} seqserve models\n"
-        f"  SEQSERVE_MODELS_DIR={root} seqserve serve\n"
-        f"  curl -s localhost:8000/sentiment -H 'content-type: application/json' "
-        f'-d \'{{"text": "your text here", "model": "{name}:{version}"}}\''
+    print(
+        try_it_lines(
+            out,
+            "sentiment",
+            [("/sentiment", {"text": "your text here"})],
+            about=f"labels: {', '.join(card['labels'])}",
+        )
     )
 
 
