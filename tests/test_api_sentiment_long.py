@@ -113,3 +113,24 @@ def test_length_buckets_keep_short_texts_apart_from_a_long_one() -> None:
     runs = length_buckets([20, 22, 2000, 19, 21])
     assert [2] in runs
     assert np.array_equal(sorted(next(r for r in runs if 0 in r)), [0, 1, 3, 4])
+
+
+IMDB_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb" / "dev.tsv"
+
+
+@pytest.mark.skipif(not IMDB_DEV.exists(), reason="needs ../shared/data/imdb/dev.tsv")
+def test_every_imdb_dev_review_is_accepted_and_read_whole(client: TestClient) -> None:
+    """The user's first hour: real movie reviews, sent as they are, through the API."""
+    import csv
+
+    with open(IMDB_DEV, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    right = 0
+    for i in range(0, len(rows), 64):
+        chunk = rows[i : i + 64]
+        r = client.post("/sentiment", json={"texts": [row["sentence"] for row in chunk]})
+        assert r.status_code == 200, r.text
+        for row, res in zip(chunk, r.json()["results"], strict=True):
+            assert res["truncated"] is False
+            right += res["label"] == ("positive" if row["label"] == "1" else "negative")
+    assert len(rows) == 2000 and right / len(rows) >= 0.90
