@@ -84,15 +84,13 @@ class Batcher(Generic[In, Out]):
         A caller that is cancelled (its client went away) leaves nothing behind either.
         """
         # An idle model takes any one request (a big /forecast may exceed the bound alone).
-        if (
-            self.inline_if is not None
-            and not self._busy
-            and self.pending == 0
-            and self.inline_if(items)
-        ):
-            # Idle and tiny: run on the loop. The hop to the inference thread and back would
-            # cost more than the model; nothing is waiting that a batch could have joined.
-            return self._run_batch(list(items))
+        if self._may_inline(items):
+            # Give requests that arrived meanwhile one loop turn to show up; if none did, this
+            # one is alone and tiny: run it on the loop (the hop to the inference thread and
+            # back would cost more than the model, and no batch could have formed).
+            await asyncio.sleep(0)
+            if self._may_inline(items):
+                return self._run_batch(list(items))
         if self.max_waiting and self.pending and self.pending + len(items) > self.max_waiting:
             metrics.REJECTED.labels(self.name, "queue_full").inc()
             raise QueueFull(self.name, self.max_waiting)
@@ -112,6 +110,14 @@ class Batcher(Generic[In, Out]):
         finally:
             self.pending -= len(items)
             self._queue_depth.dec(len(items))
+
+    def _may_inline(self, items: Sequence[In]) -> bool:
+        return (
+            self.inline_if is not None
+            and not self._busy
+            and self.pending == 0
+            and self.inline_if(items)
+        )
 
     async def _submit(self, items: Sequence[In]) -> list[Out]:
         loop = asyncio.get_running_loop()

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         64,
         ge=0,
         description="a sentiment request of at most this many tokens runs on the event loop when "
-        "its model is idle (no thread hop); 0 always uses the inference thread",
+        "it is the only request in flight (no thread hop); 0 always uses the inference thread",
     )
     max_queue_items: int = Field(
         512,

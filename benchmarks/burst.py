@@ -21,7 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks import serve_process
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks import serve_process  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "the film is a gorgeous , witty and moving portrait of a family that never quite manages"

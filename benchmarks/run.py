@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python benchmarks/run.py` from anywhere: import siblings
+    sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "results"
 LUA = """

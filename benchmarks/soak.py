@@ -25,7 +25,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks import serve_process
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks import serve_process  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "soak-admin"

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from app.batching import Batcher, Limits
 from app.errors import InputTooLarge, InvalidInput
+from app.limits import alone
 from app.registry import ModelRecord
 from app.services.base import TaskService
 from app.services.common import check_text, expect, expect_finite
@@ -98,7 +99,9 @@ class SentimentModel:
         self.inline_tokens = settings.inline_tokens
 
     def _small(self, seqs: Sequence[np.ndarray]) -> bool:
-        return sum(len(s) for s in seqs) <= self.inline_tokens
+        # Inline only when this request is the only one in flight: under concurrent load the
+        # requests must meet in the batcher (batches are what make throughput).
+        return alone() and sum(len(s) for s in seqs) <= self.inline_tokens
 
     def encode(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         """(ids cut to max_length, full token count) per text."""
