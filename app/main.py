@@ -54,7 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         max_body_bytes=settings.max_body_bytes,
     )
-    for module in (health, models, sentiment, next_word, forecast, admin):
+    # Inference routes first: routing tries routes in order, and these are the hot ones.
+    for module in (sentiment, next_word, forecast, health, models, admin):
         app.include_router(module.router)
     return app
 
