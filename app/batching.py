@@ -91,9 +91,7 @@ class Batcher(Generic[In, Out]):
             await asyncio.sleep(0)
             if self._may_inline(items):
                 return self._run_batch(list(items))
-        if self.max_waiting and self.pending and self.pending + len(items) > self.max_waiting:
-            metrics.REJECTED.labels(self.name, "queue_full").inc()
-            raise QueueFull(self.name, self.max_waiting)
+        self.admit(len(items))
         self.pending += len(items)
         self._queue_depth.inc(len(items))
         try:
@@ -110,6 +108,14 @@ class Batcher(Generic[In, Out]):
         finally:
             self.pending -= len(items)
             self._queue_depth.dec(len(items))
+
+    def admit(self, n: int) -> None:
+        """Raise QueueFull if ``n`` more items would pass the bound. Services call it before
+        their own preprocessing too, so a refused request costs no tokenizing."""
+        # An idle model takes any one request (a big /forecast may exceed the bound alone).
+        if self.max_waiting and self.pending and self.pending + n > self.max_waiting:
+            metrics.REJECTED.labels(self.name, "queue_full").inc()
+            raise QueueFull(self.name, self.max_waiting)
 
     def _may_inline(self, items: Sequence[In]) -> bool:
         return (

@@ -147,6 +147,7 @@ class ForecastModel:
         self, series: list[SeriesInput], horizon: int | None, levels: list[float]
     ) -> list[SeriesForecast]:
         horizon = self.max_horizon if horizon is None else horizon
+        self.batcher.admit(len(series))  # refuse before windowing when the model is full
         self.validate(series, horizon)
         raw = np.stack(
             [

@@ -229,6 +229,7 @@ class NextWordModel:
         top_k: int | None,
         seed: int | None,
     ) -> NextWordResult:
+        self.next_batcher.admit(1)  # refuse before tokenizing when the model is full
         state = self.codec.decode(state_token) if state_token else self.zero_state()
         ids = self.encode(text)
         feed = ids if state_token else [self.start_id, *ids]
@@ -254,6 +255,7 @@ class NextWordModel:
         return result
 
     async def score(self, text: str) -> ScoreResult:
+        self.score_batcher.admit(1)
         ids = [self.start_id, *self.encode(text)]
         item = ScoreItem(
             np.asarray(ids[:-1], dtype=np.int64),

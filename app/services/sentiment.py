@@ -145,6 +145,7 @@ class SentimentModel:
         await self.batcher.close()
 
     async def classify(self, texts: list[str]) -> list[Prediction]:
+        self.batcher.admit(len(texts))  # refuse before tokenizing when the model is full
         encoded = self.encode(texts)
         probs = await self.batcher.submit_many([ids for ids, _ in encoded])
         preds = []
