@@ -1,22 +1,24 @@
-"""Dynamic batching: one queue and one inference worker per model session.
+"""Dynamic batching: one queue and one inference thread per model session.
 
-Each submitted item gets its own future. The worker takes whatever is waiting, up to
-``max_batch_size`` items, optionally waiting up to ``max_wait_ms`` for more (default 0: an idle
-server adds no latency; batches form by themselves while the previous batch runs). Inference
-runs in a single-thread executor, off the event loop; a failure is set on every waiter of that
-batch. With ``max_batch_size == 1`` the batcher is a pass-through: one item per inference call.
-``inline_if`` (optional) marks work small enough to run directly on the event loop when the
-batcher is idle — a sub-millisecond model costs less than the thread hop around it.
-The queue is created lazily inside the running loop, never at import time.
+Each submitted item gets its own future and goes into a thread-safe queue. The inference thread
+takes whatever is waiting, up to ``max_batch_size`` items, optionally waiting up to
+``max_wait_ms`` for more (default 0: an idle server adds no latency; batches form by themselves
+while the previous batch runs), runs it, and hands all results back to the event loop in one
+hop; a failure is set on every waiter of that batch. Batches form in the thread, so an event
+loop drowning in a burst of requests does not slow the model down. With ``max_batch_size == 1``
+the batcher is a pass-through: one item per inference call. ``inline_if`` (optional) marks work
+small enough to run directly on the event loop when it is alone — a sub-millisecond model costs
+less than the thread hop around it. The thread starts on first use, never at import time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -55,9 +57,9 @@ class Batcher(Generic[In, Out]):
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
-        self._queue: asyncio.Queue[tuple[In, asyncio.Future[Out]]] | None = None
-        self._worker: asyncio.Task[None] | None = None
+        # One inference thread per batcher; requests reach it through a thread-safe queue.
+        self._queue: queue.SimpleQueue[tuple[In, asyncio.Future[Out]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self.inline_if = inline_if
         self._busy = False  # a batch is running in the executor
         limits = limits or Limits()
@@ -127,18 +129,11 @@ class Batcher(Generic[In, Out]):
 
     async def _submit(self, items: Sequence[In]) -> list[Out]:
         loop = asyncio.get_running_loop()
-        if not self.enabled:
-            return [
-                (await loop.run_in_executor(self._executor, self._run_batch, [item]))[0]
-                for item in items
-            ]
-        if self._queue is None or self._worker is None or self._worker.done():
-            self._queue = asyncio.Queue()
-            self._worker = loop.create_task(self._loop(), name=f"batcher-{self.name}")
+        self._ensure_worker()
         futures: list[asyncio.Future[Out]] = []
         for item in items:
             fut: asyncio.Future[Out] = loop.create_future()
-            self._queue.put_nowait((item, fut))
+            self._queue.put((item, fut))
             futures.append(fut)
         try:
             return list(await asyncio.gather(*futures))
@@ -157,52 +152,70 @@ class Batcher(Generic[In, Out]):
         self._inference_seconds.observe(time.perf_counter() - t0)
         return outs
 
-    async def _collect(self) -> list[tuple[In, asyncio.Future[Out]]]:
-        assert self._queue is not None
-        batch = [await self._queue.get()]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_wait
+    def _ensure_worker(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._work, name=f"infer-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def _collect(self) -> list[tuple[In, asyncio.Future[Out]]] | None:
+        """Worker thread: the next batch (None: closed). Batches form here, in the inference
+        thread, so a busy event loop never slows the collecting."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait
         while len(batch) < self.max_batch_size:
             try:
-                batch.append(self._queue.get_nowait())
-                continue
-            except asyncio.QueueEmpty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    nxt = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if nxt is None:
+                self._queue.put(None)  # close after this batch
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
-                break
+            batch.append(nxt)
         return batch
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = await self._collect()
-            live = [(item, fut) for item, fut in batch if not fut.done()]  # drop callers that left
+    def _work(self) -> None:
+        while (batch := self._collect()) is not None:
+            live = [(item, fut) for item, fut in batch if not fut.done()]  # callers that left
             if not live:
                 continue
             self._busy = True
             try:
-                outs = await loop.run_in_executor(
-                    self._executor, self._run_batch, [i for i, _ in live]
-                )
+                outs: list[Out] | BaseException = self._run_batch([i for i, _ in live])
             except Exception as exc:  # every waiter of the batch learns of the failure
-                for _, fut in live:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
+                outs = exc
             finally:
                 self._busy = False
-            for (_, fut), out in zip(live, outs, strict=True):
-                if not fut.done():
-                    fut.set_result(out)
+            # One hop back per batch and event loop (results are set on the loop's thread).
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Out], Any]]] = {}
+            for k, (_, fut) in enumerate(live):
+                value = outs if isinstance(outs, BaseException) else outs[k]
+                by_loop.setdefault(fut.get_loop(), []).append((fut, value))
+            for loop, pairs in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop has closed
+                    loop.call_soon_threadsafe(_resolve, pairs)
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            await asyncio.to_thread(self._thread.join, 5)
+
+
+def _resolve(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for fut, value in pairs:
+        if fut.done():
+            continue
+        if isinstance(value, BaseException):
+            fut.set_exception(value)
+        else:
+            fut.set_result(value)
