@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from app import metrics
 from app.errors import DeadlineExceeded, InferenceError, QueueFull
+from app.observability import note_batch, note_time
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -58,7 +59,8 @@ class Batcher(Generic[In, Out]):
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         # One inference thread per batcher; requests reach it through a thread-safe queue.
-        self._queue: queue.SimpleQueue[tuple[In, asyncio.Future[Out]] | None] = queue.SimpleQueue()
+        # Each item travels with the future of (output, batch seconds, batch size).
+        self._queue: queue.SimpleQueue[tuple[In, asyncio.Future[Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.inline_if = inline_if
         self._busy = False  # a batch is running in the executor
@@ -92,7 +94,11 @@ class Batcher(Generic[In, Out]):
             # back would cost more than the model, and no batch could have formed).
             await asyncio.sleep(0)
             if self._may_inline(items):
-                return self._run_batch(list(items))
+                t0 = time.perf_counter()
+                outs = self._run_batch(list(items))
+                note_time("inference", time.perf_counter() - t0)
+                note_batch(len(items))
+                return outs
         self.admit(len(items))
         self.pending += len(items)
         self._queue_depth.inc(len(items))
@@ -130,16 +136,24 @@ class Batcher(Generic[In, Out]):
     async def _submit(self, items: Sequence[In]) -> list[Out]:
         loop = asyncio.get_running_loop()
         self._ensure_worker()
-        futures: list[asyncio.Future[Out]] = []
+        futures: list[asyncio.Future[tuple[Out, float, int]]] = []
         for item in items:
-            fut: asyncio.Future[Out] = loop.create_future()
+            fut: asyncio.Future[tuple[Out, float, int]] = loop.create_future()
             self._queue.put((item, fut))
             futures.append(fut)
+        t0 = time.perf_counter()
         try:
-            return list(await asyncio.gather(*futures))
+            done = await asyncio.gather(*futures)
         finally:  # cancelled or timed out: mark the items so the worker skips them
             for fut in futures:
                 fut.cancel()
+        batches = {(seconds, size) for _, seconds, size in done}  # the batches this request hit
+        inference = sum(seconds for seconds, _ in batches)
+        note_time("queue", max(0.0, time.perf_counter() - t0 - inference))
+        note_time("inference", inference)
+        for _, size in batches:
+            note_batch(size)
+        return [out for out, _, _ in done]
 
     def _run_batch(self, items: list[In]) -> list[Out]:
         t0 = time.perf_counter()
@@ -159,7 +173,7 @@ class Batcher(Generic[In, Out]):
             )
             self._thread.start()
 
-    def _collect(self) -> list[tuple[In, asyncio.Future[Out]]] | None:
+    def _collect(self) -> list[tuple[In, asyncio.Future[Any]]] | None:
         """Worker thread: the next batch (None: closed). Batches form here, in the inference
         thread, so a busy event loop never slows the collecting."""
         first = self._queue.get()
@@ -190,16 +204,18 @@ class Batcher(Generic[In, Out]):
             if not live:
                 continue
             self._busy = True
+            t0 = time.perf_counter()
             try:
                 outs: list[Out] | BaseException = self._run_batch([i for i, _ in live])
             except Exception as exc:  # every waiter of the batch learns of the failure
                 outs = exc
             finally:
                 self._busy = False
+            seconds = time.perf_counter() - t0
             # One hop back per batch and event loop (results are set on the loop's thread).
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Out], Any]]] = {}
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
             for k, (_, fut) in enumerate(live):
-                value = outs if isinstance(outs, BaseException) else outs[k]
+                value = outs if isinstance(outs, BaseException) else (outs[k], seconds, len(live))
                 by_loop.setdefault(fut.get_loop(), []).append((fut, value))
             for loop, pairs in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # that loop has closed

@@ -13,6 +13,7 @@ from app.api import errors
 from app.api.middleware import EdgeMiddleware
 from app.api.routes import admin, forecast, health, models, next_word, sentiment
 from app.container import Container
+from app.observability import configure_logging
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         EdgeMiddleware,
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         max_body_bytes=settings.max_body_bytes,
+        access_log=settings.access_log,
     )
     # Inference routes first: routing tries routes in order, and these are the hot ones.
     for module in (sentiment, next_word, forecast, health, models, admin):
@@ -60,5 +62,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-app = create_app()
+_settings = get_settings()
+configure_logging(_settings.log_level, _settings.log_format)
+app = create_app(_settings)

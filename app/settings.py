@@ -114,6 +114,14 @@ class Settings(BaseSettings):
         "take to finish before the server closes; meanwhile /readyz answers 503 and new "
         "connections are refused",
     )
+    log_level: str = Field("info", description="log level: debug, info, warning, error")
+    log_format: str = Field(
+        "json",
+        pattern="^(json|text)$",
+        description="json: one JSON object per line (request id, route, model, status, latency, "
+        "batch sizes; never the user's text); text: plain lines",
+    )
+    access_log: bool = Field(True, description="one log line per request (probes excluded)")
     state_secret: SecretStr | None = Field(
         None,
         description="HMAC key signing next-word state tokens; share it across replicas. When "

@@ -5,7 +5,9 @@ Everything here happens before a request's body is read or any work is queued:
 - draining: once shutdown has begun, readiness answers 503 (requests already sent finish),
 - API keys for the inference and model endpoints (health, readiness and metrics stay open),
 - a body-size cap (413 from ``Content-Length``, or as soon as a streamed body passes it),
-- admission control: past the in-flight limit an inference request gets 429 + Retry-After.
+- admission control: past the in-flight limit an inference request gets 429 + Retry-After,
+- a request id (the client's ``X-Request-ID`` or a new one) echoed in the response, a
+  ``Server-Timing`` header (tokenize / queue / inference) and one JSON log line per request.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +24,9 @@ import orjson
 
 from app import metrics
 from app.api.errors import error_body
+from app.observability import CURRENT, RequestInfo, request_id_from
+
+access_log = logging.getLogger("seqserve.access")
 
 KNOWN_ROUTES = {
     "/sentiment",
@@ -34,6 +40,7 @@ KNOWN_ROUTES = {
     "/admin/reload",
 }
 INFERENCE_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast"}
+QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}  # probes and scrapes: not logged per request
 OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"}
 
 
@@ -74,8 +81,15 @@ def key_matches(key: bytes | None, keys: Sequence[bytes]) -> bool:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: Any, api_keys: Sequence[str] = (), max_body_bytes: int = 0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        api_keys: Sequence[str] = (),
+        max_body_bytes: int = 0,
+        access_log: bool = True,
+    ) -> None:
         self.app = app
+        self.access_log = access_log
         self.api_keys = [k.encode() for k in api_keys]
         self.max_body_bytes = max_body_bytes
 
@@ -86,18 +100,44 @@ class EdgeMiddleware:
         path = scope.get("path", "")
         status = {"code": 500}
         t0 = time.perf_counter()
+        request_id = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                request_id = value
+        info = RequestInfo(request_id_from(request_id))
+        token = CURRENT.set(info)
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+                extra = [(b"x-request-id", info.request_id.encode())]
+                if info.timings:
+                    extra.append((b"server-timing", info.server_timing()))
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
             await send(message)
 
         try:
             await self._handle(scope, receive, send_wrapper, path)
         finally:
+            CURRENT.reset(token)
             route = route_of(path)
-            _seconds(route).observe(time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            _seconds(route).observe(elapsed)
             _count(route, status["code"]).inc()
+            if self.access_log and route not in QUIET_ROUTES:
+                access_log.info(
+                    "request",
+                    extra={
+                        "request_id": info.request_id,
+                        "method": scope.get("method"),
+                        "route": route,
+                        "status": status["code"],
+                        "latency_ms": round(elapsed * 1e3, 3),
+                        "model": info.model,
+                        "batch_sizes": info.batch_sizes or None,
+                        "timings_ms": {k: round(v * 1e3, 3) for k, v in info.timings.items()},
+                    },
+                )
 
     async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
         state = scope["app"].state if "app" in scope else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Generic, Protocol, TypeVar
 
 from app.errors import ModelNotFound
+from app.observability import note_model
 from app.registry import ModelRecord, Registry
 from app.settings import Settings
 
@@ -38,6 +39,7 @@ class TaskService(Generic[M]):
 
     def resolve(self, ref: str | None) -> tuple[ModelRecord, M]:
         rec = self.registry.get(self.task, ref)
+        note_model(rec.ref)
         model = self.by_ref.get(rec.ref)
         if model is None:  # pragma: no cover - records and wrappers are swapped together
             raise ModelNotFound(ref or "(default)", self.task)

@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 
 from app.batching import Batcher, Limits
 from app.errors import InputTooLarge, InvalidInput
+from app.observability import Timer
 from app.registry import ModelRecord, Registry
 from app.services.base import TaskService
 from app.services.common import check_text, expect, expect_finite
@@ -230,8 +231,9 @@ class NextWordModel:
         seed: int | None,
     ) -> NextWordResult:
         self.next_batcher.admit(1)  # refuse before tokenizing when the model is full
-        state = self.codec.decode(state_token) if state_token else self.zero_state()
-        ids = self.encode(text)
+        with Timer("tokenize"):
+            state = self.codec.decode(state_token) if state_token else self.zero_state()
+            ids = self.encode(text)
         feed = ids if state_token else [self.start_id, *ids]
         step = await self.next_batcher.submit(StepItem(np.asarray(feed, dtype=np.int64), state))
         result = NextWordResult(

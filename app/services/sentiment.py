@@ -16,6 +16,7 @@ from tokenizers import Tokenizer
 from app.batching import Batcher, Limits
 from app.errors import InputTooLarge, InvalidInput
 from app.limits import alone
+from app.observability import Timer
 from app.registry import ModelRecord
 from app.services.base import TaskService
 from app.services.common import check_text, expect, expect_finite
@@ -146,7 +147,8 @@ class SentimentModel:
 
     async def classify(self, texts: list[str]) -> list[Prediction]:
         self.batcher.admit(len(texts))  # refuse before tokenizing when the model is full
-        encoded = self.encode(texts)
+        with Timer("tokenize"):
+            encoded = self.encode(texts)
         probs = await self.batcher.submit_many([ids for ids, _ in encoded])
         preds = []
         for (_, n_tokens), p in zip(encoded, probs, strict=True):
