@@ -94,6 +94,7 @@ class Container:
             settings.default_models,
         )
         registry.read_folder_defaults()
+        metrics.set_build_info()
         c = cls(
             settings,
             registry,

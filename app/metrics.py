@@ -68,6 +68,26 @@ MODELS_LOADED = Gauge(
 )
 
 
+BUILD_INFO = Gauge(
+    "seqserve_build_info",
+    "always 1; the labels say which seqserve and onnxruntime versions serve",
+    ["version", "onnxruntime"],
+    multiprocess_mode="max",
+)
+
+
+def set_build_info() -> None:
+    from importlib import metadata
+
+    import onnxruntime
+
+    try:
+        version = metadata.version("seqserve")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        version = "unknown"
+    BUILD_INFO.labels(version, onnxruntime.__version__).set(1)
+
+
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 

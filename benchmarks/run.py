@@ -109,12 +109,15 @@ class Server:
             "--no-access-log",
         ]
         t0 = time.perf_counter()
+        self.log = tempfile.NamedTemporaryFile(prefix=f"seqserve-{name}-", suffix=".log")
         self.proc = subprocess.Popen(
             cmd,
             cwd=REPO,
             env={**os.environ, **env},
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            # A file, not a pipe: the server logs a line per request, and a pipe nobody reads
+            # fills up and blocks it.
+            stderr=self.log,
         )
         self.cold_start_s = self._wait_ready(t0)
         self.tasks: list[str] = []
@@ -122,9 +125,7 @@ class Server:
     def _wait_ready(self, t0: float) -> float:
         while time.perf_counter() - t0 < 120:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited: {self.proc.stderr.read().decode()[-2000:]}"
-                )  # type: ignore[union-attr]
+                raise RuntimeError(f"{self.name} exited: {Path(self.log.name).read_text()[-2000:]}")  # type: ignore[union-attr]
             try:
                 with urllib.request.urlopen(self.url + "/readyz", timeout=1) as r:
                     if r.status == 200:

@@ -52,3 +52,10 @@ def test_one_json_log_line_per_request_without_the_text(
     )
     assert entry["latency_ms"] > 0 and entry["batch_sizes"] == [1]
     assert secret_text not in line
+
+
+def test_metrics_carry_build_info_queue_depth_and_rejections(client: TestClient) -> None:
+    client.post("/sentiment", json={"text": "good"})
+    text = client.get("/metrics").text
+    assert "seqserve_build_info{" in text and 'onnxruntime="' in text
+    assert "seqserve_queue_items" in text and "seqserve_batch_size_bucket" in text
