@@ -73,10 +73,6 @@ class Batcher(Generic[In, Out]):
         self._batch_size = metrics.BATCH_SIZE.labels(name)
         self._inference_seconds = metrics.INFERENCE_SECONDS.labels(name)
 
-    @property
-    def enabled(self) -> bool:
-        return self.max_batch_size > 1
-
     async def submit(self, item: In) -> Out:
         return (await self.submit_many([item]))[0]
 
