@@ -86,7 +86,3 @@ class NotFound(SeqServeError):
 class DeadlineExceeded(SeqServeError):
     code = "deadline_exceeded"
     headers = {"Retry-After": "1"}
-
-
-class ShuttingDown(SeqServeError):
-    code = "shutting_down"

@@ -29,7 +29,6 @@ STATUS: dict[type[errors.SeqServeError], int] = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.DeadlineExceeded: 503,
-    errors.ShuttingDown: 503,
 }
 
 

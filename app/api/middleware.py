@@ -24,6 +24,7 @@ import orjson
 
 from app import metrics
 from app.api.errors import error_body
+from app.errors import Overloaded
 from app.observability import CURRENT, RequestInfo, request_id_from
 
 access_log = logging.getLogger("seqserve.access")
@@ -165,7 +166,7 @@ class EdgeMiddleware:
                 send,
                 429,
                 "overloaded",
-                f"the server is at its limit of {limiter.limit} requests in flight; retry shortly",
+                Overloaded(limiter.limit).message,
                 [(b"retry-after", b"1")],
             )
             return

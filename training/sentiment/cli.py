@@ -21,7 +21,6 @@ from training.sentiment import tokenizer as toks
 from training.sentiment.data import (
     DEFAULT_DATA_DIR,
     SST2_LABEL_NAMES,
-    SST2_URL,
     TextDataset,
     label_list,
     load_dataset,
@@ -537,7 +536,10 @@ def _export_flags(p: argparse.ArgumentParser) -> None:
         help="storage of embedding tables: fp16 halves the file, int8 (weight-only) quarters it",
     )
     p.add_argument(
-        "--dataset-url", default=SST2_URL, help="public download address recorded in the card"
+        "--dataset-url",
+        default=None,
+        help="public download address recorded in the card for your files (SST-2 and IMDB "
+        "files get their own)",
     )
     p.add_argument(
         "--experiments",

@@ -15,6 +15,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "sst2"
 SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 SST2_LABEL_NAMES = {"0": "negative", "1": "positive"}
 
 

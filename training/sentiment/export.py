@@ -30,6 +30,7 @@ from training.common.onnx_utils import (
     quantize_int8,
 )
 from training.sentiment import tokenizer as toks
+from training.sentiment.data import IMDB_URL, SST2_URL
 from training.sentiment.model import EnsembleClassifier, RNNClassifier
 from training.sentiment.train import load_member
 
@@ -388,8 +389,8 @@ def _plot_members(summary: dict[str, Any], path: Path, name: str) -> None:
 
 
 KNOWN_URLS = {
-    "sst2": "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip",
-    "imdb": "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+    "sst2": SST2_URL,
+    "imdb": IMDB_URL,
 }
 
 
