@@ -1,7 +1,15 @@
-"""``seqserve``: run the service, or list the models it would load.
+"""``seqserve``: serve, inspect models, predict from the terminal, benchmark.
 
-seqserve serve --host 0.0.0.0 --port 8000 --workers 2
-seqserve models
+    seqserve serve --host 0.0.0.0 --port 8000 --workers 2
+    seqserve models list                      # seqserve models show sst2-imdb-bilstm
+    seqserve predict sentiment "a gorgeous, witty film" "dull"
+    seqserve predict next-word "Happy birthday , my" --k 3
+    seqserve predict forecast --csv examples/data/shop_hourly.csv --time-col timestamp
+    seqserve bench --endpoint sentiment --concurrency 8
+    seqserve --version
+
+Training has its own command, ``seqserve-train`` (it needs the ``train`` extra).
+Settings (models folder, limits, keys) come from ``SEQSERVE_*`` variables for every command.
 """
 
 from __future__ import annotations
@@ -9,19 +17,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app import __version__
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _settings(args: argparse.Namespace) -> Any:
+    from app.settings import Settings, get_settings
+
+    if getattr(args, "models_dir", None):
+        return Settings(models_dir=args.models_dir)
+    return get_settings()
+
+
+def _add_models_dir(p: argparse.ArgumentParser, nested: bool = False) -> None:
+    # nested: a sub-command of a command that has the flag too; SUPPRESS keeps the outer
+    # value when the inner one is not given ("models --models-dir X list")
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=argparse.SUPPRESS if nested else None,
+        help="models folder (default: $SEQSERVE_MODELS_DIR or ./models)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="seqserve", description="Serve recurrent models with onnxruntime."
+        prog="seqserve",
+        description="Serve recurrent models with onnxruntime.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'seqserve COMMAND --help' for a command's options.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser(
-        "serve", help="start the HTTP server (settings come from SEQSERVE_* variables)"
-    )
+    parser.add_argument("--version", action="version", version=_version_line())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="start the HTTP server (settings from SEQSERVE_* variables)")
     s.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 in containers)")
     s.add_argument("--port", type=int, default=8000, help="TCP port")
     s.add_argument(
@@ -32,31 +67,95 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default: $WEB_CONCURRENCY or 1)",
     )
     s.add_argument("--log-level", default="info", help="uvicorn log level")
-    sub.add_parser("models", help="print the models found under SEQSERVE_MODELS_DIR and exit")
-    args = parser.parse_args(argv)
+    s.set_defaults(func=cmd_serve)
 
-    if args.command == "models":
-        from app.registry import Registry
-        from app.settings import get_settings
+    m = sub.add_parser("models", help="list the models found, or show one model's card")
+    msub = m.add_subparsers(dest="models_command", metavar="ACTION")
+    ml = msub.add_parser("list", help="every model version found, with its headline metrics")
+    ml.add_argument("--json", action="store_true", help="JSON instead of a table")
+    _add_models_dir(ml, nested=True)
+    ms = msub.add_parser("show", help="one model's card (JSON)")
+    ms.add_argument("name", help='"name" or "name:version"')
+    _add_models_dir(ms, nested=True)
+    _add_models_dir(m)
+    m.set_defaults(func=cmd_models, json=True, models_command=None)
 
-        st = get_settings()
-        reg = Registry(st.models_dir, st.providers, st.intra_op_threads)
-        print(
-            json.dumps(
-                [
-                    {
-                        "task": r.task,
-                        "name": r.name,
-                        "version": r.version,
-                        "metrics": r.card.get("metrics", {}),
-                    }
-                    for r in reg.discover()
-                ],
-                indent=1,
-            )
-        )
+    p = sub.add_parser("predict", help="one-off predictions in this process (no server)")
+    psub = p.add_subparsers(dest="task", required=True, metavar="TASK")
+    ps = psub.add_parser("sentiment", help="classify texts (arguments, or one per line of --file)")
+    ps.add_argument("texts", nargs="*", help="texts to classify")
+    ps.add_argument("--file", type=Path, help="a text file, one text per line ('-': stdin)")
+    pn = psub.add_parser("next-word", help="suggest the next words of a text")
+    pn.add_argument("text", help="the text so far")
+    pn.add_argument("--k", type=int, default=5, help="number of candidates")
+    pn.add_argument("--complete", type=int, default=0, help="also continue the text greedily")
+    pf = psub.add_parser("forecast", help="forecast one series read from a CSV column")
+    pf.add_argument("--csv", type=Path, required=True, help="CSV file with a header row")
+    pf.add_argument("--column", help="the value column (default: the last column)")
+    pf.add_argument("--time-col", help="an ISO 8601 timestamp column: adds forecast timestamps")
+    pf.add_argument("--horizon", type=int, help="steps ahead (default: the model's maximum)")
+    pf.add_argument(
+        "--level", type=float, nargs="+", default=[80.0, 95.0], help="interval levels in percent"
+    )
+    pf.add_argument("--json", action="store_true", help="JSON instead of CSV")
+    for q in (ps, pn, pf):
+        q.add_argument("--model", help='"name" or "name:version" (default: the task default)')
+        _add_models_dir(q)
+    p.set_defaults(func=cmd_predict)
+
+    b = sub.add_parser("bench", help="load-test one endpoint and print latency and throughput")
+    b.add_argument("--url", help="a running server (default: start one for the run)")
+    b.add_argument(
+        "--endpoint",
+        nargs="+",
+        default=["sentiment"],
+        choices=["sentiment", "next-word", "forecast", "v2-sentiment"],
+        help="endpoints to measure, one after the other",
+    )
+    b.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[1, 8],
+        help="concurrent clients (several values: one run each)",
+    )
+    b.add_argument("--requests", type=int, default=2000, help="requests per run")
+    b.add_argument("--workers", type=int, default=1, help="server processes when starting one")
+    b.add_argument("--json", action="store_true", help="JSON instead of a table")
+    b.add_argument(
+        "--full",
+        action="store_true",
+        help="run the full benchmark (benchmarks/run.py: wrk, baselines, plots)",
+    )
+    b.set_defaults(func=cmd_bench)
+    return parser
+
+
+def _version_line() -> str:
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:  # pragma: no cover - the serve extra is missing
+        ort = "not installed"
+    return f"seqserve {__version__} (onnxruntime {ort}, Python {sys.version.split()[0]})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from app.errors import SeqServeError
+
+    try:
+        return int(args.func(args) or 0)
+    except SeqServeError as exc:
+        print(f"seqserve: {exc.message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `seqserve models show X | head`
+        sys.stderr.close()
         return 0
 
+
+def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app.settings import get_settings
@@ -71,6 +170,111 @@ def main(argv: Sequence[str] | None = None) -> int:
         access_log=False,
         timeout_graceful_shutdown=int(get_settings().shutdown_grace_seconds),
     )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from app.registry import Registry
+    from app.registry import _version_key as version_key
+
+    st = _settings(args)
+    reg = Registry(st.models_dir, st.providers, st.intra_op_threads)
+    found = reg.discover()
+    if args.models_command == "show":
+        base, _, version = args.name.partition(":")
+        hits = [r for r in found if r.name == base and (not version or r.version == version)]
+        if not hits:
+            names = ", ".join(sorted({r.ref for r in found}))
+            print(f"seqserve: no model {args.name!r}; found: {names}", file=sys.stderr)
+            return 2
+        rec = max(hits, key=lambda r: version_key(r.version))
+        print(json.dumps({"task": rec.task, "path": str(rec.path), "card": rec.card}, indent=1))
+        return 0
+    rows = [
+        {"task": r.task, "name": r.name, "version": r.version, "metrics": r.card.get("metrics", {})}
+        for r in found
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{'task':<10} {'model':<28} {'MB':>6}  headline")
+    for r in found:
+        size = sum(f.stat().st_size for f in r.path.iterdir() if f.is_file()) / 1e6
+        print(f"{r.task:<10} {r.ref:<28} {size:6.1f}  {_headline(r.card)}")
+    return 0
+
+
+_PREFERRED = ("accuracy", "perplexity", "mase", "smape", "nab", "coverage")
+_SKIPPED = ("naive", "members", "fp32", "int8", "examples", "raw_")
+
+
+def _headline(card: dict[str, Any]) -> str:
+    """Up to three headline numbers from the card's metrics (accuracy, perplexity, MASE...)."""
+    leaves: list[tuple[str, float]] = []
+    for key, value in card.get("metrics", {}).items():
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        for k2, v2 in items:
+            name = f"{key}.{k2}" if k2 else key
+            if isinstance(v2, int | float) and not isinstance(v2, bool):
+                leaves.append((name, float(v2)))
+    chosen = [
+        (n, v) for n, v in leaves
+        if any(p in n for p in _PREFERRED) and not any(s in n for s in _SKIPPED)
+    ]
+    return ", ".join(f"{n}={v:.4g}" for n, v in chosen[:3])
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from app import predict
+    from app.services.forecast import SeriesInput
+
+    st = _settings(args)
+    if args.task == "sentiment":
+        texts = predict.read_texts(args.texts, args.file)
+        if not texts:
+            print("seqserve: give texts as arguments or --file", file=sys.stderr)
+            return 2
+        rows = predict.run_with_container(st, lambda c: predict.sentiment(c, texts, args.model))
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return 0
+    if args.task == "next-word":
+        res = predict.run_with_container(
+            st, lambda c: predict.next_word(c, args.text, args.model, args.k, args.complete)
+        )
+        print(json.dumps(res, ensure_ascii=False, indent=1))
+        return 0
+    col, values, start, freq = predict.read_series_csv(args.csv, args.column, args.time_col)
+    series = SeriesInput(col, values, start, freq)
+    ref, rows, warnings = predict.run_with_container(
+        st, lambda c: predict.forecast(c, series, args.horizon, args.level, args.model)
+    )
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"model": ref, "series": col, "forecast": rows}, indent=1))
+    else:
+        predict.write_csv(rows)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.full:
+        script = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+        if not script.is_file():
+            print("seqserve: --full needs the source tree (benchmarks/run.py)", file=sys.stderr)
+            return 2
+        return subprocess.call([sys.executable, str(script)])
+    from contextlib import nullcontext
+
+    from app import bench
+
+    results = []
+    with nullcontext(args.url) if args.url else bench.local_server(args.workers) as url:
+        for endpoint in args.endpoint:
+            for c in args.concurrency:
+                results.append(bench.bench(url, endpoint, c, args.requests).summary())
+    print(json.dumps(results, indent=1) if args.json else bench.table(results))
     return 0
 
 

@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import metrics, signals
+from app import __version__, metrics, signals
 from app.api import errors
 from app.api.middleware import EdgeMiddleware
-from app.api.routes import admin, forecast, health, models, next_word, sentiment
+from app.api.routes import admin, forecast, health, models, next_word, sentiment, v2
 from app.container import Container
 from app.observability import configure_logging
 from app.settings import Settings, get_settings
@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 DESCRIPTION = """Recurrent sequence models (LSTM/GRU) served with onnxruntime.
 
-Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
+Errors are JSON: `{"error": {"code": "...", "message": "..."}}`; on the Open Inference Protocol
+routes (`/v2/...`) they have the protocol's shape, `{"error": "..."}`.
 """
 
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await container.close()
             metrics.process_exiting()
 
-    app = FastAPI(title="seqserve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="seqserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.container = None
     app.state.draining = False
     errors.install(app)
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
     )
     # Inference routes first: routing tries routes in order, and these are the hot ones.
-    for module in (sentiment, next_word, forecast, health, models, admin):
+    for module in (sentiment, next_word, forecast, v2, health, models, admin):
         app.include_router(module.router)
     return app
 

@@ -22,11 +22,12 @@ from prometheus_client import (
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-REQUESTS = Counter("seqserve_requests_total", "HTTP requests", ["route", "status"])
+# Per route and model ("name:version"; "" for requests no model served, e.g. health or a 429).
+REQUESTS = Counter("seqserve_requests_total", "HTTP requests", ["route", "model", "status"])
 REQUEST_SECONDS = Histogram(
     "seqserve_request_seconds",
-    "HTTP request latency",
-    ["route"],
+    "HTTP request latency, per route and model",
+    ["route", "model"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 REJECTED = Counter(

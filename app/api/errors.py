@@ -1,6 +1,8 @@
 """The one place where errors become HTTP: status table and JSON handlers.
 
-Every error body is ``{"error": {"code": ..., "message": ...}}``.
+Every error body is ``{"error": {"code": ..., "message": ...}}``, except on the Open Inference
+Protocol routes (``/v2/...``), where it is the protocol's ``{"error": "..."}`` and an invalid
+request is a 400 (the protocol has no 422).
 """
 
 from __future__ import annotations
@@ -43,6 +45,21 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
+def is_oip(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_response(
+    path: str, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The error in the shape of the API the path belongs to."""
+    if is_oip(path):
+        return JSONResponse(
+            {"error": message}, status_code=400 if status == 422 else status, headers=headers
+        )
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
 def _location(loc: tuple[object, ...]) -> str:
     """('body', 'texts', 2) -> 'texts[2]'."""
     out = ""
@@ -72,29 +89,29 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.SeqServeError)
-    async def _seqserve(_: Request, exc: errors.SeqServeError) -> JSONResponse:
+    async def _seqserve(request: Request, exc: errors.SeqServeError) -> JSONResponse:
         status = status_for(exc)
         if status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return JSONResponse(
-            error_body(exc.code, exc.message), status_code=status, headers=exc.headers or None
-        )
+        return error_response(request.url.path, status, exc.code, exc.message, exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         status, code, message = describe_validation(exc)
-        return JSONResponse(error_body(code, message), status_code=status)
+        return error_response(request.url.path, status, code, message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+        return error_response(
+            request.url.path,
+            exc.status_code,
+            code,
+            str(exc.detail),
+            getattr(exc, "headers", None),
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+        return error_response(request.url.path, 500, "internal_error", "internal server error")

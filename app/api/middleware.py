@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from app import metrics
-from app.api.errors import error_body
+from app.api.errors import error_body, is_oip
 from app.errors import Overloaded
 from app.observability import CURRENT, RequestInfo, request_id_from
 
@@ -41,24 +41,48 @@ KNOWN_ROUTES = {
     "/admin/reload",
 }
 INFERENCE_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast"}
-QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}  # probes and scrapes: not logged per request
-OPEN_PATHS = {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json"}
+# probes and scrapes: not logged per request
+QUIET_ROUTES = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
+OPEN_PATHS = {
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/docs",
+    "/redoc",
+    "/openapi.json",
+    "/v2/health/live",
+    "/v2/health/ready",
+}
 
 
 @functools.cache
-def _seconds(route: str) -> Any:
-    return metrics.REQUEST_SECONDS.labels(route)
+def _seconds(route: str, model: str) -> Any:
+    return metrics.REQUEST_SECONDS.labels(route, model)
 
 
 @functools.cache
-def _count(route: str, status: int) -> Any:
-    return metrics.REQUESTS.labels(route, str(status))
+def _count(route: str, model: str, status: int) -> Any:
+    return metrics.REQUESTS.labels(route, model, str(status))
 
 
+def is_inference(path: str) -> bool:
+    """Task routes and the v2 ``.../infer`` routes: admission control and disconnect watching."""
+    return path in INFERENCE_ROUTES or (path.startswith("/v2/models/") and path.endswith("/infer"))
+
+
+@functools.lru_cache(maxsize=4096)
 def route_of(path: str) -> str:
+    """The route template a path belongs to (a bounded label set for metrics and logs)."""
     if path in KNOWN_ROUTES:
         return path
-    return "/v1/models/{name}" if path.startswith("/v1/models/") else "other"
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{name}"
+    if path in ("/v2", "/v2/health/live", "/v2/health/ready"):
+        return path
+    if path.startswith("/v2/models/"):
+        tail = path.rsplit("/", 1)[-1]
+        return f"/v2/models/{{name}}/{tail}" if tail in ("infer", "ready") else "/v2/models/{name}"
+    return "other"
 
 
 def presented_key(headers: Sequence[tuple[bytes, bytes]]) -> bytes | None:
@@ -123,8 +147,9 @@ class EdgeMiddleware:
             CURRENT.reset(token)
             route = route_of(path)
             elapsed = time.perf_counter() - t0
-            _seconds(route).observe(elapsed)
-            _count(route, status["code"]).inc()
+            model = info.model or ""
+            _seconds(route, model).observe(elapsed)
+            _count(route, model, status["code"]).inc()
             if self.access_log and route not in QUIET_ROUTES:
                 access_log.info(
                     "request",
@@ -157,9 +182,11 @@ class EdgeMiddleware:
                     "a valid API key is required: 'Authorization: Bearer <key>' or "
                     "'X-API-Key: <key>'",
                     [(b"www-authenticate", b"Bearer")],
+                    path,
                 )
                 return
-        limiter = getattr(container, "limiter", None) if path in INFERENCE_ROUTES else None
+        inference = is_inference(path)
+        limiter = getattr(container, "limiter", None) if inference else None
         if limiter is not None and not limiter.try_acquire():
             metrics.REJECTED.labels(route_of(path), "in_flight_limit").inc()
             await reply(
@@ -168,6 +195,7 @@ class EdgeMiddleware:
                 "overloaded",
                 Overloaded(limiter.limit).message,
                 [(b"retry-after", b"1")],
+                path,
             )
             return
         try:
@@ -176,12 +204,12 @@ class EdgeMiddleware:
                 return
             length = dict(scope.get("headers", [])).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await reply(send, 413, "body_too_large", self._too_large_message())
+                await reply(send, 413, "body_too_large", self._too_large_message(), path=path)
                 return
             body = await self._read_capped(receive)
             if body is None:
-                await reply(send, 413, "body_too_large", self._too_large_message())
-            elif path in INFERENCE_ROUTES:
+                await reply(send, 413, "body_too_large", self._too_large_message(), path=path)
+            elif inference:
                 await self._run_until_disconnect(scope, body, receive, send, path)
             else:
                 await self.app(scope, _replay(body, receive), send)
@@ -267,8 +295,10 @@ async def reply(
     code: str,
     message: str,
     headers: list[tuple[bytes, bytes]] | None = None,
+    path: str = "",
 ) -> None:
-    body = orjson.dumps(error_body(code, message))
+    """An error answered at the edge, in the shape of the API ``path`` belongs to."""
+    body = orjson.dumps({"error": message} if is_oip(path) else error_body(code, message))
     await send(
         {
             "type": "http.response.start",

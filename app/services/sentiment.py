@@ -180,7 +180,7 @@ class SentimentService(TaskService[SentimentModel]):
             raise InputTooLarge(f"{field} has {len(texts)} items; the limit is {limit}")
         return [
             check_text(
-                text, f"{field}[{i}]" if field == "texts" else field, self.settings.max_text_chars
+                text, f"{field}[{i}]" if field != "text" else field, self.settings.max_text_chars
             )
             for i, text in enumerate(texts)
         ]

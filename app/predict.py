@@ -1,0 +1,153 @@
+"""``seqserve predict``: one-off predictions from the terminal, without starting a server.
+
+The models load in this process through the same container, task services and batchers the
+server uses, so a result here is the result the API would give.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.container import Container
+from app.errors import InvalidInput
+from app.services.forecast import SeriesInput
+from app.settings import Settings
+
+T = TypeVar("T")
+
+
+def run_with_container(settings: Settings, work: Callable[[Container], Awaitable[T]]) -> T:
+    async def main() -> T:
+        container = Container.build(settings)
+        try:
+            return await work(container)
+        finally:
+            await container.close()
+
+    return asyncio.run(main())
+
+
+def read_texts(texts: Sequence[str], file: Path | None) -> list[str]:
+    """Texts from the arguments, or one per line of ``file`` ('-' for standard input)."""
+    if file is None:
+        return list(texts)
+    stream = sys.stdin if str(file) == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        return [line.rstrip("\n") for line in stream if line.strip()]
+
+
+async def sentiment(c: Container, texts: list[str], model: str | None) -> list[dict[str, Any]]:
+    """Classify in chunks of the per-request limit, with a progress bar for long files."""
+    from tqdm import tqdm
+
+    size = c.settings.max_texts
+    out: list[dict[str, Any]] = []
+    with tqdm(total=len(texts), unit="text", file=sys.stderr, disable=len(texts) <= size) as bar:
+        for start in range(0, len(texts), size):
+            chunk = texts[start : start + size]
+            rec, preds = await c.sentiment.classify(chunk, "texts", model)
+            for text, p in zip(chunk, preds, strict=True):
+                out.append(
+                    {
+                        "text": text,
+                        "label": p.label,
+                        "score": round(p.score, 4),
+                        "tokens": p.tokens,
+                        "truncated": p.truncated,
+                        "model": rec.ref,
+                    }
+                )
+            bar.update(len(chunk))
+    return out
+
+
+async def next_word(
+    c: Container, text: str, model: str | None, k: int, complete: int
+) -> dict[str, Any]:
+    rec, r = await c.next_word.predict(
+        text,
+        model,
+        k=k,
+        state_token=None,
+        complete=complete,
+        temperature=0.0,
+        top_k=None,
+        seed=None,
+    )
+    return {
+        "candidates": [
+            {"word": x.word, "probability": round(x.probability, 4)} for x in r.candidates
+        ],
+        "completion": r.completion,
+        "tokens": r.tokens,
+        "model": rec.ref,
+    }
+
+
+def read_series_csv(
+    path: Path, column: str | None, time_col: str | None
+) -> tuple[str, list[float], dt.datetime | None, str | None]:
+    """One series from a CSV with a header: ``column`` (default: the last column) and, when
+    ``time_col`` is given, the timestamps that set start and spacing. Empty cells are an
+    error, not skipped: a gap would shift every later value by one step."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise InvalidInput(f"{path} has no data rows")
+    names = list(rows[0])
+    col = column or names[-1]
+    if col not in names:
+        raise InvalidInput(f"{path} has no column {col!r}; it has {', '.join(names)}")
+    values = []
+    for i, row in enumerate(rows, start=2):
+        cell = (row.get(col) or "").strip()
+        try:
+            values.append(float(cell))
+        except ValueError:
+            raise InvalidInput(f"{path} line {i}: {col} is {cell!r}, not a number") from None
+    start = freq = None
+    if time_col is not None:
+        if time_col not in names:
+            raise InvalidInput(f"{path} has no column {time_col!r}; it has {', '.join(names)}")
+        try:
+            stamps = [dt.datetime.fromisoformat(r[time_col].strip()) for r in rows[:2]]
+        except ValueError as exc:
+            raise InvalidInput(f"{path}: {time_col} is not an ISO 8601 timestamp: {exc}") from None
+        start = stamps[0]
+        if len(stamps) == 2:
+            freq = f"{int((stamps[1] - stamps[0]).total_seconds())}s"
+    return col, values, start, freq
+
+
+async def forecast(
+    c: Container,
+    series: SeriesInput,
+    horizon: int | None,
+    levels: list[float],
+    model: str | None,
+) -> tuple[str, list[dict[str, Any]], list[str]]:
+    rec, results = await c.forecast.forecast([series], horizon, levels, model)
+    r = results[0]
+    rows = []
+    for h in range(len(r.mean)):
+        row: dict[str, Any] = {"step": h + 1}
+        if r.timestamps is not None:
+            row["timestamp"] = r.timestamps[h]
+        row["mean"] = float(r.mean[h])
+        for key, arr in r.bounds.items():
+            row[key] = float(arr[h])
+        rows.append(row)
+    return rec.ref, rows, r.warnings
+
+
+def write_csv(rows: list[dict[str, Any]]) -> None:
+    w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
