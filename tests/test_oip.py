@@ -417,3 +417,66 @@ def test_metrics_count_v2_requests_per_model(client: TestClient) -> None:
     for _ in range(3):
         client.post(f"{SENT}/infer", json={"inputs": [text_input("great")]})
     assert count() == before + 3
+
+
+# The protocol document's own example request, verbatim ("input1" holds one element of
+# a [3] shape there: the example is not self-consistent, so the codec must say so).
+SPEC_EXAMPLE = {
+    "id": "42",
+    "inputs": [
+        {"name": "input0", "shape": [2, 2], "datatype": "UINT32", "data": [1, 2, 3, 4]},
+        {"name": "input1", "shape": [3], "datatype": "BOOL", "data": [True]},
+    ],
+    "outputs": [{"name": "output0"}],
+}
+
+
+def test_codec_reads_the_spec_example() -> None:
+    from app.api import oip
+    from app.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="input 'input1': shape holds 3 elements but data has 1"):
+        oip.parse_request(json.dumps(SPEC_EXAMPLE).encode())
+    fixed = json.loads(json.dumps(SPEC_EXAMPLE))
+    fixed["inputs"][1]["data"] = [True, False, True]
+    req = oip.parse_request(json.dumps(fixed).encode())
+    assert req.id == "42" and [o.name for o in req.outputs or []] == ["output0"]
+    t0, t1 = req.inputs["input0"], req.inputs["input1"]
+    assert t0.data.dtype == np.uint32 and t0.data.tolist() == [[1, 2], [3, 4]]
+    assert t1.data.dtype == np.bool_ and t1.shape == [3]
+    # the spec's response example, written back by the encoder
+    body, header_len = oip.encode_response(
+        "mymodel",
+        "1",
+        [
+            oip.Tensor(
+                "output0",
+                "FP32",
+                np.asarray([[1.0, 1.1], [2.0, 2.1], [3.0, 3.1]], dtype=np.float32),
+            )
+        ],
+        req,
+    )
+    assert header_len is None
+    assert json.loads(body) == {
+        "model_name": "mymodel",
+        "model_version": "1",
+        "id": "42",
+        "outputs": [
+            {
+                "name": "output0",
+                "datatype": "FP32",
+                "shape": [3, 2],
+                "data": [1.0, 1.1, 2.0, 2.1, 3.0, 3.1],
+            }
+        ],
+    }
+
+
+def test_spec_example_against_a_real_model_names_the_problem(client: TestClient) -> None:
+    fixed = json.loads(json.dumps(SPEC_EXAMPLE))
+    fixed["inputs"][1]["data"] = [True, False, True]
+    r = client.post(f"{SENT}/infer", json=fixed)
+    assert r.status_code == 400 and r.json() == {
+        "error": "unknown input 'input0'; this model takes text"
+    }
