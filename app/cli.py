@@ -218,7 +218,8 @@ def _headline(card: dict[str, Any]) -> str:
             if isinstance(v2, int | float) and not isinstance(v2, bool):
                 leaves.append((name, float(v2)))
     chosen = [
-        (n, v) for n, v in leaves
+        (n, v)
+        for n, v in leaves
         if any(p in n for p in _PREFERRED) and not any(s in n for s in _SKIPPED)
     ]
     return ", ".join(f"{n}={v:.4g}" for n, v in chosen[:3])
