@@ -18,14 +18,26 @@ import torch
 from training.cli import main
 from training.forecast.data import (
     WindowSampler,
+    calibration_split,
     last_window,
     load_series,
     positive_shift,
     split_holdout,
 )
-from training.forecast.metrics import mase, mase_scale, naive, seasonal_naive, smape
+from training.forecast.metrics import coverage, mase, mase_scale, naive, seasonal_naive, smape
 from training.forecast.model import ForecastEnsemble, ForecastNet, median_over_members
-from training.forecast.train import LEVEL_GRID, conformal_table, interval_k, intervals
+from training.forecast.train import (
+    LEVEL_GRID,
+    ForecastConfig,
+    calibration_set,
+    calibration_windows_per_series,
+    conformal_table,
+    interval_k,
+    intervals,
+    mase_weights,
+    member_plan,
+    prepare,
+)
 
 WINDOW, PERIOD, HORIZON = 48, 24, 24
 
@@ -131,6 +143,117 @@ def test_window_sampler_contiguous_and_recent() -> None:
     assert set(np.unique(ends)) <= {93.0, 94.0, 95.0, 96.0, 97.0, 98.0, 99.0} | {
         float(v) for v in range(1193, 1200)
     }
+
+
+def test_window_sampler_align_keeps_the_phase_of_the_end() -> None:
+    hists = [np.arange(100.0), np.arange(1000.0, 1201.0)]
+    x, y = WindowSampler(hists, 48, 24, 24, align=24).sample(2000, np.random.default_rng(0))
+    assert x.shape == (2000, 48) and y.shape == (2000, 24)
+    first, second = x[x[:, -1] < 1000, -1], x[x[:, -1] >= 1000, -1] - 1000
+    # the input ends a multiple of 24 steps before the end of its history (99 and 200)
+    assert set(((99 - first) % 24).tolist()) == {0.0} and set(((200 - second) % 24).tolist()) == {0}
+    assert len(np.unique(x[:, -1])) == 2 + 6  # every aligned cut point is drawn
+
+
+# ------------------------------------------------------------------ calibration split
+
+
+def test_calibration_split_targets_are_disjoint_from_training_targets() -> None:
+    hists = [np.arange(300.0), np.arange(1000.0, 1250.0)]
+    train, full = calibration_split(hists, 2, 24)
+    assert [len(h) for h in train] == [252, 202] and full[0] is hists[0]
+    # every target the members can be trained on comes from the training part
+    x, y = WindowSampler(train, 48, 24, 24).sample(5000, np.random.default_rng(0))
+    trained = set(np.unique(y).tolist())
+    held = set(hists[0][-48:].tolist()) | set(hists[1][-48:].tolist())
+    assert trained.isdisjoint(held) and max(y[y < 1000]) == 251.0
+    with pytest.raises(ValueError, match="cannot hold out"):
+        calibration_split([np.arange(40.0)], 2, 24)
+    same, _ = calibration_split(hists, 0, 24)
+    assert [len(h) for h in same] == [300, 250]
+
+
+def test_prepare_holds_calibration_windows_out_of_training(m4_csv: Path) -> None:
+    cfg = ForecastConfig(data=str(m4_csv), window=48, horizon=24, holdout=24, calib_windows=2)
+    data = prepare(cfg)
+    k = data["calib_windows_per_series"]
+    assert k == calibration_windows_per_series(cfg, data["hist"]) >= 1
+    cx, cy, idx = calibration_set(cfg, data)
+    assert len(cy) == k * len(data["hist"]) and cx.shape[1] == 48 and cy.shape[1] == 24
+    series = load_series(m4_csv)
+    for i, (v, h, t) in enumerate(
+        zip(series.values, data["hist"], data["train_hist"], strict=True)
+    ):
+        assert len(h) == len(v) - 24  # validation = the last holdout points, as before
+        assert len(t) == len(h) - k * 24  # the calibration stretch is cut off training
+        targets = cy[idx == i]
+        # the calibration targets are exactly the held-out stretch, in k windows
+        np.testing.assert_array_equal(np.sort(targets.ravel()), np.sort(h[len(t) :]))
+        # ... and none of them is a validation point
+        assert not np.isin(v[-24:], targets).any()
+    # validation windows are unchanged by the split
+    x, y, _ = data["val"]
+    np.testing.assert_array_equal(y[0], series.values[0][-24:])
+    # in-sample (version 1's scheme): members train on everything before validation
+    old = prepare(ForecastConfig(**{**cfg.__dict__, "calibration": "in-sample"}))
+    assert [len(t) for t in old["train_hist"]] == [len(h) for h in old["hist"]]
+    with pytest.raises(ValueError, match="calibration must be"):
+        prepare(ForecastConfig(**{**cfg.__dict__, "calibration": "nope"}))
+
+
+def test_calibration_windows_per_series_cap_and_floor() -> None:
+    hists = [np.zeros(1000)]  # one series: wants 400 windows, the cap leaves a quarter of it
+    cfg = ForecastConfig(holdout=48, calib_windows=1)
+    assert calibration_windows_per_series(cfg, hists) == 250 // 48
+    in_sample = ForecastConfig(holdout=48, calib_windows=1, calibration="in-sample")
+    assert calibration_windows_per_series(in_sample, hists) == 400
+    many = [np.zeros(1000)] * 414  # M4 hourly: one window per series is enough
+    assert calibration_windows_per_series(cfg, many) == 1
+    assert calibration_windows_per_series(ForecastConfig(holdout=48, calib_windows=2), many) == 2
+    assert calibration_windows_per_series(cfg, [np.zeros(30)] * 500) == 1  # never 0
+
+
+def test_coverage_hand_computed() -> None:
+    y = np.array([[1.0, 2.0, 3.0, 4.0]])
+    lo = np.array([[0.0, 2.0, 3.5, 5.0]])
+    hi = np.array([[2.0, 2.0, 4.0, 6.0]])
+    assert coverage(y, lo, hi) == pytest.approx(50.0)  # ends count as inside
+
+
+def test_held_out_calibration_covers_where_in_sample_residuals_do_not() -> None:
+    """Residuals of windows the members fitted are smaller than fresh ones: a table fitted on
+    them under-covers new data; one fitted on fresh windows covers at the nominal level."""
+    rng = np.random.default_rng(1)
+    n, h = 3000, 4
+    med = np.full((n, h), 100.0)
+    q = np.stack([med * np.exp(-0.1), med, med * np.exp(0.1)], axis=-1)
+    shift = np.zeros(n)
+    fresh = lambda s: med * np.exp(rng.normal(0, s, (n, h)))  # noqa: E731
+    fitted, cal, new = fresh(0.06), fresh(0.1), fresh(0.1)
+    for table, expect_lo, expect_hi in (
+        (conformal_table(cal, med, q, shift), 78.0, 82.0),
+        (conformal_table(fitted, med, q, shift), 0.0, 70.0),
+    ):
+        lo, hi = intervals(med, q, shift, table, 80)
+        assert expect_lo <= coverage(new, lo, hi) <= expect_hi
+
+
+def test_member_plan_mixes_plain_and_mase_weighted_members() -> None:
+    assert member_plan(ForecastConfig(members=3)) == [(0, "none"), (1, "none"), (2, "none")]
+    mixed = member_plan(ForecastConfig(members=5, mase_members=2, seed=7))
+    assert mixed == [(7, "none"), (8, "none"), (9, "none"), (7, "mase"), (8, "mase")]
+    assert {w for _, w in member_plan(ForecastConfig(members=2, loss_weight="mase"))} == {"mase"}
+
+
+def test_mase_weights() -> None:
+    t = np.arange(72)
+    calm = 100 + np.sin(2 * np.pi * t / 24) + 0.01 * t  # small seasonal changes vs its level
+    wild = 100 + 30 * np.random.default_rng(0).normal(size=72)
+    w = mase_weights(np.stack([calm, wild, wild]), 24, cap=1e9)
+    assert w.mean() == pytest.approx(1.0) and w[0] > 10 * w[1] and w[1] == pytest.approx(w[2])
+    capped = mase_weights(np.stack([calm, wild, wild]), 24, cap=3.0)
+    assert capped[0] / capped[1] == pytest.approx(3.0)
+    assert np.isfinite(mase_weights(np.full((2, 48), 5.0), 24)).all()  # constant windows
 
 
 # ------------------------------------------------------------------ model and graph
@@ -243,6 +366,8 @@ def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path) -> None:
             *TINY,
             "--cell",
             "lstm",
+            "--mase-members",
+            "1",
             "--out",
             str(out),
             "--run-dir",
@@ -257,6 +382,13 @@ def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path) -> None:
     assert card["parity"]["passed"] is True
     assert len(card["metrics"]["members"]) == 2
     assert len(card["intervals"]["table"]) == HORIZON
+    iv = card["intervals"]
+    assert iv["calibration_mode"] == "held-out"
+    assert "held out of member training" in iv["calibration"]
+    assert card["members"]["loss_weights"] == ["none", "mase"]
+    assert "loss weight 'mase'" in card["training"]["loss"]
+    assert card["experiments"][-1]["variant"] == "shipped"
+    assert set(card["experiments"][-1]["validation"]) >= {"smape", "mase", "coverage"}
     for f in ("model.onnx", "curves.png", "parity.png"):
         assert (out / f).stat().st_size > 0
     assert (run / "ckpt.pt").exists()

@@ -41,3 +41,18 @@ def expect(ok: bool, what: str) -> None:
 def expect_finite(x: np.ndarray, shape: tuple[int, ...], name: str) -> None:
     expect(x.shape == shape, f"{name} has shape {tuple(x.shape)}, the card says {shape}")
     expect(bool(np.isfinite(x).all()), f"{name} has non-finite values")
+
+
+def check_series(ids: list[str], lengths: list[int], max_series: int, max_values: int) -> None:
+    """The checks every many-series task makes (forecast, anomaly), with the same messages."""
+    if not ids:
+        raise InvalidInput("series is empty; send at least one series")
+    if len(ids) > max_series:
+        raise InputTooLarge(f"series has {len(ids)} items; the limit is {max_series}")
+    seen: set[str] = set()
+    for sid, n in zip(ids, lengths, strict=True):
+        if sid in seen:
+            raise InvalidInput(f"series id {sid!r} appears more than once; ids must be unique")
+        seen.add(sid)
+        if n > max_values:
+            raise InputTooLarge(f"series {sid!r} has {n} values; the limit is {max_values}")

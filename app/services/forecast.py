@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.batching import Batcher, Limits
-from app.errors import InputTooLarge, InvalidInput
+from app.errors import InvalidInput
 from app.registry import ModelRecord
 from app.services.base import TaskService
-from app.services.common import expect, expect_finite
+from app.services.common import check_series, expect, expect_finite
 from app.settings import Settings
 
 TASK = "forecast"
@@ -195,20 +195,10 @@ class ForecastService(TaskService[ForecastModel]):
         self, series: list[SeriesInput], horizon: int | None, levels: list[float], model: str | None
     ) -> tuple[ModelRecord, list[SeriesForecast]]:
         rec, m = self.resolve(model)
-        if not series:
-            raise InvalidInput("series is empty; send at least one series")
-        if len(series) > self.settings.max_series:
-            raise InputTooLarge(
-                f"series has {len(series)} items; the limit is {self.settings.max_series}"
-            )
-        seen: set[str] = set()
-        for s in series:
-            if s.id in seen:
-                raise InvalidInput(f"series id {s.id!r} appears more than once; ids must be unique")
-            seen.add(s.id)
-            if len(s.values) > self.settings.max_series_values:
-                raise InputTooLarge(
-                    f"series {s.id!r} has {len(s.values)} values; the limit is "
-                    f"{self.settings.max_series_values}"
-                )
+        check_series(
+            [s.id for s in series],
+            [len(s.values) for s in series],
+            self.settings.max_series,
+            self.settings.max_series_values,
+        )
         return rec, await m.forecast(series, horizon, levels)

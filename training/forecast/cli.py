@@ -127,6 +127,13 @@ def register(subparsers: Any) -> None:
         "each series (0 = anywhere in the training part)",
     )
     t.add_argument(
+        "--align",
+        type=int,
+        default=DEFAULTS.align,
+        help="if > 1, training windows only end a multiple of ALIGN steps before the end of a "
+        "series (24 = the same position in the day as the forecast origin; 0 = any)",
+    )
+    t.add_argument(
         "--members",
         type=int,
         default=DEFAULTS.members,
@@ -149,12 +156,47 @@ def register(subparsers: Any) -> None:
         help="random training windows drawn per epoch",
     )
     t.add_argument("--clip", type=float, default=DEFAULTS.clip, help="gradient-norm clip")
+    t.add_argument(
+        "--loss-weight",
+        default=DEFAULTS.loss_weight,
+        choices=["none", "mase"],
+        help="none: the log-space pinball loss as is (a relative error, like sMAPE); mase: "
+        "weight each window by level / its seasonal-naive MAE, as MASE scores it",
+    )
+    t.add_argument(
+        "--mase-members",
+        type=int,
+        default=DEFAULTS.mase_members,
+        help="with --loss-weight none: train the last N of the --members with the mase "
+        "weighting instead (their seeds restart at --seed); mixing both kinds helps MASE",
+    )
+    t.add_argument(
+        "--weight-cap",
+        type=float,
+        default=DEFAULTS.weight_cap,
+        help="--loss-weight mase: cap of a window's weight, in medians of its batch",
+    )
     t.add_argument("--threads", type=int, default=DEFAULTS.threads, help="torch CPU threads")
     t.add_argument(
         "--calib-windows",
         type=int,
         default=DEFAULTS.calib_windows,
-        help="conformal calibration windows per series (end of the training part)",
+        help="conformal calibration windows (of --holdout points) per series, just before "
+        "validation; raised on few-series data to reach ~400 windows in all",
+    )
+    t.add_argument(
+        "--calibration",
+        default=DEFAULTS.calibration,
+        choices=["held-out", "in-sample"],
+        help="held-out (default): the calibration windows are cut out of member training, so "
+        "the intervals are calibrated on residuals the members never fitted; in-sample: the "
+        "members also train on them (version 1's scheme; intervals come out too narrow)",
+    )
+    t.add_argument(
+        "--experiments",
+        default=None,
+        help="JSON file with a list of earlier variants (config + validation figures) to "
+        "record in the card's 'experiments' section",
     )
     t.add_argument(
         "--name",
@@ -201,6 +243,11 @@ def register(subparsers: Any) -> None:
         "--int8",
         action="store_true",
         help="also try dynamic int8 quantization and record it in the card",
+    )
+    x.add_argument(
+        "--experiments",
+        default=None,
+        help="JSON list of earlier variants to record in the card's 'experiments' section",
     )
     x.set_defaults(func=cmd_export)
 
@@ -254,7 +301,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     data = prepare(cfg)
     out = Path(args.out) if args.out else _default_out(cfg.name, cfg.version)
-    card = export_model(ckpt, data, out, int8=args.int8)
+    card = export_model(ckpt, data, out, int8=args.int8, experiments=_experiments(args))
     m = card["metrics"]
     print(
         format_metrics(
@@ -301,6 +348,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     cfg = ForecastConfig(**ckpt["config"])
     data = prepare(cfg)
     out = Path(args.out) if args.out else _default_out(cfg.name, cfg.version)
-    card = export_model(ckpt, data, out, int8=args.int8)
+    card = export_model(ckpt, data, out, int8=args.int8, experiments=_experiments(args))
     _print_try_it(card, out, cfg, data)
     return 0
+
+
+def _experiments(args: argparse.Namespace) -> list[dict[str, Any]] | None:
+    path = getattr(args, "experiments", None)
+    if not path:
+        return None
+    runs = json.loads(Path(path).read_text())
+    if not isinstance(runs, list):
+        raise SystemExit(f"{path}: expected a JSON list of variants")
+    return runs

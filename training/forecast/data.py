@@ -168,13 +168,22 @@ class WindowSampler:
     """Random (input window, target) pairs from the training histories.
 
     Origins are drawn uniformly: first a series (each series equally likely, as in a global
-    model), then a cut point so that the target lies inside the history.
+    model), then a cut point so that the target lies inside the history. ``align > 1`` keeps
+    only cut points a multiple of ``align`` steps before the end of each history (the
+    position-in-day experiment: windows in the same phase as the forecast origin at the end).
     """
 
     def __init__(
-        self, histories: list[np.ndarray], window: int, horizon: int, period: int, recent: int = 0
+        self,
+        histories: list[np.ndarray],
+        window: int,
+        horizon: int,
+        period: int,
+        recent: int = 0,
+        align: int = 0,
     ):
         self.window, self.horizon, self.period = window, horizon, period
+        self.align = max(1, align)
         self.series = [
             last_window(h, window + horizon, period) if len(h) < window + horizon else h
             for h in histories
@@ -186,13 +195,21 @@ class WindowSampler:
             keep = np.minimum(self.n_origins, max(1, recent - horizon + 1))
             self.first = self.n_origins - keep
             self.n_origins = keep
+        if self.align > 1:
+            # first cut point whose input ends a multiple of `align` before the history's end
+            lens = np.asarray([len(s) for s in self.series])
+            r = (lens - window - self.first) % self.align
+            r = np.where(r < self.n_origins, r, 0)  # too short to align: keep the first
+            self.first = self.first + r
+            self.n_origins = np.maximum(1, (self.n_origins - r + self.align - 1) // self.align)
         offsets = np.concatenate([[0], np.cumsum([len(s) for s in self.series])])
         self.offsets = offsets[:-1]
         self.flat = np.concatenate(self.series).astype(np.float64)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         sid = rng.integers(0, len(self.series), size=n)
-        start = self.first[sid] + (rng.random(n) * self.n_origins[sid]).astype(np.int64)
+        pick = (rng.random(n) * self.n_origins[sid]).astype(np.int64)
+        start = self.first[sid] + pick * self.align
         base = self.offsets[sid] + start
         idx = base[:, None] + np.arange(self.window + self.horizon)[None, :]
         block = self.flat[idx]
@@ -214,3 +231,29 @@ def origin_windows(
         ys.append(h[end - horizon : end])
         keep.append(i)
     return np.asarray(xs), np.asarray(ys), keep
+
+
+def calibration_split(
+    histories: list[np.ndarray], n_windows: int, horizon: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Hold the last ``n_windows * horizon`` points of every history out of member training.
+
+    Returns (training histories, full histories): members only ever see targets inside the
+    first (the sampler draws targets inside the histories it is given); the calibration
+    windows are the ``n_windows`` non-overlapping ``horizon``-point stretches after them,
+    forecast from everything before each (see :func:`origin_windows` with the full histories
+    and ``back = k * horizon``, k < n_windows). Inputs may reach back into training points;
+    targets never do.
+    """
+    cut = n_windows * horizon
+    if cut <= 0:
+        return list(histories), list(histories)
+    train = []
+    for h in histories:
+        if len(h) <= cut:
+            raise ValueError(
+                f"a series of {len(h)} training points cannot hold out {n_windows} calibration "
+                f"window(s) of {horizon}"
+            )
+        train.append(h[:-cut])
+    return train, list(histories)

@@ -23,6 +23,7 @@ from training.forecast.train import (
     evaluate_all,
     intervals,
     known_dataset,
+    member_plan,
     predict,
 )
 
@@ -199,6 +200,31 @@ def describe(cfg: ForecastConfig, members: int, data: dict[str, Any], m: dict[st
     )
 
 
+def calibration_text(cfg: ForecastConfig, metrics: dict[str, Any]) -> str:
+    """What the interval table was fitted on, in words (card: intervals.calibration)."""
+    n, k, h = (
+        metrics["calibration_windows"],
+        metrics["calibration_windows_per_series"],
+        cfg.holdout,
+    )
+    where = (
+        f"{n} windows: the last {k} non-overlapping {h}-step window(s) before the validation "
+        f"part of every series, each forecast from everything before it"
+    )
+    if cfg.calibration == "held-out":
+        return (
+            f"{where}. These windows were held out of member training (no member saw their "
+            f"values as targets; they only appear as inputs of later windows), so the "
+            f"residuals are out-of-sample like validation's; the final members were not "
+            f"retrained on them. Validation (the last {h * cfg.val_windows} points) was not "
+            f"used: see metrics.coverage for the coverage measured there"
+        )
+    return (
+        f"{where}. These windows were also trained on, so residuals are optimistic and the "
+        f"intervals too narrow: see metrics.coverage for the out-of-sample coverage"
+    )
+
+
 def try_it_request(cfg: ForecastConfig, series: SeriesSet) -> dict[str, Any]:
     """A /forecast body holding the end of the first series of the file: the model's whole
     window when that is short enough to print (at most 4 periods)."""
@@ -233,6 +259,7 @@ def export_model(
     out: str | Path,
     int8: bool = False,
     log: Any = print,
+    experiments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate + calibrate, write model.onnx, figures and card.json into ``out``."""
     from training.common.artifacts import write_card
@@ -322,7 +349,8 @@ def export_model(
         },
         "members": {
             "count": n,
-            "seeds": [cfg.seed + i for i in range(n)],
+            "seeds": [seed for seed, _ in member_plan(cfg)],
+            "loss_weights": [w for _, w in member_plan(cfg)],
             "combination": "elementwise median over members of the log-space "
             "quantiles, computed in-graph",
         },
@@ -391,12 +419,10 @@ def export_model(
             "table": np.round(table, 5).tolist(),
             "table_horizon": int(table.shape[0]),
             "beyond_table_horizon": "use the last row of the table",
-            "calibration": f"{metrics['calibration_windows']} windows: the last "
-            f"{metrics['calibration_windows_per_series']} non-overlapping "
-            f"{cfg.holdout}-step windows of "
-            f"the training part of every series (validation not used). These "
-            f"windows were also trained on, so residuals are slightly optimistic: "
-            f"see metrics.coverage for the out-of-sample coverage",
+            "calibration": calibration_text(cfg, metrics),
+            "calibration_mode": cfg.calibration,
+            "calibration_windows": metrics["calibration_windows"],
+            "calibration_coverage": metrics["calibration_coverage"],
             "reference": "training.forecast.train.intervals",
         },
         "metrics": {
@@ -423,11 +449,27 @@ def export_model(
         "datasets": [dataset],
         "figures": {"curves": "curves.png", "parity": "parity.png", "examples": "examples.png"},
     }
+    this_run = {
+        "variant": "shipped",
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("extra", "data")},
+        "validation": {
+            **metrics["ensemble_onnx"],
+            "coverage": card["metrics"]["coverage"],
+        },
+    }
+    card["experiments"] = [*(experiments or []), this_run]
     card["training"]["data"] = Path(cfg.data).name
     card["training"]["loss"] = (
         "pinball at 0.1/0.5/0.9 in log(value/level) space, median "
         "weighted x2 (= L1 on the point forecast)"
     )
+    if any(w == "mase" for _, w in member_plan(cfg)):
+        card["training"]["loss"] += (
+            "; members with loss weight 'mase' (members.loss_weights) multiply each window's "
+            "loss by level / the window's own seasonal-naive MAE, divided by the batch median, "
+            f"capped at {cfg.weight_cap:g} and renormalised to mean 1 "
+            "(training.forecast.train.mase_weights), as MASE weighs errors"
+        )
     card["training"]["seconds"] = float(sum(r["seconds"] for h in ckpt["history"] for r in h))
     write_card(out, card)
     log(f"wrote {out}")

@@ -4,10 +4,12 @@
     python -m training.cli forecast train --data ../shared/data/etth1/ETTh1.csv --targets OT \
         --name etth1-ot-gru --out runs/forecast/etth1
 
-Pipeline: load series -> hold out the last ``holdout`` points of each -> train ``members``
-seeds on random windows of what precedes them -> conformal calibration of the intervals on
-the last windows of the training part -> metrics on the held-out windows (model, seasonal
-naive, naive) -> one ONNX graph (members + median + scaling inside) -> parity -> card.json.
+Pipeline: load series -> hold out the last ``holdout`` points of each (validation) -> hold
+out the ``calib_windows`` ``holdout``-point stretches before them (calibration) -> train
+``members`` seeds on random windows of what precedes both -> conformal calibration of the
+intervals on the calibration windows, which no member was trained on -> metrics on the
+validation windows (model, seasonal naive, naive) -> one ONNX graph (members + median +
+scaling inside) -> parity -> card.json.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from training.forecast.data import (
     M4_URL,
     SeriesSet,
     WindowSampler,
+    calibration_split,
     last_window,
     load_series,
     origin_windows,
@@ -38,6 +41,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "m4_hourly" / "Hourly-train.csv"
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_CALIBRATION = 400  # conformal calibration windows wanted in total
+# held-out calibration never takes more than this share of the shortest training part
+CALIB_MAX_FRACTION = 0.25
+CALIBRATION_MODES = ("held-out", "in-sample")
+LOSS_WEIGHTS = ("none", "mase")
+WEIGHT_CAP = 10.0  # loss_weight="mase": cap of a window's weight, in medians of the batch
 # Interval levels (percent) at which the conformal table is stored; see interval_rule().
 LEVEL_GRID = (
     0.0,
@@ -93,9 +101,25 @@ class ForecastConfig:
     lr_final: float = 1e-4  # cosine decay from lr to lr_final over all steps
     windows_per_epoch: int = 8192
     recent: int = 0  # >0: training targets only from the last `recent` points of a series
+    # >1: training inputs only end a multiple of `align` steps before the end of a training
+    # history (24: the position-in-day of every window is the forecast origin's)
+    align: int = 0
     clip: float = 1.0
+    # "mase": weight each window's loss by level / its seasonal-naive MAE (see mase_weights),
+    # so training minimises what MASE measures rather than a relative (sMAPE-like) error
+    loss_weight: str = "none"
+    # with loss_weight "none": the last `mase_members` of the `members` are trained with the
+    # "mase" weighting instead, their seeds restarting at `seed` (see member_plan)
+    mase_members: int = 0
+    weight_cap: float = WEIGHT_CAP  # loss_weight "mase": cap of a window's weight, in medians
     threads: int = 1
-    calib_windows: int = 3  # conformal calibration origins inside the training part
+    # Conformal calibration windows per series: the last `calib_windows` non-overlapping
+    # `holdout`-point stretches before validation (raised to reach MIN_CALIBRATION windows on
+    # few-series data, capped at CALIB_MAX_FRACTION of the shortest series). "held-out": they
+    # are cut out of member training (honest residuals); "in-sample": the members also trained
+    # on them (version 1's scheme: optimistic residuals, intervals too narrow).
+    calibration: str = "held-out"
+    calib_windows: int = 1
     # output
     name: str = "m4-hourly-gru"
     version: str = "1"
@@ -106,21 +130,45 @@ class ForecastConfig:
 # training
 
 
-def pinball(pred: Any, target: Any, qs: tuple[float, ...]) -> Any:
-    """Mean pinball loss; pred [B, H, Q], target [B, H]. q=0.5 is half the L1 loss, so the
-    median head is weighted x2 (-> plain L1 on the point forecast)."""
+def pinball(pred: Any, target: Any, qs: tuple[float, ...], weight: Any = None) -> Any:
+    """Mean pinball loss; pred [B, H, Q], target [B, H], optional per-window weight [B].
+    q=0.5 is half the L1 loss, so the median head is weighted x2 (-> plain L1 on the point
+    forecast)."""
     import torch
 
     q = torch.tensor(qs, dtype=pred.dtype)
     diff = target.unsqueeze(-1) - pred
     loss = torch.maximum(q * diff, (q - 1) * diff)
     w = torch.tensor([2.0 if abs(x - 0.5) < 1e-9 else 1.0 for x in qs], dtype=pred.dtype)
-    return (loss * w).mean()
+    loss = loss * w
+    if weight is not None:
+        loss = loss * weight[:, None, None]
+    return loss.mean()
+
+
+def mase_weights(x: np.ndarray, period: int, cap: float = WEIGHT_CAP) -> np.ndarray:
+    """Per-window loss weights that turn the log-space (relative) error into MASE's units:
+    level / in-window seasonal-naive MAE (x [B, W], shifted positive), divided by its median
+    and capped at ``cap`` so near-constant windows cannot dominate; mean 1 over the batch."""
+    level = np.maximum(x[:, -period:].mean(axis=1), 1e-6)
+    mae = np.abs(x[:, period:] - x[:, :-period]).mean(axis=1)
+    w = level / np.maximum(mae, 1e-3 * level)
+    w = np.minimum(w / np.median(w), cap)
+    return w / w.mean()
 
 
 def shifted(x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, Any, np.ndarray]:
     s = positive_shift(x)
     return x + s[:, None], (None if y is None else y + s[:, None]), s
+
+
+def member_plan(cfg: ForecastConfig) -> list[tuple[int, str]]:
+    """(seed, loss weighting) of every member, in order."""
+    if cfg.loss_weight == "mase" or cfg.mase_members <= 0:
+        return [(cfg.seed + i, cfg.loss_weight) for i in range(cfg.members)]
+    n_mase = min(cfg.mase_members, cfg.members)
+    plain = [(cfg.seed + i, "none") for i in range(cfg.members - n_mase)]
+    return plain + [(cfg.seed + i, "mase") for i in range(n_mase)]
 
 
 def train_member(
@@ -129,6 +177,7 @@ def train_member(
     seed: int,
     val: tuple[np.ndarray, np.ndarray, np.ndarray],
     log: Any = print,
+    loss_weight: str | None = None,
 ) -> tuple[Any, list[dict[str, float]]]:
     import torch
 
@@ -168,13 +217,18 @@ def train_member(
         x, y, _ = shifted(x, y)
         xt = torch.from_numpy(x.astype(np.float32))
         yt = torch.from_numpy(y.astype(np.float32))
+        wt = None
+        if (loss_weight or cfg.loss_weight) == "mase":
+            w = mase_weights(x, cfg.period, cfg.weight_cap)
+            wt = torch.from_numpy(w.astype(np.float32))
         losses = []
         for i in range(steps_per_epoch):
             xb = xt[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             yb = yt[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             level = level_of(xb, cfg.period)
             pred = net(to_log_ratio(xb, level))
-            loss = pinball(pred, to_log_ratio(yb, level), QUANTILES)
+            wb = None if wt is None else wt[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            loss = pinball(pred, to_log_ratio(yb, level), QUANTILES, wb)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
@@ -320,13 +374,63 @@ def known_dataset(path: str | Path) -> tuple[str, str] | None:
     return KNOWN_FILES.get(sha256_file(path))
 
 
+def calibration_windows_per_series(cfg: ForecastConfig, hist: list[np.ndarray]) -> int:
+    """How many ``holdout``-point calibration windows each series gives (see ForecastConfig)."""
+    n = max(cfg.calib_windows, math.ceil(MIN_CALIBRATION / max(1, len(hist))))
+    if cfg.calibration == "held-out":
+        shortest = min(len(h) for h in hist)
+        n = min(n, max(1, int(CALIB_MAX_FRACTION * shortest) // cfg.holdout))
+    return max(1, n)
+
+
 def prepare(cfg: ForecastConfig) -> dict[str, Any]:
+    """Series -> validation windows, calibration windows and the members' training histories.
+
+    ``hist``: everything before validation; ``train_hist``: what the members train on (``hist``
+    minus the calibration stretch when ``calibration == "held-out"``, else ``hist``)."""
+    if cfg.loss_weight not in LOSS_WEIGHTS:
+        raise ValueError(f"loss_weight must be one of {LOSS_WEIGHTS}, got {cfg.loss_weight!r}")
+    if cfg.calibration not in CALIBRATION_MODES:
+        raise ValueError(f"calibration must be one of {CALIBRATION_MODES}, got {cfg.calibration!r}")
     series = load_series(cfg.data, cfg.fmt, cfg.time_col, cfg.targets)
     if cfg.horizon < cfg.holdout:
         raise ValueError(f"horizon {cfg.horizon} must be >= holdout {cfg.holdout}")
     hist, _ = split_holdout(series, cfg.holdout * cfg.val_windows)
     val, val_hist, val_ids = validation_set(series, cfg)
-    return {"series": series, "hist": hist, "val": val, "val_hist": val_hist, "val_ids": val_ids}
+    n_calib = calibration_windows_per_series(cfg, hist)
+    if cfg.calibration == "held-out":
+        train_hist, _ = calibration_split(hist, n_calib, cfg.holdout)
+    else:
+        train_hist = hist
+    return {
+        "series": series,
+        "hist": hist,
+        "train_hist": train_hist,
+        "calib_windows_per_series": n_calib,
+        "val": val,
+        "val_hist": val_hist,
+        "val_ids": val_ids,
+    }
+
+
+def calibration_set(
+    cfg: ForecastConfig, data: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y, series index) of the calibration windows: per series, the targets ending
+    ``k * holdout`` points before the end of ``hist`` for k < calib_windows_per_series, each
+    forecast from everything before it."""
+    xs, ys, idx = [], [], []
+    for k in range(data["calib_windows_per_series"]):
+        xk, yk, keep = origin_windows(
+            data["hist"], cfg.window, cfg.holdout, cfg.period, back=k * cfg.holdout
+        )
+        if len(xk):
+            xs.append(xk)
+            ys.append(yk)
+            idx.append(np.asarray(keep))
+    if not xs:
+        raise ValueError("no calibration windows: the series are too short")
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(idx)
 
 
 def run_training(cfg: ForecastConfig, log: Any = print) -> dict[str, Any]:
@@ -334,11 +438,17 @@ def run_training(cfg: ForecastConfig, log: Any = print) -> dict[str, Any]:
 
     torch.set_num_threads(cfg.threads)
     data = prepare(cfg)
-    sampler = WindowSampler(data["hist"], cfg.window, cfg.horizon, cfg.period, cfg.recent)
-    log(f"{len(data['hist'])} series, {int(sampler.n_origins.sum())} training origins")
+    sampler = WindowSampler(
+        data["train_hist"], cfg.window, cfg.horizon, cfg.period, cfg.recent, cfg.align
+    )
+    log(
+        f"{len(data['hist'])} series, {int(sampler.n_origins.sum())} training origins; "
+        f"calibration: {cfg.calibration}, {data['calib_windows_per_series']} window(s) of "
+        f"{cfg.holdout} per series"
+    )
     states, histories = [], []
-    for i in range(cfg.members):
-        net, hist = train_member(cfg, sampler, cfg.seed + i, data["val"], log)
+    for seed, weighting in member_plan(cfg):
+        net, hist = train_member(cfg, sampler, seed, data["val"], log, weighting)
         states.append(net.state_dict())
         histories.append(hist)
     return {"config": asdict(cfg), "members": states, "history": histories}
@@ -367,7 +477,7 @@ def build_ensemble(ckpt: dict[str, Any]) -> Any:
 
 
 def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """Metrics on the held-out windows + conformal calibration on the training tail."""
+    """Metrics on the validation windows + conformal calibration on the calibration windows."""
     cfg = ForecastConfig(**ckpt["config"])
     x, y, scales = data["val"]
     ens = build_ensemble(ckpt)
@@ -375,40 +485,37 @@ def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
 
     metrics: dict[str, Any] = baseline_scores(data["val_hist"], y, cfg.period)
     metrics["members"] = [
-        {"seed": cfg.seed + i, **evaluate_point(ForecastEnsemble([m]), x, y, scales, cfg.holdout)}
-        for i, m in enumerate(ens.members)
+        {
+            "seed": seed,
+            "loss_weight": weighting,
+            **evaluate_point(ForecastEnsemble([m]), x, y, scales, cfg.holdout),
+        }
+        for (seed, weighting), m in zip(member_plan(cfg), ens.members, strict=True)
     ]
     med, q = predict(ens, x)
     metrics["ensemble"] = score(y, med[:, : cfg.holdout], scales)
     shift_val = positive_shift(x)
     metrics["quantile_coverage_10_90"] = coverage(y, q[:, : cfg.holdout, 0], q[:, : cfg.holdout, 2])
 
-    # conformal calibration: windows ending holdout*k points before the end of the training part
-    # (at least ~MIN_CALIBRATION windows in all: few-series data gets more origins per series)
-    n_windows = max(cfg.calib_windows, math.ceil(MIN_CALIBRATION / len(data["hist"])))
-    cx, cy, cm, cq, cs = [], [], [], [], []
-    for k in range(n_windows):
-        xk, yk, _ = origin_windows(
-            data["hist"], cfg.window, cfg.holdout, cfg.period, back=k * cfg.holdout
-        )
-        if len(xk) == 0:
-            continue
-        mk, qk = predict(ens, xk)
-        cx.append(xk)
-        cy.append(yk)
-        cm.append(mk)
-        cq.append(qk)
-        cs.append(positive_shift(xk))
-    table = conformal_table(
-        np.concatenate(cy), np.concatenate(cm), np.concatenate(cq), np.concatenate(cs)
-    )
-    cov = {}
+    # conformal calibration on the calibration windows (held out of training by default)
+    cx, cy, _ = calibration_set(cfg, data)
+    cm, cq = predict(ens, cx)
+    cs = positive_shift(cx)
+    table = conformal_table(cy, cm, cq, cs)
+    cov, cal_cov = {}, {}
     for lev in (50, 80, 95):
         lo, hi = intervals(med, q, shift_val, table, lev)
         cov[str(lev)] = coverage(y, lo, hi)
+        lo, hi = intervals(cm, cq, cs, table, lev)
+        cal_cov[str(lev)] = coverage(cy, lo, hi)
     metrics["interval_coverage"] = cov
-    metrics["calibration_windows"] = int(sum(len(c) for c in cy))
-    metrics["calibration_windows_per_series"] = n_windows
+    metrics["calibration_coverage"] = cal_cov  # in-sample for the table: ~ the nominal level
+    metrics["calibration_windows"] = len(cy)
+    metrics["calibration_windows_per_series"] = data["calib_windows_per_series"]
+    metrics["calibration_mode"] = cfg.calibration
+    # point accuracy there (MASE scaled by each input window's own seasonal-naive MAE)
+    cal_scales = np.asarray([mase_scale(w, cfg.period) for w in cx])
+    metrics["calibration"] = score(cy, cm[:, : cfg.holdout], cal_scales)
     return {"metrics": metrics, "table": table, "ensemble": ens, "pred": (med, q)}
 
 
@@ -424,7 +531,10 @@ def save_checkpoint(ckpt: dict[str, Any], path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     import torch
 
-    return dict(torch.load(path, map_location="cpu", weights_only=True))
+    ckpt = dict(torch.load(path, map_location="cpu", weights_only=True))
+    # checkpoints from before the calibration split calibrated on windows they trained on
+    ckpt["config"].setdefault("calibration", "in-sample")
+    return ckpt
 
 
 def format_metrics(m: dict[str, Any]) -> str:
