@@ -35,6 +35,7 @@ BODIES: dict[str, tuple[str, dict[str, Any]]] = {
     "sentiment": ("/sentiment", {"text": SENTENCE}),
     "next-word": ("/next-word", {"text": "The game was released in", "k": 5}),
     "forecast": ("/forecast", {"series": [{"values": _SERIES}], "horizon": 48}),
+    "anomaly": ("/anomaly", {"series": [{"values": _SERIES * 6}]}),
     "v2-sentiment": (
         "/v2/models/{sentiment}/infer",
         {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [SENTENCE]}]},

@@ -5,6 +5,7 @@
     seqserve predict sentiment "a gorgeous, witty film" "dull"
     seqserve predict next-word "Happy birthday , my" --k 3
     seqserve predict forecast --csv examples/data/shop_hourly.csv --time-col timestamp
+    seqserve predict anomaly --csv machine.csv --time-col timestamp --only-anomalies
     seqserve bench --endpoint sentiment --concurrency 8
     seqserve --version
 
@@ -98,7 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--level", type=float, nargs="+", default=[80.0, 95.0], help="interval levels in percent"
     )
     pf.add_argument("--json", action="store_true", help="JSON instead of CSV")
-    for q in (ps, pn, pf):
+    pa = psub.add_parser("anomaly", help="score every value of a series read from a CSV column")
+    pa.add_argument("--csv", type=Path, required=True, help="CSV file with a header row")
+    pa.add_argument("--column", help="the value column (default: the last column)")
+    pa.add_argument("--time-col", help="an ISO 8601 timestamp column, passed to the detector")
+    pa.add_argument("--only-anomalies", action="store_true", help="print flagged rows only")
+    for q in (ps, pn, pf, pa):
         q.add_argument("--model", help='"name" or "name:version" (default: the task default)')
         _add_models_dir(q)
     p.set_defaults(func=cmd_predict)
@@ -109,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--endpoint",
         nargs="+",
         default=["sentiment"],
-        choices=["sentiment", "next-word", "forecast", "v2-sentiment"],
+        choices=["sentiment", "next-word", "forecast", "anomaly", "v2-sentiment"],
         help="endpoints to measure, one after the other",
     )
     b.add_argument(
@@ -230,6 +236,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from app.services.forecast import SeriesInput
 
     st = _settings(args)
+    if st.state_secret is None:  # one process, no tokens handed out: no restart to survive
+        from pydantic import SecretStr
+
+        st = st.model_copy(update={"state_secret": SecretStr(os.urandom(16).hex())})
     if args.task == "sentiment":
         texts = predict.read_texts(args.texts, args.file)
         if not texts:
@@ -244,6 +254,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
             st, lambda c: predict.next_word(c, args.text, args.model, args.k, args.complete)
         )
         print(json.dumps(res, ensure_ascii=False, indent=1))
+        return 0
+    if args.task == "anomaly":
+        col, values, _, _ = predict.read_series_csv(args.csv, args.column, None, missing_ok=True)
+        stamps = predict.read_column(args.csv, args.time_col) if args.time_col else None
+        ref, rows, warnings = predict.run_with_container(
+            st, lambda c: predict.anomaly(c, col, values, stamps, args.model)
+        )
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        shown = [r for r in rows if r["anomaly"]] if args.only_anomalies else rows
+        predict.write_csv(shown, fields=list(rows[0]))
         return 0
     col, values, start, freq = predict.read_series_csv(args.csv, args.column, args.time_col)
     series = SeriesInput(col, values, start, freq)

@@ -23,6 +23,7 @@ from app import metrics
 from app.errors import ModelLoadError, SeqServeError
 from app.limits import InflightLimiter
 from app.registry import ModelRecord, Registry
+from app.services.anomaly import AnomalyService
 from app.services.base import TaskModel, TaskService
 from app.services.forecast import ForecastService
 from app.services.next_word import NextWordService
@@ -75,6 +76,7 @@ class Container:
     sentiment: SentimentService
     next_word: NextWordService
     forecast: ForecastService
+    anomaly: AnomalyService
     started: float = field(default_factory=time.time)
     load_seconds: float = 0.0
     fingerprints: dict[Key, str] = field(default_factory=dict)
@@ -82,7 +84,7 @@ class Container:
 
     @property
     def services(self) -> dict[str, TaskService[Any]]:
-        return {s.task: s for s in (self.sentiment, self.next_word, self.forecast)}
+        return {s.task: s for s in (self.sentiment, self.next_word, self.forecast, self.anomaly)}
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -102,6 +104,7 @@ class Container:
             SentimentService(registry, settings),
             NextWordService(registry, settings, state_secret(settings)),
             ForecastService(registry, settings),
+            AnomalyService(registry, settings),
         )
         plan = c.prepare()
         if plan.failed and settings.require_all_models:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from app import __version__, metrics, signals
 from app.api import errors
 from app.api.middleware import EdgeMiddleware
-from app.api.routes import admin, forecast, health, models, next_word, sentiment, v2
+from app.api.routes import admin, anomaly, forecast, health, models, next_word, sentiment, v2
 from app.container import Container
 from app.observability import configure_logging
 from app.settings import Settings, get_settings
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
     )
     # Inference routes first: routing tries routes in order, and these are the hot ones.
-    for module in (sentiment, next_word, forecast, v2, health, models, admin):
+    for module in (sentiment, next_word, forecast, anomaly, v2, health, models, admin):
         app.include_router(module.router)
     return app
 

@@ -91,11 +91,12 @@ async def next_word(
 
 
 def read_series_csv(
-    path: Path, column: str | None, time_col: str | None
+    path: Path, column: str | None, time_col: str | None, missing_ok: bool = False
 ) -> tuple[str, list[float], dt.datetime | None, str | None]:
     """One series from a CSV with a header: ``column`` (default: the last column) and, when
     ``time_col`` is given, the timestamps that set start and spacing. Empty cells are an
-    error, not skipped: a gap would shift every later value by one step."""
+    error, not skipped (a gap would shift every later value by one step), unless
+    ``missing_ok``: then they are NaN, which the anomaly detector reads as missing."""
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
@@ -107,6 +108,9 @@ def read_series_csv(
     values = []
     for i, row in enumerate(rows, start=2):
         cell = (row.get(col) or "").strip()
+        if missing_ok and cell == "":
+            values.append(float("nan"))
+            continue
         try:
             values.append(float(cell))
         except ValueError:
@@ -146,8 +150,35 @@ async def forecast(
     return rec.ref, rows, r.warnings
 
 
-def write_csv(rows: list[dict[str, Any]]) -> None:
-    w = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+def read_column(path: Path, column: str) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [(r.get(column) or "").strip() for r in csv.DictReader(fh)]
+
+
+def write_csv(rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:
+    w = csv.DictWriter(sys.stdout, fieldnames=fields or list(rows[0]))
     w.writeheader()
     for row in rows:
         w.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+async def anomaly(
+    c: Container, name: str, values: list[float], stamps: list[str] | None, model: str | None
+) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """Per-value scores of one series; an empty cell is a missing value (scores 0)."""
+    import numpy as np
+
+    from app.services.anomaly import AnomalyInput
+
+    times = [dt.datetime.fromisoformat(t) for t in stamps] if stamps is not None else None
+    x = np.asarray(values, dtype=np.float64)
+    rec, results = await c.anomaly.score([AnomalyInput(name, x, times)], model)
+    r = results[0]
+    rows = []
+    for i, v in enumerate(values):
+        row: dict[str, Any] = {"index": i}
+        if stamps is not None:
+            row["timestamp"] = stamps[i]
+        row.update(value=v, score=float(r.scores[i]), anomaly=int(r.scores[i] >= r.threshold))
+        rows.append(row)
+    return rec.ref, rows, r.warnings

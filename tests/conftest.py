@@ -167,3 +167,46 @@ def tiny_forecast_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         == 0
     )
     return models
+
+
+@pytest.fixture(scope="session")
+def tiny_anomaly_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir with one tiny anomaly detector (GRU, hidden 8) trained on fixture series."""
+    import csv
+
+    import numpy as np
+
+    from training.cli import main
+
+    root = tmp_path_factory.mktemp("an")
+    rng = np.random.default_rng(0)
+    with open(root / "m4.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["V1"] + [f"V{i}" for i in range(2, 402)])
+        for k in range(6):
+            v = 50 + 10 * np.sin(np.arange(400) * 2 * np.pi / 24 + k) + rng.normal(0, 1, 400)
+            w.writerow([f"H{k}"] + [f"{x:.3f}" for x in v])
+    models = root / "models"
+    rc = main(
+        [
+            "anomaly",
+            "train",
+            "--m4",
+            str(root / "m4.csv"),
+            "--etth1",
+            "",
+            "--dry-run",
+            "--name",
+            "tiny-an",
+            "--out",
+            str(models / "anomaly" / "tiny-an" / "1"),
+            "--run-dir",
+            str(root / "run"),
+            "--nab-dir",
+            str(root / "no-nab"),
+            "--scoring",
+            '{"warmup": 60, "long": 200, "min_history": 20}',
+        ]
+    )
+    assert rc == 0
+    return models

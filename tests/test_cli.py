@@ -143,3 +143,42 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main(argv)
         assert exc.value.code == 0
         assert "usage: seqserve" in capsys.readouterr().out
+
+
+def test_predict_anomaly_from_csv(
+    tiny_anomaly_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import numpy as np
+
+    f = tmp_path / "sensor.csv"
+    t = np.arange(300)
+    v = 20 + 5 * np.sin(2 * np.pi * t / 24)
+    v[250] += 40
+    cells = [f"{x:.3f}" for x in v]
+    cells[100] = ""  # a missing reading
+    f.write_text(
+        "time,temp\n"
+        + "".join(
+            f"2024-01-01T00:00:00,{c}\n".replace("00:00:00", f"{h // 60:02d}:{h % 60:02d}:00")
+            for h, c in enumerate(cells)
+        )
+    )
+    argv = [
+        "predict",
+        "anomaly",
+        "--csv",
+        str(f),
+        "--time-col",
+        "time",
+        "--models-dir",
+        str(tiny_anomaly_models),
+    ]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == "index,timestamp,value,score,anomaly" and len(lines) == 301
+    assert lines[101].split(",")[3] == "0"  # the missing value scores 0
+    assert "1 missing values" in captured.err
+    assert main([*argv, "--only-anomalies"]) == 0
+    flagged = capsys.readouterr().out.splitlines()
+    assert flagged[0].startswith("index,") and all(x.endswith(",1") for x in flagged[1:])

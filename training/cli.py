@@ -19,6 +19,7 @@ TASKS = {
     "sentiment": "training.sentiment.cli",
     "lm": "training.lm.cli",
     "forecast": "training.forecast.cli",
+    "anomaly": "training.anomaly.cli",
 }
 
 

@@ -34,13 +34,14 @@ KNOWN_ROUTES = {
     "/next-word",
     "/next-word/score",
     "/forecast",
+    "/anomaly",
     "/healthz",
     "/readyz",
     "/v1/models",
     "/metrics",
     "/admin/reload",
 }
-INFERENCE_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast"}
+INFERENCE_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast", "/anomaly"}
 # probes and scrapes: not logged per request
 QUIET_ROUTES = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
 OPEN_PATHS = {

@@ -20,6 +20,7 @@ from app.api.oip import InferRequest, Tensor, select_outputs
 from app.container import Container
 from app.errors import InputTooLarge, InvalidInput
 from app.registry import ModelRecord
+from app.services.anomaly import AnomalyInput
 from app.services.forecast import SeriesInput
 
 
@@ -177,6 +178,18 @@ class NextWordAdapter:
         ]
 
 
+def _series_matrix(req: InferRequest) -> np.ndarray:
+    """The ``values`` input as float64 [series, time] (a 1-D tensor is one series)."""
+    req.check_inputs({"values"})
+    t = req.require("values", ("FP32", "FP64"))
+    values = t.data.astype(np.float64)
+    if values.ndim == 1:
+        values = values[None, :]
+    if values.ndim != 2:
+        raise InvalidInput(f"input 'values' must be [series, time]; got shape {t.shape}")
+    return values
+
+
 _LEVEL_OUTPUT = re.compile(r"^(lo|hi)-(\d+(?:\.\d+)?)$")
 
 
@@ -225,13 +238,7 @@ class ForecastAdapter:
     async def infer(self, c: Container, ref: str, req: InferRequest) -> list[Tensor]:
         from app.api.routes.forecast import MAX_ABS_VALUE
 
-        req.check_inputs({"values"})
-        t = req.require("values", ("FP32", "FP64"))
-        values = t.data.astype(np.float64)
-        if values.ndim == 1:
-            values = values[None, :]
-        if values.ndim != 2:
-            raise InvalidInput(f"input 'values' must be [series, time]; got shape {t.shape}")
+        values = _series_matrix(req)
         bad = ~np.isfinite(values) | (np.abs(values) > MAX_ABS_VALUE)
         if bad.any():
             row, col = (int(x) for x in np.argwhere(bad)[0])
@@ -254,8 +261,39 @@ class ForecastAdapter:
         return out
 
 
+class AnomalyAdapter:
+    task = "anomaly"
+
+    def inputs(self, rec: ModelRecord) -> list[dict[str, Any]]:
+        return [
+            _meta(
+                "values",
+                "FP32",
+                [-1, -1],
+                meaning="one series per row, in time order; NaN "
+                "(binary tensors) marks a missing value",
+            )
+        ]
+
+    def outputs(self, rec: ModelRecord) -> list[dict[str, Any]]:
+        threshold = float(rec.card.get("threshold", 0.5))
+        return [
+            _meta("scores", "FP32", [-1, -1], meaning="one score in [0, 1] per value"),
+            _meta("anomalies", "BOOL", [-1, -1], threshold=threshold),
+        ]
+
+    async def infer(self, c: Container, ref: str, req: InferRequest) -> list[Tensor]:
+        values = _series_matrix(req)
+        values[~np.isfinite(values)] = np.nan  # missing, as null is on /anomaly
+        series = [AnomalyInput(str(i), row) for i, row in enumerate(values)]
+        _, results = await c.anomaly.score(series, ref)
+        scores = np.stack([r.scores for r in results]).astype(np.float32)
+        flags = np.stack([r.scores >= r.threshold for r in results])
+        return [Tensor("scores", "FP32", scores), Tensor("anomalies", "BOOL", flags)]
+
+
 ADAPTERS: dict[str, Adapter] = {
-    a.task: a for a in (SentimentAdapter(), NextWordAdapter(), ForecastAdapter())
+    a.task: a for a in (SentimentAdapter(), NextWordAdapter(), ForecastAdapter(), AnomalyAdapter())
 }
 
 

@@ -1,0 +1,107 @@
+"""POST /anomaly: HTTP only; logic in ``app.services.anomaly``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Body, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.deps import ContainerDep
+from app.api.schemas import ERROR_RESPONSES, ModelRef
+from app.services.anomaly import AnomalyInput
+
+router = APIRouter(tags=["anomaly"])
+
+
+class AnomalySeriesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(
+        None, description="series id (default: its position); ids must be unique"
+    )
+    values: list[float | None] = Field(
+        description="observations in time order; null (or NaN) marks a missing value, which "
+        "scores 0 and is bridged by carrying the last value forward"
+    )
+    timestamps: list[dt.datetime] | None = Field(
+        None,
+        description="optional ISO 8601 time of each value, strictly increasing; irregular "
+        "spacing is reported in warnings (values are read in order, one step each)",
+    )
+
+
+class AnomalyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    series: list[AnomalySeriesIn]
+    model: str | None = Field(None, description='"name" or "name:version"')
+
+
+class AnomalySeriesOut(BaseModel):
+    id: str
+    scores: list[float] = Field(description="one score in [0, 1] per value; causal")
+    anomalies: list[int] = Field(description="indices whose score is >= threshold")
+    threshold: float
+
+
+class AnomalyResponse(BaseModel):
+    results: list[AnomalySeriesOut]
+    warnings: list[str] = Field(default_factory=list)
+    model: ModelRef
+
+
+EXAMPLE = {
+    "a sensor stream": {
+        "value": {
+            "series": [
+                {
+                    "id": "machine-1",
+                    "values": [70.0 + (i % 12) * 0.5 for i in range(600)] + [95.0, 96.0],
+                }
+            ]
+        }
+    }
+}
+
+
+@router.post(
+    "/anomaly",
+    summary="Score every point of one or many series for anomalies (causal, streaming-style)",
+    responses={200: {"model": AnomalyResponse}, **ERROR_RESPONSES},
+)
+async def anomaly(
+    request: Annotated[AnomalyRequest, Body(openapi_examples=EXAMPLE)], container: ContainerDep
+) -> Response:
+    series = [
+        AnomalyInput(
+            s.id if s.id is not None else str(i),
+            np.asarray([np.nan if v is None else v for v in s.values], dtype=np.float64),
+            s.timestamps,
+        )
+        for i, s in enumerate(request.series)
+    ]
+    rec, results = await container.anomaly.score(series, request.model)
+    out: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for r in results:
+        out.append(
+            {
+                "id": r.id,
+                "scores": np.round(r.scores, 6),
+                "anomalies": r.anomalies,
+                "threshold": r.threshold,
+            }
+        )
+        warnings.extend(r.warnings)
+    body = {
+        "results": out,
+        "warnings": warnings,
+        "model": {"name": rec.name, "version": rec.version},
+    }
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )

@@ -1,0 +1,72 @@
+"""benchmarks/nab.py: NAB's results layout and table on fixtures; with ../shared present, the
+shipped detector through the API scored by NAB's own scorer gives the card's figures."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from benchmarks import nab
+from tests.conftest import MODELS, REPO
+
+SHARED = REPO.parent / "shared"
+
+
+def test_results_layout_and_table(tmp_path: Path) -> None:
+    per = {
+        "catA/one.csv": {
+            "timestamps": ["2020-01-01 00:00:00", "2020-01-01 00:05:00"],
+            "values": [1.0, 2.5],
+            "scores": [0.0, 0.75],
+        },
+    }
+    root = nab.write_results(per, tmp_path, "mine")
+    with open(root / "catA" / "mine_one.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows == [
+        {"timestamp": "2020-01-01 00:00:00", "value": "1.0", "anomaly_score": "0.000000"},
+        {"timestamp": "2020-01-01 00:05:00", "value": "2.5", "anomaly_score": "0.750000"},
+    ]
+    text = nab.table(
+        {"standard": 70.0, "reward_low_FP_rate": 60.0, "reward_low_FN_rate": 75.0}, "m:1"
+    )
+    lines = text.splitlines()
+    assert lines[2] == "| ARTime | 73.6 |" and lines[3] == "| **seqserve m:1** | 70.0 |"
+    assert "reward_low_FN_rate 75.0" in text
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "nab").is_dir(), reason="needs ../shared/data/nab")
+def test_shipped_detector_through_the_api_matches_its_card(tmp_path: Path) -> None:
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(models_dir=MODELS, max_body_bytes=64 << 20, state_secret="t")  # type: ignore[arg-type]
+    with TestClient(create_app(settings)) as c:
+        per = {}
+        for f in nab.series_files(SHARED / "data" / "nab"):
+            stamps, values = nab.read_series(f)
+            r = c.post(
+                "/anomaly",
+                json={
+                    "series": [
+                        {"values": values, "timestamps": [s.replace(" ", "T") for s in stamps]}
+                    ]
+                },
+            )
+            assert r.status_code == 200, (f, r.text)
+            per[f"{f.parent.name}/{f.name}"] = {
+                "timestamps": stamps,
+                "values": values,
+                "scores": r.json()["results"][0]["scores"],
+            }
+    assert len(per) == 31
+    scores = nab.run_scorer(
+        SHARED / "tools" / "nab" / "score.sh", nab.write_results(per, tmp_path / "res")
+    )
+    card = json.loads((MODELS / "anomaly" / "nab-gru" / "1" / "card.json").read_text())
+    for profile, value in card["metrics"]["nab"].items():
+        assert scores[profile] == pytest.approx(value, abs=0.02), profile

@@ -1,0 +1,139 @@
+"""NAB evaluation of the detector exactly as serving runs it.
+
+The exported ONNX graph runs over every NAB series (batched, right-padded), then the serving
+scoring core (``app.services.anomaly_scoring.prepare`` / ``finish``) turns its outputs into
+scores; the scores are written in NAB's results layout
+(``RESULTS_DIR/<category>/<NAME>_<file>.csv`` with ``timestamp,value,anomaly_score``) and NAB's
+own scorer (``../shared/tools/nab/score.sh``) prints the three profile scores.
+
+The NAB part is our validation set: the global scoring knobs were tuned on it (one
+configuration for all series, never per series); the rest of the corpus judges the model.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.services.anomaly_scoring import PAD_VALUE, finish, prepare
+from training.anomaly.data import NAB_DIR, NabSeries
+
+SCORER = NAB_DIR.parents[1] / "tools" / "nab" / "score.sh"
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+
+
+def run_graph(
+    run: Any, inputs: list[np.ndarray], max_batch: int = 16, max_padding: float = 1.25
+) -> list[dict]:
+    """Graph outputs for each prepared series: ``run(X [B, T, F]) -> (mean, log_scale)``.
+
+    Series are sorted by length (longest first) and grouped while the padded batch holds at
+    most ``max_padding`` times the real points (the GRU's cost is per padded point, and past
+    a few rows a bigger batch buys little); rows are right-padded with ``PAD_VALUE`` and cut
+    back to their own length (padding never changes earlier outputs)."""
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+    out: list[dict] = [{} for _ in inputs]
+    i = 0
+    while i < len(order):
+        longest = max(len(inputs[order[i]]), 1)
+        group, real = [order[i]], len(inputs[order[i]])
+        while i + len(group) < len(order) and len(group) < max_batch:
+            nxt = len(inputs[order[i + len(group)]])
+            if (len(group) + 1) * longest > max_padding * (real + nxt):
+                break
+            group.append(order[i + len(group)])
+            real += nxt
+        feats = 1 if inputs[order[i]].ndim == 1 else inputs[order[i]].shape[-1]
+        x = np.full((len(group), longest, feats), PAD_VALUE, dtype=np.float32)
+        for r, j in enumerate(group):
+            x[r, : len(inputs[j])] = inputs[j].reshape(len(inputs[j]), feats)
+        mean, log_scale = run(x)
+        for r, j in enumerate(group):
+            n = len(inputs[j])
+            out[j] = {"mean": mean[r, :n], "log_scale": log_scale[r, :n]}
+        i += len(group)
+    return out
+
+
+def ort_runner(sess: Any, card: dict[str, Any]) -> Any:
+    names = [o["name"] for o in card["onnx"]["outputs"]]
+    in_name = card["onnx"]["inputs"][0]["name"]
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mean, log_scale = sess.run(names, {in_name: x})
+        return mean, log_scale
+
+    return run
+
+
+def score_all(
+    run: Any, series: list[np.ndarray], card: dict[str, Any]
+) -> tuple[list[np.ndarray], dict[str, float]]:
+    """(scores per series, timing): prepare -> graph -> finish, as serving does it."""
+    t0 = time.perf_counter()
+    inputs = [prepare(v, card) for v in series]
+    t1 = time.perf_counter()
+    outs = run_graph(run, inputs)
+    t2 = time.perf_counter()
+    scores = [finish(v, o, card) for v, o in zip(series, outs, strict=True)]
+    t3 = time.perf_counter()
+    pts = sum(len(v) for v in series)
+    timing = {
+        "points": float(pts),
+        "prepare_s": t1 - t0,
+        "graph_s": t2 - t1,
+        "finish_s": t3 - t2,
+        "points_per_ms": pts / (1000 * (t3 - t0)),
+    }
+    return scores, timing
+
+
+def write_results(
+    results_dir: str | Path, name: str, nab: list[NabSeries], scores: list[np.ndarray]
+) -> Path:
+    root = Path(results_dir)
+    for s, sc in zip(nab, scores, strict=True):
+        cat, file = s.key.split("/")
+        (root / cat).mkdir(parents=True, exist_ok=True)
+        with open(root / cat / f"{name}_{file}", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["timestamp", "value", "anomaly_score"])
+            for t, v, a in zip(s.timestamps, s.values, sc, strict=True):
+                w.writerow([t, repr(float(v)), f"{float(a):.6f}"])
+    return root
+
+
+_FINAL = re.compile(r"Final score for '([^']+)' detector on '([^']+)' profile = (-?[\d.]+)")
+
+
+def run_scorer(results_dir: str | Path, name: str, scorer: str | Path = SCORER) -> dict[str, float]:
+    """The three NAB profile scores from NAB's own scorer."""
+    proc = subprocess.run(
+        ["bash", str(scorer), str(results_dir), name], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"NAB scorer failed:\n{proc.stdout}\n{proc.stderr}")
+    found = {m.group(2): float(m.group(3)) for m in _FINAL.finditer(proc.stdout)}
+    missing = [p for p in PROFILES if p not in found]
+    if missing:
+        raise RuntimeError(f"NAB scorer printed no score for {missing}:\n{proc.stdout}")
+    return {p: found[p] for p in PROFILES}
+
+
+def evaluate_nab(
+    run: Any,
+    card: dict[str, Any],
+    nab: list[NabSeries],
+    results_dir: str | Path,
+    name: str = "seqserve",
+) -> dict[str, Any]:
+    """Score every NAB series with ``run`` + the scoring core, write and score the results."""
+    scores, timing = score_all(run, [s.values for s in nab], card)
+    write_results(results_dir, name, nab, scores)
+    return {"nab": run_scorer(results_dir, name), "timing": timing}
