@@ -21,11 +21,12 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 # Only the dependency manifests: this layer is rebuilt when they change, not when the code does.
-# The package itself is installed from stub folders and removed again, leaving its
+# The package itself is installed from stub folders (app/__init__.py holds only a version,
+# which pyproject reads) and removed again, leaving its
 # dependencies, pinned by constraints-serve.txt (the README is a stub too: pyproject names it).
 COPY pyproject.toml constraints-serve.txt ./
 RUN mkdir -p app training \
-    && touch README.md app/__init__.py training/__init__.py \
+    && touch README.md training/__init__.py && echo '__version__ = "0"' > app/__init__.py \
     && pip install -c constraints-serve.txt '.[serve]' \
     && pip uninstall -y seqserve
 
@@ -49,7 +50,7 @@ COPY pyproject.toml constraints-serve.txt ./
 # Same pins, then onnxruntime swapped for onnxruntime-gpu of the same version (both provide the
 # `onnxruntime` module, so only one may be installed).
 RUN mkdir -p app training \
-    && touch README.md app/__init__.py training/__init__.py \
+    && touch README.md training/__init__.py && echo '__version__ = "0"' > app/__init__.py \
     && pip install -c constraints-serve.txt '.[serve]' \
     && pip uninstall -y seqserve onnxruntime \
     && pip install -c constraints-serve.txt \

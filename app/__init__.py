@@ -1,8 +1,8 @@
-"""seqserve: recurrent sequence models served with onnxruntime."""
+"""seqserve: recurrent sequence models served with onnxruntime.
 
-from importlib import metadata as _metadata
+``__version__`` is the one place the version is written: pyproject.toml reads it from here, so
+a server run from a copied source tree (the Docker image) reports the same version as an
+installed package.
+"""
 
-try:
-    __version__ = _metadata.version("seqserve")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+source"
+__version__ = "0.1.0"

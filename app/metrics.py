@@ -78,15 +78,11 @@ BUILD_INFO = Gauge(
 
 
 def set_build_info() -> None:
-    from importlib import metadata
-
     import onnxruntime
 
-    try:
-        version = metadata.version("seqserve")
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-        version = "unknown"
-    BUILD_INFO.labels(version, onnxruntime.__version__).set(1)
+    from app import __version__
+
+    BUILD_INFO.labels(__version__, onnxruntime.__version__).set(1)
 
 
 def multiprocess_dir() -> str | None:
