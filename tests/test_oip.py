@@ -99,6 +99,8 @@ def test_sentiment_infer_echoes_id_and_honours_requested_outputs(client: TestCli
 
 
 def test_sentiment_all_outputs_and_nested_data(client: TestClient) -> None:
+    empty = client.post(f"{SENT}/infer", json={"inputs": [text_input("great")], "outputs": []})
+    assert len(empty.json()["outputs"]) == 5  # an empty list asks for every output
     body = {
         "inputs": [
             {"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": [["great"], ["awful"]]}
@@ -277,6 +279,18 @@ def test_forecast_fp32_values_with_horizon_and_levels(client: TestClient) -> Non
             "1e30",
         ),
         ({"inputs": [], "extra": 1}, "unknown field"),
+        (
+            {
+                "inputs": [
+                    {"name": "values", "shape": [1, 48], "datatype": "FP32", "data": [1e39] * 48}
+                ]
+            },
+            "do not fit FP32",
+        ),
+        (
+            {"inputs": [{"name": "values", "shape": [1, 1], "datatype": "UINT8", "data": [-1]}]},
+            "do not fit UINT8",
+        ),
     ],
 )
 def test_malformed_requests_get_protocol_errors(

@@ -159,7 +159,7 @@ def parse_request(body: bytes, header_length: str | None = None) -> InferRequest
             f"the body has {len(binary) - offset} bytes of binary data that no input claims"
         )
     outputs = None
-    if doc.get("outputs") is not None:
+    if doc.get("outputs"):  # absent, null or []: every output, as Triton reads it
         if not isinstance(doc["outputs"], list):
             raise InvalidInput("outputs must be a list of {'name': ...} objects")
         all_binary = bool(params.get("binary_data_output", False))
@@ -245,10 +245,22 @@ def _from_json(data: Any, datatype: str, count: int, where: str) -> np.ndarray:
         raise InvalidInput(f"{where}: data does not hold {datatype} values")
     if arr.size != count:
         raise InvalidInput(f"{where}: shape holds {count} elements but data has {arr.size}")
+    if arr.size and datatype not in ("BOOL", "BYTES") and not _fits(arr, np.dtype(dtype)):
+        raise InvalidInput(f"{where}: values do not fit {datatype}")
     try:
         return arr.astype(dtype).reshape(-1)
     except (ValueError, OverflowError):
         raise InvalidInput(f"{where}: values do not fit {datatype}") from None
+
+
+def _fits(arr: np.ndarray, dtype: np.dtype[Any]) -> bool:
+    """No silent wrap-around (-1 as UINT32) or overflow to infinity (1e39 as FP32)."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return bool(arr.min() >= info.min and arr.max() <= info.max)
+    finite = np.isfinite(arr)
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(arr.astype(dtype))[finite].all())
 
 
 def _from_binary(chunk: bytes, datatype: str, count: int, where: str) -> np.ndarray:
