@@ -90,6 +90,42 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Inference routes first: routing tries routes in order, and these are the hot ones.
+async def _infer(request: Request, c: ContainerDep, name: str, version: str | None) -> Response:
+    rec = oip_models.resolve(c, name, version)
+    body = await request.body()
+    req = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH))
+    outputs = await oip_models.infer(c, rec, req)
+    payload, header_length = oip.encode_response(rec.name, rec.version, outputs, req)
+    if header_length is None:
+        return Response(payload, media_type="application/json")
+    return Response(
+        payload,
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(header_length)},
+    )
+
+
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference with JSON (or binary) tensors",
+    responses=_ERRORS,
+    openapi_extra=_INFER_BODY,
+)
+async def infer(name: str, request: Request, c: ContainerDep) -> Response:
+    return await _infer(request, c, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference on one model version",
+    responses=_ERRORS,
+    openapi_extra=_INFER_BODY,
+)
+async def infer_version(name: str, version: str, request: Request, c: ContainerDep) -> Response:
+    return await _infer(request, c, name, version)
+
+
 @router.get("", summary="Server metadata")
 async def server_metadata() -> dict[str, Any]:
     return {"name": "seqserve", "version": __version__, "extensions": []}
@@ -140,38 +176,3 @@ async def model_metadata(name: str, c: ContainerDep) -> dict[str, Any]:
 )
 async def model_version_metadata(name: str, version: str, c: ContainerDep) -> dict[str, Any]:
     return oip_models.metadata(c, name, version)
-
-
-async def _infer(request: Request, c: ContainerDep, name: str, version: str | None) -> Response:
-    rec = oip_models.resolve(c, name, version)
-    body = await request.body()
-    req = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH))
-    outputs = await oip_models.infer(c, rec, req)
-    payload, header_length = oip.encode_response(rec.name, rec.version, outputs, req)
-    if header_length is None:
-        return Response(payload, media_type="application/json")
-    return Response(
-        payload,
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(header_length)},
-    )
-
-
-@router.post(
-    "/models/{name}/infer",
-    summary="Inference with JSON (or binary) tensors",
-    responses=_ERRORS,
-    openapi_extra=_INFER_BODY,
-)
-async def infer(name: str, request: Request, c: ContainerDep) -> Response:
-    return await _infer(request, c, name, None)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/infer",
-    summary="Inference on one model version",
-    responses=_ERRORS,
-    openapi_extra=_INFER_BODY,
-)
-async def infer_version(name: str, version: str, request: Request, c: ContainerDep) -> Response:
-    return await _infer(request, c, name, version)
