@@ -5,7 +5,8 @@
 
 Starts ``seqserve serve`` on a copy of the shipped models (so the reload can add a version
 without touching ``models/``), sends a mix of sentiment (sentences, whole reviews, batches,
-hostile text), next-word (with state continuation), score and forecast requests, reloads the
+hostile text), next-word (with state continuation), score, forecast, anomaly (with missing
+values) and Open Inference Protocol requests, reloads the
 models half way through (a new sentiment version and a corrupt one), and prints requests per
 status, latency percentiles and the server's memory at start and end. Exits non-zero on any 5xx.
 """
@@ -52,9 +53,18 @@ def requests_mix(rng: random.Random) -> tuple[str, dict[str, Any]]:
         return "/next-word", {"text": "The game was released in", "k": 5}
     if kind < 0.75:
         return "/next-word/score", {"text": "The game was released in Japan ."}
-    if kind < 0.95:
+    if kind < 0.85:
         values = [10 + (i % 24) + rng.random() for i in range(rng.randint(30, 400))]
         return "/forecast", {"series": [{"id": "s", "values": values}], "horizon": 24}
+    if kind < 0.91:
+        values: list[float | None] = [
+            10 + (i % 24) + rng.random() for i in range(rng.randint(50, 3000))
+        ]
+        values[rng.randrange(len(values))] = None  # a missing reading
+        return "/anomaly", {"series": [{"id": "a", "values": values}]}
+    if kind < 0.95:
+        text = {"name": "text", "shape": [2], "datatype": "BYTES", "data": ["great", "dull"]}
+        return "/v2/models/sst2-imdb-bilstm/infer", {"inputs": [text]}
     return "/sentiment", {"text": ""}  # a 422 on purpose
 
 
