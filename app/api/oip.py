@@ -26,6 +26,7 @@ import orjson
 from app.errors import InvalidInput
 
 HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH_RAW = HEADER_LENGTH.encode()
 
 # datatype -> (numpy dtype, numpy kinds accepted from JSON data)
 DTYPES: dict[str, tuple[Any, str]] = {

@@ -94,7 +94,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def _infer(request: Request, c: ContainerDep, name: str, version: str | None) -> Response:
     rec = oip_models.resolve(c, name, version)
     body = await request.body()
-    req = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH))
+    header_length = next(
+        (v.decode("latin-1") for k, v in request.scope["headers"] if k == oip.HEADER_LENGTH_RAW),
+        None,
+    )  # a scan of the raw headers: cheaper than building Starlette's Headers on every request
+    req = oip.parse_request(body, header_length)
     outputs = await oip_models.infer(c, rec, req)
     payload, header_length = oip.encode_response(rec.name, rec.version, outputs, req)
     if header_length is None:
