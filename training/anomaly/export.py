@@ -301,6 +301,8 @@ def export_model(
             out / "curves.png",
             [("NLL (normalised units)", ["train_nll", "val_nll"])],
             title=f"{name}: {cfg.cell.upper()} {cfg.hidden}",
+            x_key="step",
+            x_label="optimiser step (validated every eval_every steps)",
         )
     card = build_card(ckpt, out, scoring, metrics, experiments or [], datasets, name, version)
     card["limitations"] += list(notes or [])
