@@ -130,6 +130,8 @@ def test_timestamps_checked_and_irregular_spacing_reported(an: TestClient) -> No
         ({"series": [{"values": [1.0] * 5001}]}, 413, "limit is 5000"),
         ({"series": [{"values": [1.0]}] * 6}, 413, "limit is 5"),
         ({"series": [{"values": ["a"]}]}, 422, "values[0]"),
+        ({"series": [{"values": [1.0, "2.5"]}]}, 422, "values[1]"),  # no silent coercion
+        ({"series": [{"values": [1.0, True]}]}, 422, "values[1]"),
         ({"series": [{"values": [1.0]}], "model": "nope"}, 404, "nope"),
         ({"series": [{"values": [1.0]}], "threshold": 0.1}, 422, "threshold"),
     ],

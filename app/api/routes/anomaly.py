@@ -23,9 +23,9 @@ class AnomalySeriesIn(BaseModel):
     id: str | None = Field(
         None, description="series id (default: its position); ids must be unique"
     )
-    values: list[float | None] = Field(
-        description="observations in time order; null (or NaN) marks a missing value, which "
-        "scores 0 and is bridged by carrying the last value forward"
+    values: list[Annotated[float, Field(strict=True)] | None] = Field(
+        description="observations in time order (numbers, not strings); null (or NaN) marks a "
+        "missing value, which scores 0 and is bridged by carrying the last value forward"
     )
     timestamps: list[dt.datetime] | None = Field(
         None,
