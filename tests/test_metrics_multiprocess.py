@@ -43,7 +43,9 @@ def test_scrape_sums_counters_over_processes(tmp_path: Path) -> None:
     _python(WORKER.format(n=2), env)
     _python(WORKER.format(n=3), env)
     text = _python(SCRAPE, env)
-    assert _sample(text, 'seqserve_requests_total{model="m:1",route="/sentiment",status="200"}') == 5.0
+    assert (
+        _sample(text, 'seqserve_requests_total{model="m:1",route="/sentiment",status="200"}') == 5.0
+    )
     # both writers exited without marking themselves dead: livesum keeps what they left
     assert _sample(text, "seqserve_requests_in_flight") == 2.0
     assert _sample(text, 'seqserve_models_loaded{task="sentiment"}') == 1.0
