@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -136,11 +136,18 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def local_server(workers: int, timeout_s: float = 90) -> Iterator[str]:
-    """``seqserve serve`` on a free loopback port for the length of the block."""
+def local_server(
+    workers: int,
+    timeout_s: float = 90,
+    env: dict[str, str] | None = None,
+    prefix: Sequence[str] = (),
+) -> Iterator[str]:
+    """``seqserve serve`` on a free loopback port for the length of the block; ``env`` adds
+    settings, ``prefix`` wraps the command (``["taskset", "-c", "0"]`` pins it to one core)."""
     port = _free_port()
     proc = subprocess.Popen(
         [
+            *prefix,
             sys.executable,
             "-m",
             "app.cli",
@@ -152,7 +159,11 @@ def local_server(workers: int, timeout_s: float = 90) -> Iterator[str]:
             "--log-level",
             "warning",
         ],
-        env={**os.environ, "SEQSERVE_ACCESS_LOG": os.environ.get("SEQSERVE_ACCESS_LOG", "false")},
+        env={
+            **os.environ,
+            "SEQSERVE_ACCESS_LOG": os.environ.get("SEQSERVE_ACCESS_LOG", "false"),
+            **(env or {}),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -256,18 +256,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(res, ensure_ascii=False, indent=1))
         return 0
     if args.task == "anomaly":
-        col, values, _, _ = predict.read_series_csv(args.csv, args.column, None, missing_ok=True)
-        stamps = predict.read_column(args.csv, args.time_col) if args.time_col else None
+        data = predict.read_series_csv(args.csv, args.column, args.time_col, missing_ok=True)
         ref, rows, warnings = predict.run_with_container(
-            st, lambda c: predict.anomaly(c, col, values, stamps, args.model)
+            st, lambda c: predict.anomaly(c, args.csv, data, args.time_col, args.model)
         )
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
         shown = [r for r in rows if r["anomaly"]] if args.only_anomalies else rows
         predict.write_csv(shown, fields=list(rows[0]))
         return 0
-    col, values, start, freq = predict.read_series_csv(args.csv, args.column, args.time_col)
-    series = SeriesInput(col, values, start, freq)
+    data = predict.read_series_csv(args.csv, args.column, args.time_col)
+    col = data.column
+    series = SeriesInput(
+        col, data.values, *predict.start_and_freq(args.csv, args.time_col, data.stamps)
+    )
     ref, rows, warnings = predict.run_with_container(
         st, lambda c: predict.forecast(c, series, args.horizon, args.level, args.model)
     )

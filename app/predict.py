@@ -11,6 +11,7 @@ import csv
 import datetime as dt
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,21 +91,29 @@ async def next_word(
     }
 
 
+@dataclass
+class CsvSeries:
+    column: str
+    values: list[float]
+    stamps: list[str] | None  # the time column's cells, as written
+
+
 def read_series_csv(
     path: Path, column: str | None, time_col: str | None, missing_ok: bool = False
-) -> tuple[str, list[float], dt.datetime | None, str | None]:
+) -> CsvSeries:
     """One series from a CSV with a header: ``column`` (default: the last column) and, when
-    ``time_col`` is given, the timestamps that set start and spacing. Empty cells are an
-    error, not skipped (a gap would shift every later value by one step), unless
-    ``missing_ok``: then they are NaN, which the anomaly detector reads as missing."""
+    ``time_col`` is given, that column's cells. Empty value cells are an error, not skipped
+    (a gap would shift every later value by one step), unless ``missing_ok``: then they are
+    NaN, which the anomaly detector reads as missing."""
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
         raise InvalidInput(f"{path} has no data rows")
     names = list(rows[0])
     col = column or names[-1]
-    if col not in names:
-        raise InvalidInput(f"{path} has no column {col!r}; it has {', '.join(names)}")
+    for wanted in (col, time_col):
+        if wanted is not None and wanted not in names:
+            raise InvalidInput(f"{path} has no column {wanted!r}; it has {', '.join(names)}")
     values = []
     for i, row in enumerate(rows, start=2):
         cell = (row.get(col) or "").strip()
@@ -115,18 +124,26 @@ def read_series_csv(
             values.append(float(cell))
         except ValueError:
             raise InvalidInput(f"{path} line {i}: {col} is {cell!r}, not a number") from None
-    start = freq = None
-    if time_col is not None:
-        if time_col not in names:
-            raise InvalidInput(f"{path} has no column {time_col!r}; it has {', '.join(names)}")
-        try:
-            stamps = [dt.datetime.fromisoformat(r[time_col].strip()) for r in rows[:2]]
-        except ValueError as exc:
-            raise InvalidInput(f"{path}: {time_col} is not an ISO 8601 timestamp: {exc}") from None
-        start = stamps[0]
-        if len(stamps) == 2:
-            freq = f"{int((stamps[1] - stamps[0]).total_seconds())}s"
-    return col, values, start, freq
+    stamps = [(r.get(time_col) or "").strip() for r in rows] if time_col else None
+    return CsvSeries(col, values, stamps)
+
+
+def parse_stamps(path: Path, column: str, cells: list[str]) -> list[dt.datetime]:
+    try:
+        return [dt.datetime.fromisoformat(c) for c in cells]
+    except ValueError as exc:
+        raise InvalidInput(f"{path}: {column} is not an ISO 8601 timestamp: {exc}") from None
+
+
+def start_and_freq(
+    path: Path, column: str | None, stamps: list[str] | None
+) -> tuple[dt.datetime | None, str | None]:
+    """The forecast's ``start`` and ``freq`` from the first two timestamps."""
+    if not stamps or column is None:
+        return None, None
+    first = parse_stamps(path, column, stamps[:2])
+    freq = f"{int((first[1] - first[0]).total_seconds())}s" if len(first) == 2 else None
+    return first[0], freq
 
 
 async def forecast(
@@ -150,11 +167,6 @@ async def forecast(
     return rec.ref, rows, r.warnings
 
 
-def read_column(path: Path, column: str) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [(r.get(column) or "").strip() for r in csv.DictReader(fh)]
-
-
 def write_csv(rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:
     w = csv.DictWriter(sys.stdout, fieldnames=fields or list(rows[0]))
     w.writeheader()
@@ -163,22 +175,23 @@ def write_csv(rows: list[dict[str, Any]], fields: list[str] | None = None) -> No
 
 
 async def anomaly(
-    c: Container, name: str, values: list[float], stamps: list[str] | None, model: str | None
+    c: Container, path: Path, series: CsvSeries, time_col: str | None, model: str | None
 ) -> tuple[str, list[dict[str, Any]], list[str]]:
     """Per-value scores of one series; an empty cell is a missing value (scores 0)."""
     import numpy as np
 
     from app.services.anomaly import AnomalyInput
 
-    times = [dt.datetime.fromisoformat(t) for t in stamps] if stamps is not None else None
-    x = np.asarray(values, dtype=np.float64)
-    rec, results = await c.anomaly.score([AnomalyInput(name, x, times)], model)
+    times = parse_stamps(path, time_col or "", series.stamps) if series.stamps else None
+    x = np.asarray(series.values, dtype=np.float64)
+    rec, results = await c.anomaly.score([AnomalyInput(series.column, x, times)], model)
     r = results[0]
+    flagged = set(r.anomalies.tolist())
     rows = []
-    for i, v in enumerate(values):
+    for i, v in enumerate(series.values):
         row: dict[str, Any] = {"index": i}
-        if stamps is not None:
-            row["timestamp"] = stamps[i]
-        row.update(value=v, score=float(r.scores[i]), anomaly=int(r.scores[i] >= r.threshold))
+        if series.stamps is not None:
+            row["timestamp"] = series.stamps[i]
+        row.update(value=v, score=float(r.scores[i]), anomaly=int(i in flagged))
         rows.append(row)
     return rec.ref, rows, r.warnings

@@ -17,13 +17,9 @@ and label windows. The scorer needs ``pip install pandas simplejson``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +27,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+if str(REPO) not in sys.path:  # `python benchmarks/nab.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+from app.bench import local_server  # noqa: E402
+from training.anomaly.data import NAB_DIR, NabSeries, nab_windows, read_nab  # noqa: E402
+from training.anomaly.evaluate import PROFILES, SCORER, run_scorer, write_results  # noqa: E402
+
 OUT = REPO / "benchmarks" / "results"
 NAME = "seqserve"
 # Standard-profile scores of published detectors on this part of NAB (../shared/data/README.md).
@@ -46,17 +50,6 @@ PUBLISHED = [
     ("random", 17.2),
     ("null", 0.0),
 ]
-PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
-
-
-def read_series(path: Path) -> tuple[list[str], list[float]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [r["timestamp"] for r in rows], [float(r["value"]) for r in rows]
-
-
-def series_files(nab: Path) -> list[Path]:
-    return sorted((nab / "data").glob("*/*.csv"))
 
 
 def post(url: str, body: dict[str, Any], key: str | None = None) -> tuple[float, dict[str, Any]]:
@@ -70,105 +63,40 @@ def post(url: str, body: dict[str, Any], key: str | None = None) -> tuple[float,
     return time.perf_counter() - t0, json.loads(raw)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(one_core: bool) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"]
-    if one_core and shutil.which("taskset"):
-        cmd = ["taskset", "-c", "0", *cmd]
-    env = {
-        **os.environ,
-        "SEQSERVE_INTRA_OP_THREADS": "1",
-        "SEQSERVE_ACCESS_LOG": "false",
-        "SEQSERVE_MAX_BODY_BYTES": str(64 << 20),
-    }
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server not ready")
-
-
-def score_all(url: str, nab: Path, model: str | None, key: str | None) -> dict[str, Any]:
+def score_all(url: str, nab: list[NabSeries], model: str | None, key: str | None) -> dict[str, Any]:
     """Scores per series (one request each), plus timing of one request with every series."""
     per_series: dict[str, Any] = {}
-    total_points = 0
     total_s = 0.0
     everything = []
-    for f in series_files(nab):
-        rel = f"{f.parent.name}/{f.name}"
-        stamps, values = read_series(f)
-        item = {"id": rel, "values": values, "timestamps": [s.replace(" ", "T") for s in stamps]}
-        body: dict[str, Any] = {"series": [item]}
-        if model:
-            body["model"] = model
+    for s in nab:
+        values = s.values.tolist()
+        stamps = [t.replace(" ", "T") for t in s.timestamps]
+        item = {"id": s.key, "values": values, "timestamps": stamps}
+        body: dict[str, Any] = {"series": [item], **({"model": model} if model else {})}
         post(url + "/anomaly", body, key)  # warm
         seconds, res = post(url + "/anomaly", body, key)
         r = res["results"][0]
-        per_series[rel] = {
-            "timestamps": stamps,
+        per_series[s.key] = {
+            "timestamps": s.timestamps,
             "values": values,
             "scores": r["scores"],
             "anomalies": r["anomalies"],
             "threshold": r["threshold"],
-            "seconds": seconds,
         }
-        total_points += len(values)
         total_s += seconds
         everything.append(item)
     body = {"series": everything, **({"model": model} if model else {})}
     one = min(post(url + "/anomaly", body, key)[0] for _ in range(3))
+    points = sum(len(s.values) for s in nab)
     return {
         "series": per_series,
         "model": res["model"],
-        "points": total_points,
+        "points": points,
         "one_request_per_series_s": total_s,
         "all_in_one_request_s": one,
-        "points_per_ms_one_request_per_series": total_points / (total_s * 1e3),
-        "points_per_ms_all_in_one_request": total_points / (one * 1e3),
+        "points_per_ms_one_request_per_series": points / (total_s * 1e3),
+        "points_per_ms_all_in_one_request": points / (one * 1e3),
     }
-
-
-def write_results(per_series: dict[str, Any], root: Path, name: str = NAME) -> Path:
-    """NAB's results layout: <root>/<category>/<name>_<file>.csv."""
-    for rel, s in per_series.items():
-        category, file = rel.split("/")
-        (root / category).mkdir(parents=True, exist_ok=True)
-        with open(root / category / f"{name}_{file}", "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["timestamp", "value", "anomaly_score"])
-            for t, v, a in zip(s["timestamps"], s["values"], s["scores"], strict=True):
-                w.writerow([t, repr(v), f"{a:.6f}"])
-    return root
-
-
-_FINAL = re.compile(
-    r"Final score for '(?P<name>[^']+)' detector on '(?P<profile>\w+)' profile = "
-    r"(?P<score>-?[\d.]+)"
-)
-
-
-def run_scorer(scorer: Path, results: Path, name: str = NAME) -> dict[str, float]:
-    done = subprocess.run(
-        ["bash", str(scorer), str(results), name], capture_output=True, text=True, check=False
-    )
-    scores = {m["profile"]: float(m["score"]) for m in _FINAL.finditer(done.stdout)}
-    if not scores:
-        raise RuntimeError(f"NAB scorer failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return scores
 
 
 def table(scores: dict[str, float], model: str) -> str:
@@ -221,10 +149,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--url", help="a running server (default: start one on one core)")
     ap.add_argument("--model", help='"name" or "name:version" (default: the task default)')
-    ap.add_argument("--nab-dir", type=Path, default=SHARED / "data" / "nab", help="NAB data")
-    ap.add_argument(
-        "--scorer", type=Path, default=SHARED / "tools" / "nab" / "score.sh", help="NAB's score.sh"
-    )
+    ap.add_argument("--nab-dir", type=Path, default=NAB_DIR, help="NAB data")
+    ap.add_argument("--scorer", type=Path, default=SCORER, help="NAB's score.sh")
     ap.add_argument("--out", type=Path, default=OUT, help="where the figures go")
     ap.add_argument(
         "--plot-series",
@@ -233,20 +159,19 @@ def main() -> int:
     )
     args = ap.parse_args()
     key = os.environ.get("SEQSERVE_BENCH_API_KEY")
-    proc = None
-    url = args.url
-    if url is None:
-        proc, url = start_server(one_core=True)
-    try:
-        res = score_all(url, args.nab_dir, args.model, key)
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(30)
+    nab = read_nab(args.nab_dir)
+    if args.url is not None:
+        res = score_all(args.url, nab, args.model, key)
+    else:
+        pin = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+        env = {"SEQSERVE_INTRA_OP_THREADS": "1", "SEQSERVE_MAX_BODY_BYTES": str(64 << 20)}
+        with local_server(1, env=env, prefix=pin) as url:
+            res = score_all(url, nab, args.model, key)
     model = f"{res['model']['name']}:{res['model']['version']}"
     with tempfile.TemporaryDirectory() as tmp:
-        scores = run_scorer(args.scorer, write_results(res["series"], Path(tmp)))
-    windows = json.loads((args.nab_dir / "windows.json").read_text())
+        per = [np.asarray(res["series"][s.key]["scores"]) for s in nab]
+        scores = run_scorer(write_results(tmp, NAME, nab, per), NAME, args.scorer)
+    windows = nab_windows(args.nab_dir)
     args.out.mkdir(parents=True, exist_ok=True)
     plot(
         res["series"][args.plot_series],

@@ -7,24 +7,23 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from benchmarks import nab
 from tests.conftest import MODELS, REPO
+from training.anomaly.data import NabSeries, read_nab
+from training.anomaly.evaluate import SCORER, run_scorer, write_results
 
 SHARED = REPO.parent / "shared"
 
 
 def test_results_layout_and_table(tmp_path: Path) -> None:
-    per = {
-        "catA/one.csv": {
-            "timestamps": ["2020-01-01 00:00:00", "2020-01-01 00:05:00"],
-            "values": [1.0, 2.5],
-            "scores": [0.0, 0.75],
-        },
-    }
-    root = nab.write_results(per, tmp_path, "mine")
+    series = NabSeries(
+        "catA/one.csv", ["2020-01-01 00:00:00", "2020-01-01 00:05:00"], np.asarray([1.0, 2.5])
+    )
+    root = write_results(tmp_path, "mine", [series], [np.asarray([0.0, 0.75])])
     with open(root / "catA" / "mine_one.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert rows == [
@@ -46,26 +45,25 @@ def test_shipped_detector_through_the_api_matches_its_card(tmp_path: Path) -> No
 
     settings = Settings(models_dir=MODELS, max_body_bytes=64 << 20, state_secret="t")  # type: ignore[arg-type]
     with TestClient(create_app(settings)) as c:
-        per = {}
-        for f in nab.series_files(SHARED / "data" / "nab"):
-            stamps, values = nab.read_series(f)
+        nab_series = read_nab(SHARED / "data" / "nab")
+        scores_per = []
+        for s in nab_series:
             r = c.post(
                 "/anomaly",
                 json={
                     "series": [
-                        {"values": values, "timestamps": [s.replace(" ", "T") for s in stamps]}
+                        {
+                            "values": s.values.tolist(),
+                            "timestamps": [t.replace(" ", "T") for t in s.timestamps],
+                        }
                     ]
                 },
             )
-            assert r.status_code == 200, (f, r.text)
-            per[f"{f.parent.name}/{f.name}"] = {
-                "timestamps": stamps,
-                "values": values,
-                "scores": r.json()["results"][0]["scores"],
-            }
-    assert len(per) == 31
-    scores = nab.run_scorer(
-        SHARED / "tools" / "nab" / "score.sh", nab.write_results(per, tmp_path / "res")
+            assert r.status_code == 200, (s.key, r.text)
+            scores_per.append(np.asarray(r.json()["results"][0]["scores"]))
+    assert len(nab_series) == 31
+    scores = run_scorer(
+        write_results(tmp_path / "res", nab.NAME, nab_series, scores_per), nab.NAME, SCORER
     )
     card = json.loads((MODELS / "anomaly" / "nab-gru" / "1" / "card.json").read_text())
     for profile, value in card["metrics"]["nab"].items():

@@ -8,6 +8,7 @@ request is a 400 (the protocol has no 422).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -49,15 +50,17 @@ def is_oip(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def error_payload(path: str, code: str, message: str) -> dict[str, Any]:
+    """The error body in the shape of the API the path belongs to (the edge uses it too)."""
+    return {"error": message} if is_oip(path) else error_body(code, message)
+
+
 def error_response(
     path: str, status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """The error in the shape of the API the path belongs to."""
-    if is_oip(path):
-        return JSONResponse(
-            {"error": message}, status_code=400 if status == 422 else status, headers=headers
-        )
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    if is_oip(path) and status == 422:
+        status = 400  # the protocol has no 422
+    return JSONResponse(error_payload(path, code, message), status_code=status, headers=headers)
 
 
 def _location(loc: tuple[object, ...]) -> str:

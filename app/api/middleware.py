@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from app import metrics
-from app.api.errors import error_body, is_oip
+from app.api.errors import error_payload
 from app.errors import Overloaded
 from app.observability import CURRENT, RequestInfo, request_id_from
 
@@ -299,7 +299,7 @@ async def reply(
     path: str = "",
 ) -> None:
     """An error answered at the edge, in the shape of the API ``path`` belongs to."""
-    body = orjson.dumps({"error": message} if is_oip(path) else error_body(code, message))
+    body = orjson.dumps(error_payload(path, code, message))
     await send(
         {
             "type": "http.response.start",

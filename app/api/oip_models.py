@@ -20,7 +20,9 @@ from app.api.oip import InferRequest, Tensor, select_outputs
 from app.container import Container
 from app.errors import InputTooLarge, InvalidInput
 from app.registry import ModelRecord
+from app.services import anomaly_scoring
 from app.services.anomaly import AnomalyInput
+from app.services.common import MAX_ABS_VALUE
 from app.services.forecast import SeriesInput
 
 
@@ -29,11 +31,11 @@ def _strings(t: Tensor) -> list[str]:
 
 
 def _tensor(name: str, datatype: str, data: Any) -> Tensor:
-    arr = np.empty(len(data), dtype=object) if datatype == "BYTES" else None
-    if arr is not None:
-        arr[:] = list(data)
-        return Tensor(name, datatype, arr)
-    return Tensor(name, datatype, np.asarray(data))
+    if datatype != "BYTES":
+        return Tensor(name, datatype, np.asarray(data))
+    arr = np.empty(len(data), dtype=object)  # strings as objects, never numpy's fixed-width
+    arr[:] = list(data)
+    return Tensor(name, datatype, arr)
 
 
 def _meta(name: str, datatype: str, shape: list[int], **params: Any) -> dict[str, Any]:
@@ -236,8 +238,6 @@ class ForecastAdapter:
         ]
 
     async def infer(self, c: Container, ref: str, req: InferRequest) -> list[Tensor]:
-        from app.api.routes.forecast import MAX_ABS_VALUE
-
         values = _series_matrix(req)
         bad = ~np.isfinite(values) | (np.abs(values) > MAX_ABS_VALUE)
         if bad.any():
@@ -247,7 +247,7 @@ class ForecastAdapter:
             )
         horizon = _int_param(req, "horizon", None)
         levels = _levels(req)
-        series = [SeriesInput(str(i), row.tolist()) for i, row in enumerate(values)]
+        series = [SeriesInput(str(i), row) for i, row in enumerate(values)]
         _, results = await c.forecast.forecast(series, horizon, levels, ref)
         out = [Tensor("mean", "FP32", np.stack([r.mean for r in results]).astype(np.float32))]
         for level in levels:
@@ -276,7 +276,7 @@ class AnomalyAdapter:
         ]
 
     def outputs(self, rec: ModelRecord) -> list[dict[str, Any]]:
-        threshold = float(rec.card.get("threshold", 0.5))
+        threshold = anomaly_scoring.threshold(rec.card)
         return [
             _meta("scores", "FP32", [-1, -1], meaning="one score in [0, 1] per value"),
             _meta("anomalies", "BOOL", [-1, -1], threshold=threshold),
@@ -288,7 +288,9 @@ class AnomalyAdapter:
         series = [AnomalyInput(str(i), row) for i, row in enumerate(values)]
         _, results = await c.anomaly.score(series, ref)
         scores = np.stack([r.scores for r in results]).astype(np.float32)
-        flags = np.stack([r.scores >= r.threshold for r in results])
+        flags = np.zeros(scores.shape, dtype=bool)
+        for row, r in enumerate(results):
+            flags[row, r.anomalies] = True
         return [Tensor("scores", "FP32", scores), Tensor("anomalies", "BOOL", flags)]
 
 

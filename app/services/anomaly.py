@@ -24,12 +24,10 @@ from app.errors import InvalidInput, ModelLoadError
 from app.registry import ModelRecord
 from app.services import anomaly_scoring
 from app.services.base import TaskService
-from app.services.common import check_series, expect
-from app.services.sentiment import length_buckets
+from app.services.common import MAX_ABS_VALUE, check_series, expect
 from app.settings import Settings
 
 TASK = "anomaly"
-MAX_ABS_VALUE = 1e30  # as /forecast: beyond this, float32 model inputs and errors overflow
 
 
 @dataclass
@@ -53,9 +51,8 @@ class AnomalyModel:
         card = rec.card
         self.record = rec
         self.card = card
-        self.params = anomaly_scoring.scoring_params(card)
-        self.warmup = int(self.params["warmup"])
-        self.threshold = float(card.get("threshold", self.params["threshold"]))
+        self.warmup = int(anomaly_scoring.scoring_params(card)["warmup"])
+        self.threshold = anomaly_scoring.threshold(card)
         self.input_name = card["onnx"]["inputs"][0]["name"]
         names = [o["name"] for o in card["onnx"]["outputs"]]
         if "mean" not in names or "log_scale" not in names:
@@ -71,23 +68,15 @@ class AnomalyModel:
             limits=Limits.from_settings(settings),
         )
 
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        res = self.session.run({self.input_name: x}, self.output_names)
+        return res["mean"], res["log_scale"]
+
     def _score(self, series: list[np.ndarray]) -> list[np.ndarray]:
-        """Runs in the batcher's thread: model over runs of similar length, then scoring."""
+        """Runs in the batcher's thread: the graph over groups of similar length, then scoring."""
         inputs = [anomaly_scoring.prepare(v, self.card) for v in series]
-        out: list[np.ndarray] = [np.empty(0)] * len(series)
-        for run in length_buckets([len(x) for x in inputs], max_tokens=4_000_000):
-            width = max(len(inputs[i]) for i in run)
-            x = np.full((len(run), width, 1), anomaly_scoring.PAD_VALUE, dtype=np.float32)
-            for row, i in enumerate(run):
-                x[row, : len(inputs[i]), 0] = inputs[i]
-            res = self.session.run({self.input_name: x}, self.output_names)
-            mean, log_scale = res["mean"], res["log_scale"]
-            for row, i in enumerate(run):
-                n = len(inputs[i])
-                out[i] = anomaly_scoring.finish(
-                    series[i], {"mean": mean[row, :n], "log_scale": log_scale[row, :n]}, self.card
-                )
-        return out
+        outs = anomaly_scoring.run_graph(self._run, inputs)
+        return [anomaly_scoring.finish(v, o, self.card) for v, o in zip(series, outs, strict=True)]
 
     def smoke(self) -> None:
         """One real scoring before the model takes traffic (raises ModelLoadError)."""

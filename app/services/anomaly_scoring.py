@@ -15,7 +15,10 @@ normalised value u[t] and outputs a predictive Gaussian for u[t+1]: ``mean[t]`` 
     # inputs = {card["onnx"]["inputs"][0]["name"]: X}                float32 [batch, time, F]
     mean, log_scale = session.run(output_names, inputs)           # float32 [batch, time] each
     scores = finish(values, {"mean": mean[i, :T], "log_scale": log_scale[i, :T]}, card)
-    anomalies = np.flatnonzero(scores >= card["threshold"])
+    anomalies = np.flatnonzero(scores >= threshold(card))
+
+``run_graph(run, [prepare(v, card) for v in series])`` does the batching (groups of similar
+length, right-padded, cut back) for serving and for the training code's NAB evaluation alike.
 
 ``prepare`` and ``finish`` take the RAW values of one series (any float, NaN for missing).
 Right-padding never changes the outputs of earlier steps (the GRU is causal), so the batch is
@@ -111,7 +114,11 @@ def fill_missing(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def normalise(values: np.ndarray, p: dict[str, Any]) -> np.ndarray:
     """float64 ``u = (x - center) / scale`` from the first ``warmup`` carried-forward values
     (unclipped); zeros when the series is shorter than the warm-up."""
-    x, _ = fill_missing(values)
+    return _normalise_filled(fill_missing(values)[0], p)
+
+
+def _normalise_filled(x: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """``normalise`` of values whose missing entries are already carried forward."""
     w = int(p["warmup"])
     if len(x) < w or len(x) == 0:
         return np.zeros_like(x)
@@ -137,6 +144,11 @@ def lag_features(c: np.ndarray, lags: list[int] | tuple[int, ...]) -> np.ndarray
         idx = np.maximum(np.arange(n) + 1 - int(lag), 0)
         cols.append(np.take(c, idx, axis=-1))
     return np.stack(cols, axis=-1)
+
+
+def threshold(card: dict[str, Any]) -> float:
+    """The score at or above which a point is reported as an anomaly."""
+    return float(card.get("threshold", scoring_params(card)["threshold"]))
 
 
 def prepare(values: np.ndarray, card: dict[str, Any]) -> np.ndarray:
@@ -288,8 +300,8 @@ def finish(values: np.ndarray, outputs: dict[str, np.ndarray], card: dict[str, A
     log_scale = np.asarray(outputs["log_scale"], np.float64).reshape(-1)[:n]
     if len(mean) != n or len(log_scale) != n:
         raise ValueError(f"outputs cover {len(mean)} steps, the series has {n}")
-    _, missing = fill_missing(x)
-    u = normalise(x, p)
+    filled, missing = fill_missing(x)
+    u = _normalise_filled(filled, p)
     z = errors(u, mean, log_scale, p)
     valid = ~missing
     valid[1:] &= ~missing[:-1]  # the prediction for t read a real value at t-1
@@ -298,13 +310,45 @@ def finish(values: np.ndarray, outputs: dict[str, np.ndarray], card: dict[str, A
     s = likelihood_scores(a, valid, p)
     if int(p["short2"]) > 0:  # a second, slower comparison (sustained moderate errors)
         s = np.maximum(s, likelihood_scores(a, valid, {**p, "short": p["short2"]}))
-    filled, _ = fill_missing(x)
     sp = spatial_scores(filled, valid, p)
     if p["spatial_gated"]:
         sp = np.where(np.cumsum(valid) >= int(p["min_history"]), sp, 0.0)
     s = np.maximum(s, sp)
     s = np.where(np.isfinite(s), s, 0.0)
     return suppress(s, p)
+
+
+def run_graph(
+    run: Any, inputs: list[np.ndarray], max_batch: int = 16, max_padding: float = 1.25
+) -> list[dict[str, np.ndarray]]:
+    """Graph outputs for each prepared series: ``run(X [B, T, F]) -> (mean, log_scale)``.
+
+    Series are sorted by length (longest first) and grouped while the padded batch holds at
+    most ``max_padding`` times the real points (the GRU's cost is per padded point, and past
+    a few rows a bigger batch buys little); rows are right-padded with ``PAD_VALUE`` and cut
+    back to their own length (padding never changes earlier outputs)."""
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+    out: list[dict[str, np.ndarray]] = [{} for _ in inputs]
+    i = 0
+    while i < len(order):
+        longest = max(len(inputs[order[i]]), 1)
+        group, real = [order[i]], len(inputs[order[i]])
+        while i + len(group) < len(order) and len(group) < max_batch:
+            nxt = len(inputs[order[i + len(group)]])
+            if (len(group) + 1) * longest > max_padding * (real + nxt):
+                break
+            group.append(order[i + len(group)])
+            real += nxt
+        feats = 1 if inputs[order[i]].ndim == 1 else inputs[order[i]].shape[-1]
+        x = np.full((len(group), longest, feats), PAD_VALUE, dtype=np.float32)
+        for r, j in enumerate(group):
+            x[r, : len(inputs[j])] = inputs[j].reshape(len(inputs[j]), feats)
+        mean, log_scale = run(x)
+        for r, j in enumerate(group):
+            n = len(inputs[j])
+            out[j] = {"mean": mean[r, :n], "log_scale": log_scale[r, :n]}
+        i += len(group)
+    return out
 
 
 def score_series(values: np.ndarray, run: Any, card: dict[str, Any]) -> np.ndarray:

@@ -8,6 +8,10 @@ import numpy as np
 
 from app.errors import InputTooLarge, InvalidInput, ModelLoadError
 
+# The models compute in float32: magnitudes past 1e30 would overflow their scaling, so series
+# values beyond it are refused by name (forecast, anomaly) instead of coming back as nulls.
+MAX_ABS_VALUE = 1e30
+
 # Lone UTF-16 surrogates (valid in JSON as "\ud800", not encodable as UTF-8) and control
 # characters other than tab/newline/carriage return (NUL, escape, C1 controls).
 _SURROGATES = re.compile("[\ud800-\udfff]")

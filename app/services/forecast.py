@@ -63,7 +63,7 @@ def interval_k(table: np.ndarray, grid: np.ndarray, level: float) -> np.ndarray:
 @dataclass
 class SeriesInput:
     id: str
-    values: list[float]
+    values: list[float] | np.ndarray  # the v2 route passes its tensor rows as they are
     start: dt.datetime | None = None
     freq: str | None = None
 

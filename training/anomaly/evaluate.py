@@ -21,44 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from app.services.anomaly_scoring import PAD_VALUE, finish, prepare
+from app.services.anomaly_scoring import finish, prepare, run_graph
 from training.anomaly.data import NAB_DIR, NabSeries
 
 SCORER = NAB_DIR.parents[1] / "tools" / "nab" / "score.sh"
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
-
-
-def run_graph(
-    run: Any, inputs: list[np.ndarray], max_batch: int = 16, max_padding: float = 1.25
-) -> list[dict]:
-    """Graph outputs for each prepared series: ``run(X [B, T, F]) -> (mean, log_scale)``.
-
-    Series are sorted by length (longest first) and grouped while the padded batch holds at
-    most ``max_padding`` times the real points (the GRU's cost is per padded point, and past
-    a few rows a bigger batch buys little); rows are right-padded with ``PAD_VALUE`` and cut
-    back to their own length (padding never changes earlier outputs)."""
-    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
-    out: list[dict] = [{} for _ in inputs]
-    i = 0
-    while i < len(order):
-        longest = max(len(inputs[order[i]]), 1)
-        group, real = [order[i]], len(inputs[order[i]])
-        while i + len(group) < len(order) and len(group) < max_batch:
-            nxt = len(inputs[order[i + len(group)]])
-            if (len(group) + 1) * longest > max_padding * (real + nxt):
-                break
-            group.append(order[i + len(group)])
-            real += nxt
-        feats = 1 if inputs[order[i]].ndim == 1 else inputs[order[i]].shape[-1]
-        x = np.full((len(group), longest, feats), PAD_VALUE, dtype=np.float32)
-        for r, j in enumerate(group):
-            x[r, : len(inputs[j])] = inputs[j].reshape(len(inputs[j]), feats)
-        mean, log_scale = run(x)
-        for r, j in enumerate(group):
-            n = len(inputs[j])
-            out[j] = {"mean": mean[r, :n], "log_scale": log_scale[r, :n]}
-        i += len(group)
-    return out
 
 
 def ort_runner(sess: Any, card: dict[str, Any]) -> Any:

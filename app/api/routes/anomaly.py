@@ -79,7 +79,7 @@ async def anomaly(
     series = [
         AnomalyInput(
             s.id if s.id is not None else str(i),
-            np.asarray([np.nan if v is None else v for v in s.values], dtype=np.float64),
+            np.asarray(s.values, dtype=np.float64),  # null -> NaN: missing
             s.timestamps,
         )
         for i, s in enumerate(request.series)

@@ -11,13 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef
+from app.services.common import MAX_ABS_VALUE
 from app.services.forecast import SeriesInput
 
 router = APIRouter(tags=["forecast"])
 
-# The model computes in float32: magnitudes past 1e30 would overflow its scaling, so they are
-# refused by name (series[i].values[j]) instead of coming back as nulls.
-MAX_ABS_VALUE = 1e30
+# Magnitudes past MAX_ABS_VALUE are refused by name (series[i].values[j]).
 FiniteFloat = Annotated[
     float, Field(strict=True, allow_inf_nan=False, ge=-MAX_ABS_VALUE, le=MAX_ABS_VALUE)
 ]
