@@ -5,14 +5,18 @@
     seqserve-train forecast train --help
 
 Each task package contributes its sub-commands through ``register(subparsers)`` in its own
-``cli.py``, so this file only wires them together.
+``cli.py``, so this file only wires them together. Every task follows the same flag
+convention (``training.common.config_cli``) and publishes through the append-only model store
+(``contract.store``): an existing version is never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 TASKS = {
@@ -25,6 +29,11 @@ TASKS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqserve-train", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the libraries' own warnings (ONNX tracer, quantizer); hidden by default",
+    )
     sub = parser.add_subparsers(dest="task", required=True, metavar="TASK")
     for module_name in TASKS.values():
         try:
@@ -37,10 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet() -> None:
+    """Keep the tracer's and quantizer's warnings out of the user's terminal."""
+    warnings.filterwarnings("ignore")
+    for name in ("torch.onnx", "onnxruntime", "onnxscript", "root"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError:
+        print(
+            "seqserve-train needs PyTorch, which the serving install leaves out: "
+            "pip install -e '.[train]'",
+            file=sys.stderr,
+        )
+        return 2
+    from contract.store import StoreError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    if not args.verbose:
+        _quiet()
+    try:
+        return int(args.func(args) or 0)
+    except StoreError as exc:
+        print(f"seqserve-train: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

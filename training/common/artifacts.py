@@ -15,7 +15,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-CARD_SCHEMA_VERSION = 1
+from contract import card as cards
+
+CARD_SCHEMA_VERSION = cards.SCHEMA_VERSION
 
 
 def sha256_file(path: str | Path) -> str:
@@ -45,7 +47,9 @@ def utc_now() -> str:
 
 
 def write_card(folder: str | Path, card: dict[str, Any]) -> Path:
-    """Write ``card.json`` with the common fields filled in (schema, creation time, ONNX sha256)."""
+    """Write ``card.json`` with the common fields filled in (schema, creation time, ONNX sha256),
+    checked by the card types serving loads it with (``contract.card``): a card serving would
+    refuse raises ``CardError`` here instead."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     full: dict[str, Any] = {"schema_version": CARD_SCHEMA_VERSION, "created": utc_now()}
@@ -55,6 +59,7 @@ def write_card(folder: str | Path, card: dict[str, Any]) -> Path:
         full.setdefault("onnx", {})["sha256"] = sha256_file(onnx_path)
         full["onnx"]["bytes"] = onnx_path.stat().st_size
     full.setdefault("libraries", library_versions())
+    full = cards.build(full)
     path = folder / "card.json"
     path.write_text(json.dumps(full, indent=2, sort_keys=False) + "\n")
     return path

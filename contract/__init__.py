@@ -1,0 +1,1 @@
+"""Rules training and serving must agree on, torch-free: the model card and the model store."""

@@ -1,0 +1,187 @@
+"""Command-line flags generated from a task's configuration dataclass, and the flags every
+training command shares (where the model is published, where the run is kept).
+
+One convention for every task:
+
+- each configuration field is a flag (``batch_size`` -> ``--batch-size``) whose help comes from
+  the field's ``metadata["help"]`` and always shows the default (the dataclass is the only place
+  a default is written);
+- ``--run-dir`` keeps checkpoints and logs (default ``runs/<task>/<name>``);
+- ``--models-dir``, ``--name``, ``--version`` and ``--out`` say where the model is published:
+  ``--out`` is an explicit ``<models_dir>/<task>/<name>/<version>`` folder; without it the
+  model goes to the next free version of ``--name`` under ``--models-dir``;
+- ``--dry-run`` trains tiny settings and publishes under the run folder, never the models
+  folder; ``--force`` moves an existing version aside instead of refusing;
+- every path is resolved from the current folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import MISSING, Field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from contract import store
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str, **extra: Any) -> Any:
+    """A configuration field with its help text (``choices=[...]`` and ``flag="--x"`` allowed)."""
+    if isinstance(default, list):
+        value = list(default)
+        return dataclasses.field(default_factory=lambda: list(value), metadata={"help": help, **extra})
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every value flag's default (``not set`` for None) and keeps descriptions as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.nargs == 0:  # on/off switches: their default is "off"
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if action.default is None:
+            return f"{text} (default: not set)"
+        if isinstance(action.default, list | tuple):
+            shown = " ".join(map(str, action.default)) or "none"
+            return f"{text} (default: {shown})"
+        return f"{text} (default: %(default)s)"
+
+
+def _flag(f: Field[Any]) -> str:
+    return str(f.metadata.get("flag") or "--" + f.name.replace("_", "-"))
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser, cls: type[Any], *, exclude: tuple[str, ...] = ()
+) -> None:
+    """One flag per field of the dataclass ``cls`` (fields without ``help`` metadata are
+    internal and get no flag)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or "help" not in f.metadata:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        tp = _unwrap_optional(hints[f.name])
+        kw: dict[str, Any] = {"dest": f.name, "default": default, "help": f.metadata["help"]}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if tp is bool:
+            parser.add_argument(_flag(f), action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if typing.get_origin(tp) is Literal:
+            kw["choices"] = list(typing.get_args(tp))
+            tp = type(kw["choices"][0])
+        if typing.get_origin(tp) in (list, tuple):
+            kw["nargs"] = "*"
+            tp = typing.get_args(tp)[0]
+        kw["type"] = Path if tp is Path else tp if tp in (int, float, str) else str
+        parser.add_argument(_flag(f), **kw)
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -> C:
+    """The dataclass built from the parsed flags (fields without a flag keep their default)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in vars(args).items() if k in names}
+    values.update(overrides)
+    return cls(**values)
+
+
+# --- where the model goes --------------------------------------------------------------------
+
+
+def add_publish_flags(parser: argparse.ArgumentParser, *, name: str) -> None:
+    """``--models-dir --name --version --out --force --run-dir``, the same in every task."""
+    g = parser.add_argument_group("publishing")
+    g.add_argument("--models-dir", type=Path, default=Path("models"), help="models folder")
+    g.add_argument("--name", default=name, help="published model name")
+    g.add_argument(
+        "--version",
+        default=None,
+        help="published version (default: the next free version of --name)",
+    )
+    g.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="explicit model folder <models_dir>/<task>/<name>/<version> (instead of "
+        "--models-dir/--name/--version)",
+    )
+    g.add_argument(
+        "--force",
+        action="store_true",
+        help="publish onto an existing version by moving the old folder aside (kept, never "
+        "deleted)",
+    )
+
+
+def add_run_flags(parser: argparse.ArgumentParser, *, dry_run: bool = True) -> None:
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="checkpoints and logs (default: runs/<task>/<name>, or runs/<task>/<name>-dry-run)",
+    )
+    if dry_run:
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="tiny settings to smoke-test in seconds; the model is published under the run "
+            "folder, never under --models-dir",
+        )
+
+
+def run_dir(args: argparse.Namespace, task: str) -> Path:
+    if getattr(args, "run_dir", None):
+        return Path(args.run_dir)
+    suffix = "-dry-run" if getattr(args, "dry_run", False) else ""
+    return Path("runs") / task / f"{args.name}{suffix}"
+
+
+def publish_target(args: argparse.Namespace, task: str) -> Path:
+    """The folder this command will publish to, checked before any work is done.
+
+    Raises :class:`contract.store.StoreError` (a one-line reason) when the destination is
+    taken (without ``--force``) or the flags disagree.
+    """
+    store.check_name(args.name)
+    if getattr(args, "dry_run", False):
+        if args.out is not None or args.models_dir != Path("models"):
+            raise store.StoreError(
+                "--dry-run publishes under the run folder (--run-dir), never into a models "
+                "folder: leave out --out and --models-dir"
+            )
+        models_dir = run_dir(args, task) / "models"
+        dest = store.destination(models_dir, task, args.name, args.version)
+    elif args.out is not None:
+        dest = Path(args.out)
+        if args.version is not None and args.version != dest.name:
+            raise store.StoreError(f"--version {args.version} disagrees with --out {dest}")
+    else:
+        dest = store.destination(args.models_dir, task, args.name, args.version)
+    if dest.parent.parent.name != task:
+        raise store.StoreError(
+            f"--out {dest} is not laid out as <models_dir>/{task}/<name>/<version>/, which is "
+            "what the server reads"
+        )
+    store.check_name(dest.parent.name)
+    store.check_version(dest.name)
+    store.refuse_existing(dest, getattr(args, "force", False))
+    return dest
