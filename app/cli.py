@@ -78,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     ms = msub.add_parser("show", help="one model's card (JSON)")
     ms.add_argument("name", help='"name" or "name:version"')
     _add_models_dir(ms, nested=True)
+    md = msub.add_parser(
+        "default",
+        help="show the default model of every task, or pin TASK to NAME[:VERSION]",
+        description="Requests that name no model are answered by their task's default, pinned "
+        "in <models_dir>/defaults.json. A newly published model never becomes a default by "
+        "itself: pin it here, then reload running servers (POST /admin/reload or SIGHUP).",
+    )
+    md.add_argument("task", nargs="?", help="sentiment, next-word, forecast or anomaly")
+    md.add_argument("ref", nargs="?", help="NAME or NAME:VERSION (NAME alone: its newest version)")
+    _add_models_dir(md, nested=True)
     _add_models_dir(m)
     m.set_defaults(func=cmd_models, json=True, models_command=None)
 
@@ -180,12 +190,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from app.registry import Registry
-    from app.registry import _version_key as version_key
+    from app.registry import Registry, version_key
 
     st = _settings(args)
-    reg = Registry(st.models_dir, st.providers, st.intra_op_threads)
-    found = reg.discover()
+    reg = Registry(st.models_dir, st.providers, st.intra_op_threads, st.default_models)
+    if args.models_command == "default":
+        return _cmd_models_default(args, reg)
+    found, failed = reg.scan()
     if args.models_command == "show":
         base, _, version = args.name.partition(":")
         hits = [r for r in found if r.name == base and (not version or r.version == version)]
@@ -196,17 +207,74 @@ def cmd_models(args: argparse.Namespace) -> int:
         rec = max(hits, key=lambda r: version_key(r.version))
         print(json.dumps({"task": rec.task, "path": str(rec.path), "card": rec.card}, indent=1))
         return 0
+    defaults = _default_refs(reg, found)
     rows = [
-        {"task": r.task, "name": r.name, "version": r.version, "metrics": r.card.get("metrics", {})}
+        {
+            "task": r.task,
+            "name": r.name,
+            "version": r.version,
+            "default": defaults.get(r.task) == r.ref,
+            "metrics": r.spec.metrics,
+        }
         for r in found
     ]
     if args.json:
-        print(json.dumps(rows, indent=1))
+        print(json.dumps(rows if not failed else {"models": rows, "failed": failed}, indent=1))
         return 0
     print(f"{'task':<10} {'model':<28} {'MB':>6}  headline")
     for r in found:
         size = sum(f.stat().st_size for f in r.path.iterdir() if f.is_file()) / 1e6
-        print(f"{r.task:<10} {r.ref:<28} {size:6.1f}  {_headline(r.card)}")
+        mark = "*" if defaults.get(r.task) == r.ref else " "
+        print(f"{r.task:<10} {mark}{r.ref:<27} {size:6.1f}  {_headline(r.card)}")
+    print("* = the task's default (seqserve models default TASK NAME:VERSION to change it)")
+    for where, reason in failed.items():
+        print(f"not servable: {where}: {reason}")
+    return 0
+
+
+def _default_refs(reg: Any, found: list[Any]) -> dict[str, str]:
+    """task -> the ref a request naming no model gets, from the records found (no sessions)."""
+    from app.errors import ModelLoadError, ModelNotFound
+
+    try:
+        reg.read_folder_defaults()
+    except ModelLoadError as exc:
+        print(f"seqserve: {exc.message}", file=sys.stderr)
+    reg.replace({(r.task, r.name, r.version): r for r in found})
+    out = {}
+    for task in sorted(reg.tasks()):
+        try:
+            out[task] = reg.get(task).ref
+        except ModelNotFound:
+            continue
+    return out
+
+
+def _cmd_models_default(args: argparse.Namespace, reg: Any) -> int:
+    from contract import store
+
+    if args.task is None:
+        found, _ = reg.scan()
+        for task, ref in _default_refs(reg, found).items():
+            print(f"{task:<10} {ref:<28} ({reg.default_source(task)})")
+        return 0
+    if args.ref is None:
+        print("seqserve: give NAME or NAME:VERSION after the task", file=sys.stderr)
+        return 2
+    try:
+        ref, previous = store.set_default(reg.models_dir, args.task, args.ref)
+    except store.StoreError as exc:
+        print(f"seqserve: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.task}: default is now {ref}" + (f" (was {previous})" if previous else "") + ". "
+        "Running servers switch on reload: POST /admin/reload or SIGHUP."
+    )
+    if args.task in reg.configured_defaults:
+        print(
+            f"note: SEQSERVE_DEFAULT_MODELS sets {args.task} to "
+            f"{reg.configured_defaults[args.task]}, which wins over defaults.json"
+        )
     return 0
 
 

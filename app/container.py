@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app import metrics
-from app.errors import ModelLoadError, SeqServeError
+from app.errors import ModelLoadError, ModelNotFound, SeqServeError
 from app.limits import InflightLimiter
 from app.registry import ModelRecord, Registry
 from app.services.anomaly import AnomalyService
@@ -41,6 +41,7 @@ class LoadPlan:
     records: dict[Key, ModelRecord]
     models: dict[str, dict[str, TaskModel]]
     failed: dict[str, str]
+    defaults: dict[str, str]
     loaded: list[str] = field(default_factory=list)  # new or changed, now serving
     unchanged: list[str] = field(default_factory=list)
     kept_previous: list[str] = field(default_factory=list)  # changed but broken: old one serves
@@ -95,7 +96,6 @@ class Container:
             settings.intra_op_threads,
             settings.default_models,
         )
-        registry.read_folder_defaults()
         metrics.set_build_info()
         c = cls(
             settings,
@@ -128,10 +128,16 @@ class Container:
         loaded and smoke-checked. Blocking (sessions load): reloads run it in a thread."""
         found, failed = self.registry.scan()
         current = dict(self.registry.records)
-        plan = LoadPlan({}, {task: {} for task in self.services}, dict(failed))
+        try:
+            defaults = self.registry.read_defaults()
+        except ModelLoadError as exc:  # a broken defaults.json keeps the defaults in use
+            failed["defaults.json"] = exc.message
+            defaults = dict(self.registry.defaults)
+        plan = LoadPlan({}, {task: {} for task in self.services}, dict(failed), defaults)
         for where in failed:
             log.error("model %s not loaded: %s", where, failed[where])
-            metrics.MODEL_LOAD_FAILURES.labels(where.split("/")[0]).inc()
+            if "/" in where:
+                metrics.MODEL_LOAD_FAILURES.labels(where.split("/")[0]).inc()
         for rec in found:
             key = (rec.task, rec.name, rec.version)
             where = f"{rec.task}/{rec.ref}"
@@ -192,10 +198,39 @@ class Container:
         """Swap the plan in: one assignment for the registry, one per task service, with no
         await in between, so every request sees one generation."""
         self.registry.replace(plan.records)
+        self.registry.set_defaults(plan.defaults)
         self.registry.failed = plan.failed
         for task, service in self.services.items():
             service.swap(plan.models[task])
             metrics.MODELS_LOADED.labels(task).set(len(plan.models[task]))
+        self.log_defaults()
+
+    def log_defaults(self) -> None:
+        """Say which model answers each task's requests that name no model, and why."""
+        for task in sorted(self.registry.tasks()):
+            source = self.registry.default_source(task)
+            try:
+                ref = self.registry.get(task).ref
+            except ModelNotFound:
+                pinned = self.registry.defaults.get(task)
+                log.error(
+                    "task %s: default %s (%s) is not loaded; requests that name no model get 404",
+                    task,
+                    pinned,
+                    source,
+                )
+                continue
+            if task in self.registry.defaults:
+                log.info("task %s: default model %s (from %s)", task, ref, source)
+            else:
+                log.warning(
+                    "task %s: no default pinned, serving %s (%s); pin one with "
+                    "'seqserve models default %s NAME:VERSION'",
+                    task,
+                    ref,
+                    source,
+                    task,
+                )
 
     async def reload(self) -> dict[str, Any]:
         """Rescan the models folder; one reload at a time."""

@@ -1,14 +1,19 @@
 """Model discovery: ``models/<task>/<name>/<version>/`` folders, each with ``card.json``.
 
 The registry only knows folders, cards and sessions; what a task does with its model lives in
-the task services. A request names a model as ``name`` or ``name:version``; without one, the
-task's default is used (configured in the settings, else in ``models/defaults.json``, else the
-first name alphabetically at its newest version).
+the task services. Every card is validated at scan time by the types training writes it with
+(``contract.card``): a card with an unknown schema or a missing/invalid field is reported with a
+one-line reason (``/readyz``, ``/v1/models``) and the healthy models still serve. Folders whose
+name starts with ``.`` (a publish in progress, versions moved aside) are never scanned.
+
+A request names a model as ``name`` or ``name:version``; without one, the task's default is
+used: the settings' ``default_models``, else ``models/defaults.json`` (which pins every shipped
+task to ``name:version``), else -- with a warning at start-up -- the first name alphabetically
+at its newest version.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +21,8 @@ from typing import Any
 
 from app.errors import ModelLoadError, ModelNotFound
 from app.runtime import OrtModel
+from contract import card as cards
+from contract import store
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +33,13 @@ class ModelRecord:
     name: str
     version: str
     path: Path
-    card: dict[str, Any]
+    spec: cards.Card
     sessions: dict[str, OrtModel] = field(default_factory=dict)
+    # The card as JSON data in the current layout (a version-1 card reads as version 2).
+    card: dict[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.card = cards.dump(self.spec)
 
     @property
     def ref(self) -> str:
@@ -35,8 +47,8 @@ class ModelRecord:
 
     def file(self, key: str) -> Path:
         """Path of an artifact the card names, e.g. ``file("tokenizer")``."""
-        entry = self.card.get(key)
-        name = entry.get("file") if isinstance(entry, dict) else None
+        entry = getattr(self.spec, key, None)
+        name = getattr(entry, "file", None)
         if not name:
             raise ModelLoadError(f"{self.path}/card.json names no {key!r} file")
         path = self.path / name
@@ -49,15 +61,27 @@ class ModelRecord:
             "name": self.name,
             "version": self.version,
             "task": self.task,
-            "description": self.card.get("description"),
-            "metrics": self.card.get("metrics", {}),
-            "created": self.card.get("created"),
+            "description": self.spec.description,
+            "metrics": self.spec.metrics,
+            "created": self.spec.created,
             "providers": sorted({p for s in self.sessions.values() for p in s.providers}),
         }
 
 
-def _version_key(version: str) -> tuple[int, int | str]:
+def version_key(version: str) -> tuple[int, int | str]:
     return (0, int(version)) if version.isdigit() else (1, version)
+
+
+def read_record(folder: Path) -> ModelRecord:
+    """One model folder's validated card as a record (no sessions yet); CardError says why not."""
+    task, name, version = folder.parts[-3:]
+    spec = cards.read(folder, task)
+    if (spec.name, spec.version) != (name, version):
+        raise cards.CardError(
+            f"card.json names {spec.name}:{spec.version} but the folder is {name}/{version}: "
+            "publish models with seqserve-train, or make the card's name and version the folder's"
+        )
+    return ModelRecord(task, name, version, folder, spec)
 
 
 class Registry:
@@ -71,7 +95,8 @@ class Registry:
         self.models_dir = models_dir
         self.providers = providers
         self.intra_op_threads = intra_op_threads
-        self.defaults = defaults or {}
+        self.configured_defaults = dict(defaults or {})  # from the settings: they win
+        self.defaults = dict(self.configured_defaults)
         self.records: dict[tuple[str, str, str], ModelRecord] = {}
         self.failed: dict[str, str] = {}  # task/name:version -> why it is not served
         self._resolved: dict[tuple[str, str | None], tuple[object, ModelRecord]] = {}
@@ -82,20 +107,16 @@ class Registry:
         so one broken folder never hides the healthy ones."""
         found: list[ModelRecord] = []
         failed: dict[str, str] = {}
-        for card_path in sorted(self.models_dir.glob("*/*/*/card.json")):
-            folder = card_path.parent
-            task, name, version = folder.parts[-3:]
+        for folder in sorted(self.models_dir.glob("*/*/*/")):
+            rel = folder.relative_to(self.models_dir).parts
+            if any(store.is_hidden(p) for p in rel) or not folder.is_dir():
+                continue
+            task, name, version = rel
             where = f"{task}/{name}:{version}"
             try:
-                card = json.loads(card_path.read_text())
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                failed[where] = f"unreadable card.json: {exc}"
-                continue
-            if not isinstance(card, dict) or card.get("task") != task:
-                got = card.get("task") if isinstance(card, dict) else None
-                failed[where] = f"card.json says task {got!r} but the folder is under {task!r}"
-                continue
-            found.append(ModelRecord(task, name, version, folder, card))
+                found.append(read_record(folder))
+            except cards.CardError as exc:
+                failed[where] = str(exc)
         return found, failed
 
     def discover(self) -> list[ModelRecord]:
@@ -123,30 +144,45 @@ class Registry:
         self.check_defaults()
 
     def check_defaults(self) -> None:
+        """Fail fast on a default naming a model that does not exist (a typo); a default whose
+        folder failed to load is already reported in ``failed`` and the rest still serve."""
         for task, ref in self.defaults.items():
-            if task in self.tasks():
-                self.get(task, ref)  # fail fast on a default that does not exist
+            name, _, version = ref.partition(":")
+            broken = any(
+                w.startswith(f"{task}/{name}:") and (not version or w == f"{task}/{ref}")
+                for w in self.failed
+            )
+            if task in self.tasks() and not broken:
+                self.get(task, ref)
 
     def replace(self, records: dict[tuple[str, str, str], ModelRecord]) -> None:
         """Swap in a new set of loaded models in one assignment (requests see old or new)."""
         self.records = records
         self._resolved = {}
 
-    def read_folder_defaults(self) -> None:
-        """Task defaults shipped with the models (``<models_dir>/defaults.json``); a default set
-        in the settings wins over the file's."""
-        path = self.models_dir / "defaults.json"
-        if not path.is_file():
-            return
+    def read_defaults(self) -> dict[str, str]:
+        """Task defaults pinned in ``<models_dir>/defaults.json`` (``seqserve models default``)
+        under those set in the settings, which win. Read on start-up and on every reload."""
         try:
-            shipped = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelLoadError(f"unreadable {path.name}: {exc}") from exc
-        if not isinstance(shipped, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in shipped.items()
-        ):
-            raise ModelLoadError(f"{path.name} must map task names to model names")
-        self.defaults = {**shipped, **self.defaults}
+            pinned = store.read_defaults(self.models_dir)
+        except store.StoreError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        return {**pinned, **self.configured_defaults}
+
+    def read_folder_defaults(self) -> None:
+        self.set_defaults(self.read_defaults())
+
+    def set_defaults(self, defaults: dict[str, str]) -> None:
+        self.defaults = defaults
+        self._resolved = {}
+
+    def default_source(self, task: str) -> str:
+        """Where a task's default comes from, for the start-up log and ``seqserve models``."""
+        if task in self.configured_defaults:
+            return "SEQSERVE_DEFAULT_MODELS"
+        if task in self.defaults:
+            return store.DEFAULTS_FILE
+        return "not pinned: first name alphabetically, newest version"
 
     def open_session(self, rec: ModelRecord, key: str) -> OrtModel:
         return OrtModel(rec.file(key), self.providers, self.intra_op_threads)
@@ -177,7 +213,7 @@ class Registry:
         if ref is None:
             first = min(r.name for r in candidates)
             return max(
-                (r for r in candidates if r.name == first), key=lambda r: _version_key(r.version)
+                (r for r in candidates if r.name == first), key=lambda r: version_key(r.version)
             )
         name, _, version = ref.partition(":")
         matches = [
@@ -185,7 +221,7 @@ class Registry:
         ]
         if not matches:
             raise ModelNotFound(ref, task, available)
-        return max(matches, key=lambda r: _version_key(r.version))
+        return max(matches, key=lambda r: version_key(r.version))
 
     def find(self, name: str) -> list[ModelRecord]:
         """Every loaded version of a model name, across tasks (for /v1/models/{name})."""
@@ -197,4 +233,4 @@ class Registry:
         ]
         if not hits:
             raise ModelNotFound(name, None, sorted(r.ref for r in self.records.values()))
-        return sorted(hits, key=lambda r: _version_key(r.version))
+        return sorted(hits, key=lambda r: version_key(r.version))

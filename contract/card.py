@@ -3,14 +3,16 @@
 A card is ``card.json`` in ``models/<task>/<name>/<version>/``. It has a common header
 (schema, task, name, version, creation time, data provenance, metrics, the resolved training
 configuration) and one section per task holding exactly what serving reads. Every task lays out
-its ONNX graphs the same way: ``{"file", "inputs": [{"name", "dtype", "shape"}], "outputs": [...]}``.
+its ONNX graphs the same way:
+``{"file", "inputs": [{"name", "dtype", "shape"}], "outputs": [...]}``.
 
 Everything else a card says (experiments, parity, latency, notes) is kept as written: the types
 check what serving depends on and let the rest through, so a card stays a readable report.
 
 Schema versions: 2 is written now. Version 1 (every card published before the typed cards)
 differs only in layout: ``onnx.inputs``/``outputs`` as a dict keyed by name or a list of names,
-``datasets`` as a dict keyed by role; :func:`upgrade` reads it into version 2 in memory. Published folders are never rewritten.
+``datasets`` as a dict keyed by role; :func:`upgrade` reads it into version 2 in memory.
+Published folders are never rewritten.
 This module is torch-free: training and serving both import it.
 """
 
@@ -295,15 +297,22 @@ def parse(raw: Any) -> Card:
         raise CardError(_one_line(exc)) from None
 
 
-def read(folder: str | Path) -> Card:
-    """Read and validate ``folder/card.json``."""
+def load_raw(folder: str | Path) -> Any:
+    """``folder/card.json`` as JSON data, not yet validated."""
     path = Path(folder) / "card.json"
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CardError("card.json is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CardError(f"card.json is unreadable: {exc}") from None
+
+
+def read(folder: str | Path, task: str | None = None) -> Card:
+    """Read and validate ``folder/card.json`` (of ``task``, when given)."""
+    raw = load_raw(folder)
+    if task is not None and isinstance(raw, dict) and raw.get("task") != task:
+        raise CardError(f"card.json says task {raw.get('task')!r} but the folder is under {task!r}")
     return parse(raw)
 
 

@@ -53,8 +53,8 @@ class AnomalyModel:
         self.card = card
         self.warmup = int(anomaly_scoring.scoring_params(card)["warmup"])
         self.threshold = anomaly_scoring.threshold(card)
-        self.input_name = card["onnx"]["inputs"][0]["name"]
-        names = [o["name"] for o in card["onnx"]["outputs"]]
+        self.input_name = rec.spec.onnx.input_names[0]
+        names = rec.spec.onnx.output_names
         if "mean" not in names or "log_scale" not in names:
             raise ModelLoadError(f"card outputs {names}: expected 'mean' and 'log_scale'")
         self.output_names = ["mean", "log_scale"]

@@ -20,6 +20,7 @@ from app.registry import ModelRecord
 from app.services.base import TaskService
 from app.services.common import check_series, expect, expect_finite
 from app.settings import Settings
+from contract.card import ForecastCard
 
 TASK = "forecast"
 _FREQ = re.compile(r"^\s*(\d*)\s*(s|sec|min|t|h|d|w)\s*$", re.IGNORECASE)
@@ -79,22 +80,22 @@ class SeriesForecast:
 
 class ForecastModel:
     def __init__(self, rec: ModelRecord, settings: Settings) -> None:
-        card = rec.card
+        card = rec.spec
+        assert isinstance(card, ForecastCard)
         self.record = rec
-        self.window = int(card["window"])
-        self.max_horizon = int(card["max_horizon"])
-        self.period = int(card["seasonal_period"])
-        self.freq = str(card.get("freq", ""))
-        self.min_length = int(card.get("min_length", self.period))
-        shift = card["preprocessing"]["shift"]
-        self.rel_margin, self.abs_floor = float(shift["rel_margin"]), float(shift["abs_floor"])
-        iv = card["intervals"]
-        self.grid = np.asarray(iv["levels"], dtype=np.float64)
-        self.table = np.asarray(iv["table"], dtype=np.float64)
+        self.window = card.window
+        self.max_horizon = card.max_horizon
+        self.period = card.seasonal_period
+        self.freq = card.freq
+        self.min_length = card.min_length or self.period
+        shift = card.preprocessing.shift
+        self.rel_margin, self.abs_floor = shift.rel_margin, shift.abs_floor
+        self.grid = np.asarray(card.intervals.levels, dtype=np.float64)
+        self.table = np.asarray(card.intervals.table, dtype=np.float64)
         if self.table.shape[0] < self.max_horizon:  # card: beyond the table use its last row
             extra = np.repeat(self.table[-1:], self.max_horizon - self.table.shape[0], axis=0)
             self.table = np.concatenate([self.table, extra])
-        self.input_name = card["onnx"]["inputs"][0]["name"]
+        self.input_name = card.onnx.input_names[0]
         self.median_name, self.quantiles_name = "median", "quantiles"
         self.session = rec.sessions["model"]
         # Batching off (max_batch_size 1) applies here too; on, whole requests fit in one batch.

@@ -23,6 +23,7 @@ from app.services.base import TaskService
 from app.services.common import check_text, expect, expect_finite
 from app.services.state_token import StateCodec
 from app.settings import Settings
+from contract.card import NextWordCard
 
 TASK = "next-word"
 _DETOK = [
@@ -94,7 +95,8 @@ class NextWordModel:
     def __init__(
         self, rec: ModelRecord, registry: Registry, settings: Settings, secret: bytes
     ) -> None:
-        card = rec.card
+        card = rec.spec
+        assert isinstance(card, NextWordCard)
         self.record = rec
         self.settings = settings
         self.tokenizer = Tokenizer.from_file(str(rec.file("tokenizer")))
@@ -104,17 +106,17 @@ class NextWordModel:
         self.id_to_token = [""] * (max(vocab.values()) + 1)
         for tok, i in vocab.items():
             self.id_to_token[i] = tok
-        self.unk_id = int(card["special_tokens"]["unk"]["id"])
-        self.eos_id = int(card["special_tokens"]["eos"]["id"])
-        self.start_id = int(card.get("start_token", {}).get("id", self.eos_id))
-        st = card["state"]
-        self.state_in: list[str] = list(st["inputs"])
-        self.state_out: list[str] = list(st["outputs"])
-        self.layers, self.hidden = int(st["layers"]), int(st["hidden_size"])
-        self.next_in = list(card["onnx"]["inputs"])
-        self.next_out = list(card["onnx"]["outputs"])
-        self.score_in = list(card["score_onnx"]["inputs"])
-        self.score_out = list(card["score_onnx"]["outputs"])
+        self.unk_id = card.special_tokens.unk.id
+        self.eos_id = card.special_tokens.eos.id
+        self.start_id = card.start_token.id if card.start_token else self.eos_id
+        st = card.state
+        self.state_in: list[str] = list(st.inputs)
+        self.state_out: list[str] = list(st.outputs)
+        self.layers, self.hidden = st.layers, st.hidden_size
+        self.next_in = card.onnx.input_names
+        self.next_out = card.onnx.output_names
+        self.score_in = card.score_onnx.input_names
+        self.score_out = card.score_onnx.output_names
         self.next_session = rec.sessions["model"]
         if "score" not in rec.sessions:
             rec.sessions["score"] = registry.open_session(rec, "score_onnx")

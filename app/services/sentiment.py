@@ -21,6 +21,7 @@ from app.registry import ModelRecord
 from app.services.base import TaskService
 from app.services.common import check_text, expect, expect_finite
 from app.settings import Settings
+from contract.card import SentimentCard
 
 TASK = "sentiment"
 
@@ -77,17 +78,17 @@ class SentimentModel:
 
     def __init__(self, rec: ModelRecord, settings: Settings) -> None:
         self.record = rec
-        card = rec.card
-        self.labels: list[str] = list(card["labels"])
-        tok = card["tokenizer"]
-        self.max_length = int(tok["max_length"])
-        self.pad_id = int(tok["pad_id"])
-        self.unk_id = int(tok["unk_id"])
+        card = rec.spec
+        assert isinstance(card, SentimentCard)
+        self.labels: list[str] = list(card.labels)
+        self.max_length = card.tokenizer.max_length
+        self.pad_id = card.tokenizer.pad_id
+        self.unk_id = card.tokenizer.unk_id
         self.tokenizer = Tokenizer.from_file(str(rec.file("tokenizer")))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self.input_name = next(iter(card["onnx"]["inputs"]))
-        self.output_name = next(iter(card["onnx"]["outputs"]))
+        self.input_name = card.onnx.input_names[0]
+        self.output_name = card.onnx.output_names[0]
         self.session = rec.sessions["model"]
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             self._predict,
