@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,13 @@ from app.main import create_app
 from app.registry import Registry
 from app.runtime import resolve_providers
 from app.settings import Settings
+from contract.store import publish_folder
 
 
 def _copy_versions(src_root: Path, dst: Path, versions: list[str]) -> Path:
     src = src_root / "sentiment" / "toy" / "1"
     for v in versions:
-        shutil.copytree(src, dst / "sentiment" / "toy" / v)
+        publish_folder(src, dst / "sentiment" / "toy" / v, "sentiment")
     return dst
 
 

@@ -14,6 +14,7 @@ from app.errors import InvalidStateToken, ModelLoadError
 from app.main import create_app
 from app.services.state_token import StateCodec
 from app.settings import Settings
+from contract.store import publish_folder
 
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
@@ -26,7 +27,7 @@ def _models(tmp_path: Path, tiny_sentiment_models: Path) -> Path:
 
 def _add_version(root: Path, version: str, corrupt: str | None = None) -> Path:
     folder = root / "sentiment" / "toy" / version
-    shutil.copytree(root / "sentiment" / "toy" / "1", folder)
+    publish_folder(root / "sentiment" / "toy" / "1", folder, "sentiment")
     if corrupt == "garbage":
         (folder / "model.onnx").write_bytes(b"this is not an onnx file")
     elif corrupt == "truncated":
