@@ -1,0 +1,76 @@
+"""One command-line convention for every ``seqserve-train`` task, checked by walking the parsers."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from training.cli import build_parser
+
+# The same thing has the same flag in every task; these old names must not come back.
+RETIRED = {"--model-dir", "--export-dir", "--out-dir", "--output", "--train-file", "--valid-file"}
+PUBLISHING = {"--models-dir", "--name", "--version", "--out", "--force"}
+
+
+def _commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    def walk(prefix: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, Any]]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield prefix, parser
+        for action in subs:
+            for name, child in action.choices.items():
+                yield from walk(f"{prefix} {name}".strip(), child)
+
+    yield from walk("", build_parser())
+
+
+COMMANDS = dict(_commands())
+
+
+def test_every_task_has_commands() -> None:
+    tasks = {name.split()[0] for name in COMMANDS}
+    assert tasks == {"sentiment", "lm", "forecast", "anomaly"}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_value_flag_shows_its_default(command: str) -> None:
+    parser = COMMANDS[command]
+    missing = []
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0 or action.help == argparse.SUPPRESS:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            continue
+        text = parser.formatter_class(prog="x")._get_help_string(action)  # type: ignore[attr-defined]
+        if "(default:" not in text and "(required)" not in text:
+            missing.append(action.option_strings[0])
+    assert not missing, f"seqserve-train {command}: no default shown for {missing}"
+    help_text = parser.format_help()
+    assert "%(default)" not in help_text
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_flag_names_follow_the_convention(command: str) -> None:
+    flags = {s for a in COMMANDS[command]._actions for s in a.option_strings}
+    assert not flags & RETIRED, f"seqserve-train {command} still has {flags & RETIRED}"
+    if command.split()[-1] in {"train", "export"} and "--no-export" not in flags:
+        assert PUBLISHING <= flags, f"seqserve-train {command} lacks {PUBLISHING - flags}"
+
+
+def test_without_torch_the_command_says_how_to_install_it() -> None:
+    # sys.modules["torch"] = None makes "import torch" fail as in the serving install.
+    code = (
+        "import sys; sys.modules['torch'] = None; from training.cli import main; "
+        "sys.exit(main(['--help']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "seqserve-train needs PyTorch, which the serving install leaves out: "
+        "pip install -e '.[train]'"
+    ]
