@@ -55,8 +55,7 @@ def _tiny_config(tmp_path: Path):
             v = 50 + 10 * np.sin(np.arange(400) * 2 * np.pi / 24 + k) + rng.normal(0, 1, 400)
             w.writerow([f"H{k}"] + [f"{x:.3f}" for x in v])
     return AnomalyConfig(
-        m4=str(csv_path),
-        etth1=None,
+        data=[str(csv_path)],
         hidden=8,
         seq_len=200,
         chunk=50,
@@ -155,34 +154,69 @@ def test_nab_results_layout(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_dry_run_trains_and_exports(tmp_path):
+def test_cli_dry_run_trains_and_publishes_under_the_run_folder(tmp_path, capsys):
     from training.cli import main
 
     cfg = _tiny_config(tmp_path)
-    out = tmp_path / "models" / "anomaly" / "cli-tiny" / "1"
     rc = main(
         [
             "anomaly",
             "train",
-            "--m4",
-            str(cfg.m4),
-            "--etth1",
-            "",
+            "--data",
+            *cfg.data,
             "--dry-run",
-            "--out",
-            str(out),
+            "--name",
+            "cli-tiny",
             "--run-dir",
             str(tmp_path / "run"),
-            "--nab-dir",
-            str(tmp_path / "no-nab"),
             "--scoring",
             json.dumps({"warmup": 60}),
         ]
     )
     assert rc == 0
+    out = tmp_path / "run" / "models" / "anomaly" / "cli-tiny" / "1"
     card = json.loads((out / "card.json").read_text())
+    assert card["schema_version"] == 2 and card["name"] == "cli-tiny" and card["version"] == "1"
     assert card["task"] == "anomaly" and card["scoring"]["warmup"] == 60
+    assert "nab" not in card["metrics"]  # a dry run skips NAB scoring
+    assert [(d["file"], d["role"]) for d in card["datasets"]] == [("m4.csv", "train")]
+    assert card["training"]["data"] == cfg.data and card["training"]["steps"] == 16
     assert (tmp_path / "run" / "ckpt.pt").exists()
+    assert "Published cli-tiny:1 to" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cli_dry_run_without_default_data_trains_on_synthetic_series(tmp_path, capsys, monkeypatch):
+    """A checkout without ../shared: the default files are skipped with a note."""
+    from training.anomaly import train
+    from training.cli import main
+
+    missing = str(tmp_path / "shared" / "data" / "m4_hourly" / "Hourly-train.csv")
+    monkeypatch.setattr(train, "DEFAULT_DATA", [missing])
+    run = tmp_path / "run"
+    rc = main(["anomaly", "train", "--dry-run", "--data", missing, "--run-dir", str(run)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"default data not found, skipped: {missing}" in out
+    assert "training on synthetic series only" in out
+    card = json.loads((run / "models" / "anomaly" / "nab-gru" / "1" / "card.json").read_text())
+    assert card["datasets"] == [] and "synthetic series only" in card["limitations"][-1]
+
+
+def test_cli_refuses_missing_data_file(tmp_path, capsys):
+    from training.cli import main
+
+    rc = main(["anomaly", "train", "--dry-run", "--data", str(tmp_path / "nope.csv")])
+    assert rc == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_old_checkpoint_config_still_loads():
+    from training.anomaly.train import config_from_dict
+
+    old = {"m4": "a.csv", "etth1": None, "hidden": 16, "name": "nab-gru", "version": "1"}
+    cfg = config_from_dict(old)
+    assert cfg.data == ["a.csv"] and cfg.hidden == 16
 
 
 def test_cli_registers_anomaly():

@@ -354,31 +354,26 @@ def test_intervals_monotone_and_calibrated_on_synthetic() -> None:
 TINY = ["--window", str(WINDOW), "--horizon", str(HORIZON), "--holdout", str(HORIZON)]
 
 
-def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path) -> None:
-    out, run = tmp_path / "model", tmp_path / "run"
-    rc = main(
-        [
-            "forecast",
-            "train",
-            "--data",
-            str(m4_csv),
-            "--dry-run",
-            *TINY,
-            "--cell",
-            "lstm",
-            "--mase-members",
-            "1",
-            "--out",
-            str(out),
-            "--run-dir",
-            str(run),
-        ]
-    )
-    assert rc == 0
+def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dry run publishes the next free version of <file>-<cell> under its run folder only."""
+    from contract import card as cards
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    argv = ["forecast", "train", "--data", str(m4_csv), "--dry-run", *TINY, "--cell", "lstm"]
+    argv += ["--mase-members", "1", "--run-dir", str(run)]
+    assert main(argv) == 0
+    out = run / "models/forecast/wide-lstm/1"
+    assert not (tmp_path / "models").exists()
+    assert isinstance(cards.read(out), cards.ForecastCard)
     card = json.loads((out / "card.json").read_text())
+    assert card["schema_version"] == 2 and (card["name"], card["version"]) == ("wide-lstm", "1")
+    assert (card["training"]["name"], card["training"]["version"]) == ("wide-lstm", "1")
     assert card["task"] == "forecast" and card["cell"] == "lstm"
     assert card["window"] == WINDOW and card["max_horizon"] == HORIZON
     assert card["onnx"]["inputs"][0]["name"] == "values"
+    assert [o["name"] for o in card["onnx"]["outputs"]] == ["median", "quantiles"]
+    assert isinstance(card["datasets"], list) and card["datasets"][0]["file"] == "wide.csv"
     assert card["parity"]["passed"] is True
     assert len(card["metrics"]["members"]) == 2
     assert len(card["intervals"]["table"]) == HORIZON
@@ -392,11 +387,20 @@ def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path) -> None:
     for f in ("model.onnx", "curves.png", "parity.png"):
         assert (out / f).stat().st_size > 0
     assert (run / "ckpt.pt").exists()
+    # a second dry run takes the next version beside the first, never over it
+    assert main(argv) == 0
+    assert sorted(p.name for p in (run / "models/forecast/wide-lstm").iterdir()) == ["1", "2"]
+    # --dry-run never writes into a models folder
+    assert main([*argv, "--out", str(tmp_path / "m/forecast/x/1")]) == 2
 
 
 def test_cli_long_csv_train_evaluate_export(
-    tmp_path: Path, long_csv: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    long_csv: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     rc = main(
         [
@@ -420,15 +424,26 @@ def test_cli_long_csv_train_evaluate_export(
         ]
     )
     assert rc == 0
+    assert "seqserve-train forecast export --checkpoint" in capsys.readouterr().out
+    assert not (run / "models").exists()
     ckpt = str(run / "ckpt.pt")
-    capsys.readouterr()
     assert main(["forecast", "evaluate", "--checkpoint", ckpt, "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert set(metrics) >= {"ensemble", "seasonal_naive", "naive", "interval_coverage"}
     assert np.isfinite(metrics["ensemble"]["smape"])
-    out = tmp_path / "model"
+    out = tmp_path / "models/forecast/ett/1"
     assert main(["forecast", "export", "--checkpoint", ckpt, "--out", str(out)]) == 0
+    assert f"Published ett:1 to {out}" in capsys.readouterr().out
     card = json.loads((out / "card.json").read_text())
+    assert (card["name"], card["version"]) == ("ett", "1")
     assert card["datasets"][0]["file"] == "ett.csv" and card["freq"] == "h"
     assert card["metrics"]["seasonal_naive"]["smape"] > 0
     assert "(2 windows of 24)" in card["metrics"]["validation"]
+    # no flags: the checkpoint's name (<file>-<cell>), next free version under ./models
+    assert main(["forecast", "export", "--checkpoint", ckpt]) == 0
+    assert json.loads((tmp_path / "models/forecast/ett-gru/1/card.json").read_text())["name"]
+    # a published version is never written over
+    before = (out / "card.json").read_bytes()
+    assert main(["forecast", "export", "--checkpoint", ckpt, "--out", str(out)]) == 2
+    assert f"{out} already exists" in capsys.readouterr().err
+    assert (out / "card.json").read_bytes() == before

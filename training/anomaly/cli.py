@@ -1,175 +1,220 @@
 """``seqserve-train anomaly {train,export,evaluate}``: the NAB-validated stream anomaly detector.
 
-    seqserve-train anomaly train --out models/anomaly/nab-gru/1       # train + export + NAB
-    seqserve-train anomaly export --checkpoint runs/anomaly/nab-gru/ckpt.pt --out DIR
-    seqserve-train anomaly evaluate --model models/anomaly/nab-gru/1  # NAB scores of a folder
+    seqserve-train anomaly train --dry-run   # seconds; under runs/anomaly/nab-gru-dry-run/
+    seqserve-train anomaly train             # next free version of nab-gru in models/ (~1-2 min)
+    seqserve-train anomaly export --checkpoint runs/anomaly/nab-gru/ckpt.pt   # next free version
+    seqserve-train anomaly evaluate --model models/anomaly/nab-gru/1   # NAB scores of a folder
 
-Training reads M4 hourly and ETTh1 from ../shared/data (never NAB); export writes the ONNX
-graph, curves and card.json and, when ../shared/data/nab is present, scores the detector with
-NAB's own scorer through the serving scoring core (``app.services.anomaly_scoring``).
+Training reads M4 hourly and ETTh1 from ../shared/data by default (never NAB; synthetic series
+only when those files are absent); export writes the ONNX graph, curves and card.json and, when
+the NAB data is present, scores the detector with NAB's own scorer through the serving scoring
+core (``app.services.anomaly_scoring``). Models are published through the append-only store
+(``contract.store``): a published version is never overwritten.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
+import sys
 from pathlib import Path
 from typing import Any
 
-from training.anomaly.train import REPO_ROOT, AnomalyConfig
-
-DEFAULTS = AnomalyConfig()
-
-
-# (flag, type, help) of the training options; defaults come from AnomalyConfig
-TRAIN_OPTIONS: tuple[tuple[str, Any, str], ...] = (
-    ("--m4", str, "M4 Hourly-train.csv ('' to skip)"),
-    ("--etth1", str, "ETTh1.csv ('' to skip)"),
-    ("--synthetic-frac", float, "share of training crops drawn from the synthetic generator"),
-    ("--hidden", int, "hidden units"),
-    ("--layers", int, "recurrent layers"),
-    ("--seq-len", int, "crop length"),
-    ("--chunk", int, "BPTT chunk length (state carried between chunks)"),
-    ("--batch-size", int, "crops per batch"),
-    ("--steps", int, "optimiser steps (one per chunk)"),
-    ("--eval-every", int, "steps between validations"),
-    ("--patience", int, "early-stopping patience (validations)"),
-    ("--lr", float, "initial learning rate (cosine decay to lr_final)"),
-    ("--clip", float, "gradient-norm clip"),
-    ("--seed", int, "seed"),
-    ("--threads", int, "torch CPU threads"),
-    ("--name", str, "model name"),
-    ("--version", str, "model version"),
+from training.anomaly.data import NAB_DIR
+from training.anomaly.train import DEFAULT_NAME, AnomalyConfig
+from training.common.config_cli import (
+    HelpFormatter,
+    add_config_flags,
+    add_publish_flags,
+    add_run_flags,
+    config_from_args,
+    publish_target,
+    run_dir,
 )
 
-
+TASK = "anomaly"
 HELP = "GRU next-step forecaster + anomaly likelihood (NAB-scored)"
+# --dry-run: a few optimiser steps of a tiny net on short crops
+DRY_RUN = {"steps": 16, "eval_every": 8, "seq_len": 256, "chunk": 64, "batch_size": 4}
 
 
 def register(subparsers: Any) -> None:
     desc = __doc__.split("\n\n")[0]
-    task = subparsers.add_parser("anomaly", help=HELP, description=desc)
+    task = subparsers.add_parser(TASK, help=HELP, description=desc, formatter_class=HelpFormatter)
     commands = task.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    t = commands.add_parser("train", help="train the forecaster, then export and score it")
-    for flag, kind, text in TRAIN_OPTIONS:
-        dest = flag[2:].replace("-", "_")
-        t.add_argument(flag, type=kind, default=getattr(DEFAULTS, dest), help=text)
-    for flag, text in (
-        ("--upsample", "interpolation factors of the finer-rate copies of every series"),
-        ("--lags", "extra lagged inputs u[t+1-L] (periods in steps; none by default)"),
-    ):
-        t.add_argument(flag, type=int, nargs="*", default=getattr(DEFAULTS, flag[2:]), help=text)
-    t.add_argument(
-        "--synthetic-profile",
-        action="store_true",
-        help="add the repeated-daily-profile family to the synthetic series",
+
+    t = commands.add_parser(
+        "train",
+        help="train the forecaster, then export, score and publish it",
+        description="Train the forecaster, then publish it (ONNX, card, NAB scores) as the next "
+        "free version of --name under --models-dir (--dry-run: under the run folder).",
+        formatter_class=HelpFormatter,
     )
-    t.add_argument("--cell", default=DEFAULTS.cell, choices=["gru", "lstm"], help="cell")
-    t.add_argument("--dist", default=DEFAULTS.dist, choices=["gaussian", "laplace"])
-    t.add_argument("--out", default=None, help="model folder (default models/anomaly/NAME/V)")
-    t.add_argument("--run-dir", default=None, help="checkpoint folder (default runs/anomaly/NAME)")
-    _add_scoring_args(t)
-    t.add_argument("--no-export", action="store_true", help="only train and save a checkpoint")
-    t.add_argument("--dry-run", action="store_true", help="tiny settings to smoke-test in seconds")
+    add_config_flags(t, AnomalyConfig)
+    add_run_flags(t)
+    t.add_argument(
+        "--no-export", action="store_true", help="only train and save the checkpoint in --run-dir"
+    )
+    add_publish_flags(t, name=DEFAULT_NAME)
+    _add_export_flags(t)
     t.set_defaults(func=cmd_train)
 
-    x = commands.add_parser("export", help="export a checkpoint to ONNX + card.json (+ NAB scores)")
-    x.add_argument("--checkpoint", required=True, help="ckpt.pt written by train")
-    x.add_argument("--out", required=True, help="model folder")
-    _add_scoring_args(x)
+    x = commands.add_parser(
+        "export",
+        help="publish a checkpoint as ONNX + card.json (+ NAB scores)",
+        description="Export a checkpoint written by train and publish it as the next free "
+        "version of --name under --models-dir (or --out / --version).",
+        formatter_class=HelpFormatter,
+    )
+    x.add_argument("--checkpoint", type=Path, required=True, help="ckpt.pt written by train")
+    add_publish_flags(x, name=DEFAULT_NAME)
+    _add_export_flags(x)
     x.set_defaults(func=cmd_export)
 
-    e = commands.add_parser("evaluate", help="NAB scores of an exported model folder")
-    e.add_argument("--model", required=True, help="folder with model.onnx and card.json")
-    e.add_argument("--nab-dir", default=None, help="NAB data folder (default ../shared/data/nab)")
-    e.add_argument("--results-dir", default=None, help="keep the NAB results layout here")
+    e = commands.add_parser(
+        "evaluate",
+        help="NAB scores of a published model folder",
+        description="Score a published model folder on NAB through onnxruntime and the serving "
+        "scoring core; nothing is written to the folder.",
+        formatter_class=HelpFormatter,
+    )
+    e.add_argument(
+        "--model", type=Path, required=True, help="published folder with model.onnx and card.json"
+    )
+    e.add_argument("--nab-dir", type=Path, default=NAB_DIR, help="NAB data folder")
+    e.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="keep the NAB results layout here (a temporary folder when not set)",
+    )
     e.add_argument("--json", action="store_true", help="print JSON")
     e.set_defaults(func=cmd_evaluate)
 
 
-def _add_scoring_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
+def _add_export_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("export")
+    g.add_argument(
         "--scoring",
         default=None,
         help="JSON object (or a JSON file) of scoring parameters over the defaults of "
         "app.services.anomaly_scoring.DEFAULT_SCORING",
     )
-    p.add_argument(
+    g.add_argument(
         "--experiments", default=None, help="JSON file: list of variants to record in the card"
     )
-    p.add_argument("--nab-dir", default=None, help="NAB data folder (default ../shared/data/nab)")
-    p.add_argument("--notes", default=None, help="JSON file: list of findings for the card")
+    g.add_argument("--notes", default=None, help="JSON file: list of findings for the card")
+    g.add_argument("--nab-dir", type=Path, default=NAB_DIR, help="NAB data folder")
+    g.add_argument(
+        "--nab",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="score the exported detector on NAB when --nab-dir holds it (default: on, off "
+        "with --dry-run)",
+    )
 
 
 def _json_arg(value: str | None) -> Any:
+    """A JSON value given inline or as a file (resolved from the current folder)."""
     if not value:
         return None
     path = Path(value)
-    return json.loads(path.read_text() if path.exists() else value)
+    return json.loads(path.read_text() if path.is_file() else value)
 
 
-def config_from_args(args: argparse.Namespace) -> AnomalyConfig:
-    names = {f.name for f in fields(AnomalyConfig)}
-    cfg = AnomalyConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-    cfg.m4 = cfg.m4 or None
-    cfg.etth1 = cfg.etth1 or None
+def _export_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The export flags, read before any training so a bad JSON fails in a second."""
+    nab = args.nab if args.nab is not None else not getattr(args, "dry_run", False)
+    return {
+        "scoring": _json_arg(args.scoring),
+        "experiments": _json_arg(args.experiments),
+        "notes": _json_arg(args.notes),
+        "nab_dir": args.nab_dir if nab else None,
+    }
+
+
+def _fail(message: str) -> int:
+    print(f"seqserve-train: {message}", file=sys.stderr)
+    return 2
+
+
+def train_config(args: argparse.Namespace) -> AnomalyConfig:
+    """The configuration from the flags (--dry-run shrinks it to seconds)."""
+    cfg = config_from_args(AnomalyConfig, args)
     if args.dry_run:
-        cfg.steps, cfg.eval_every, cfg.hidden = 16, 8, min(cfg.hidden, 8)
-        cfg.seq_len, cfg.chunk, cfg.batch_size, cfg.val_batches = 256, 64, 4, 1
+        cfg = config_from_args(
+            AnomalyConfig, args, **DRY_RUN, hidden=min(cfg.hidden, 8), val_batches=1
+        )
     return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.anomaly.train import run_training, save_checkpoint
+    from contract import store
+    from training.anomaly.train import missing_default_data, run_training, save_checkpoint
 
-    cfg = config_from_args(args)
-    run_dir = Path(args.run_dir) if args.run_dir else REPO_ROOT / "runs" / "anomaly" / cfg.name
+    cfg = train_config(args)
+    skipped, absent = missing_default_data(cfg)
+    if absent:
+        return _fail(f"--data file(s) not found: {', '.join(absent)}")
+    if skipped:
+        print(f"note: default data not found, skipped: {', '.join(skipped)}")
+    if not [p for p in cfg.data if p not in skipped]:
+        print("note: training on synthetic series only")
+    store.check_name(args.name)
+    options = None if args.no_export else _export_options(args)
+    dest = None if args.no_export else publish_target(args, TASK)  # before hours of training
     ckpt = run_training(cfg)
-    path = save_checkpoint(ckpt, run_dir / "ckpt.pt")
+    path = save_checkpoint(ckpt, run_dir(args, TASK) / "ckpt.pt")
     print(f"checkpoint: {path}")
-    if args.no_export:
-        print(f"Next: seqserve-train anomaly export --checkpoint {path} --out DIR")
+    if dest is None or options is None:
+        print(f"Next: seqserve-train anomaly export --checkpoint {path}")
         return 0
-    out = Path(args.out) if args.out else REPO_ROOT / "models" / "anomaly" / cfg.name / cfg.version
-    return _export(ckpt, out, args)
+    return _publish(ckpt, dest, args, options)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from training.anomaly.train import load_checkpoint
 
-    return _export(load_checkpoint(args.checkpoint), Path(args.out), args)
+    options = _export_options(args)
+    dest = publish_target(args, TASK)
+    if not args.checkpoint.is_file():
+        return _fail(f"--checkpoint {args.checkpoint} not found")
+    return _publish(load_checkpoint(args.checkpoint), dest, args, options)
 
 
-def _export(ckpt: dict[str, Any], out: Path, args: argparse.Namespace) -> int:
+def _publish(
+    ckpt: dict[str, Any], dest: Path, args: argparse.Namespace, options: dict[str, Any]
+) -> int:
+    """Export into a staging folder beside ``dest`` and publish it atomically."""
+    from contract import store
     from training.anomaly.export import export_model
     from training.common.try_it import try_it_lines
 
-    card = export_model(
-        ckpt,
-        out,
-        scoring=_json_arg(args.scoring),
-        experiments=_json_arg(args.experiments),
-        nab_dir=args.nab_dir,
-        notes=_json_arg(args.notes),
-    )
+    with store.publishing(dest, TASK, force=args.force) as pub:
+        card = export_model(ckpt, pub.staging, name=dest.parent.name, version=dest.name, **options)
     print(card["description"])
+    print(pub.message())
     body = {"series": [{"id": "s1", "values": [float(v % 7) for v in range(300)]}]}
-    print(try_it_lines(out, "anomaly", [("/anomaly", body)]))
+    print(try_it_lines(pub.path, TASK, [("/anomaly", body)]))
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import tempfile
 
-    from training.anomaly.data import NAB_DIR, read_nab
+    from contract.card import upgrade
+    from training.anomaly.data import read_nab
     from training.anomaly.evaluate import evaluate_nab, ort_runner
     from training.common.onnx_utils import ort_session
 
     folder = Path(args.model)
-    card = json.loads((folder / "card.json").read_text())
+    if not (folder / "card.json").is_file():
+        return _fail(f"--model {folder} has no card.json")
+    if not (Path(args.nab_dir) / "windows.json").is_file():
+        return _fail(f"--nab-dir {args.nab_dir} holds no NAB data (windows.json)")
+    card = upgrade(json.loads((folder / "card.json").read_text()))
     sess = ort_session(folder / card["onnx"]["file"], threads=1)
-    nab = read_nab(args.nab_dir or NAB_DIR)
+    nab = read_nab(args.nab_dir)
     with tempfile.TemporaryDirectory() as tmp:
         res = evaluate_nab(ort_runner(sess, card), card, nab, args.results_dir or tmp)
     if args.json:

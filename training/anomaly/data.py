@@ -1,9 +1,10 @@
 """Training series for the anomaly forecaster, and the NAB part used to validate the detector.
 
-Training reads M4 hourly and the ETTh1 columns (through ``training.forecast.data``), resampled
-to several sampling rates (block means for coarser, linear interpolation plus noise for finer
-rates), plus synthetic series (seasonal, random walks, square waves, spiky load, flat
-stretches). No NAB data and no NAB labels are used for training.
+Training reads M4 hourly and the ETTh1 columns by default (any CSV that
+``training.forecast.data.load_series`` reads), resampled to several sampling rates (block means
+for coarser, linear interpolation plus noise for finer rates), plus synthetic series (seasonal,
+random walks, square waves, spiky load, flat stretches). No NAB data and no NAB labels are used
+for training.
 
 Each training sequence is a random crop, normalised exactly as serving normalises a series
 (``app.services.anomaly_scoring.normalise``: scale learnt from its first ``warmup`` points),
@@ -83,15 +84,15 @@ def synthetic(n: int, rng: np.random.Generator, profile: bool = True) -> np.ndar
     return level + x * rng.uniform(0.1, 100)
 
 
-def source_series(m4: str | Path | None, etth1: str | Path | None) -> list[np.ndarray]:
-    """The real training series: every M4 hourly series and every ETTh1 column."""
-    from training.forecast.data import read_long_csv, read_m4_wide
+def source_series(paths: list[str] | list[Path]) -> list[np.ndarray]:
+    """The real training series: every series of every file that exists (M4 wide rows, or the
+    value columns of a CSV with a time column, told apart by the header)."""
+    from training.forecast.data import load_series
 
     out: list[np.ndarray] = []
-    if m4 and Path(m4).exists():
-        out += read_m4_wide(m4).values
-    if etth1 and Path(etth1).exists():
-        out += read_long_csv(etth1).values
+    for path in paths:
+        if Path(path).is_file():
+            out += load_series(path).values
     return out
 
 

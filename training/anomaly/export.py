@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from app.services.anomaly_scoring import DEFAULT_SCORING, PAD_VALUE, finish, prepare
-from training.anomaly.train import AnomalyConfig
+from training.anomaly.data import ETTH1_PATH, M4_PATH, NAB_DIR
+from training.anomaly.train import DEFAULT_NAME, config_from_dict
+from training.common.artifacts import dataset_record
 
 INPUT, OUTPUTS = "values", ("mean", "log_scale")
 PARITY_TOLERANCE = 1e-4
@@ -159,7 +161,7 @@ def build_card(
 ) -> dict[str, Any]:
     from training.common.onnx_utils import opset_of
 
-    cfg = AnomalyConfig(**ckpt["config"])
+    cfg = config_from_dict(ckpt["config"])
     n_params = sum(int(np.prod(v.shape)) for v in ckpt["state_dict"].values())
     nab = metrics.get("nab", {})
     desc = (
@@ -234,33 +236,57 @@ def build_card(
     }
 
 
+def training_datasets(paths: list[str]) -> list[dict[str, Any]]:
+    """Card records (role ``train``) of the training files that exist."""
+    from training.forecast.data import ETTH1_URL, M4_URL
+
+    known = {str(M4_PATH): ("M4 hourly", M4_URL), str(ETTH1_PATH): ("ETTh1", ETTH1_URL)}
+    out = []
+    for path in paths:
+        if Path(path).is_file():
+            label, url = known.get(str(path), (Path(path).name, None))
+            out.append(
+                {
+                    **dataset_record(path, url),
+                    "role": "train",
+                    "dataset": label,
+                    "used_for": "training",
+                }
+            )
+    return out
+
+
 def export_model(
     ckpt: dict[str, Any],
     out: str | Path,
     scoring: dict[str, Any] | None = None,
     experiments: list[dict[str, Any]] | None = None,
-    nab_dir: str | Path | None = None,
+    nab_dir: str | Path | None = NAB_DIR,
     name: str | None = None,
     version: str | None = None,
     notes: list[str] | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Write model.onnx, curves.png and card.json into ``out``; score NAB when available.
-    ``notes``: free-text findings appended to the card's limitations."""
-    from training.anomaly.data import NAB_DIR, read_nab
+    """Write model.onnx, curves.png and card.json into ``out``; score NAB when ``nab_dir``
+    holds it (None: no NAB scores). ``name``/``version`` default to those of a folder laid out
+    as ``<models_dir>/anomaly/<name>/<version>``. ``notes``: free-text findings appended to the
+    card's limitations."""
+    import tempfile
+
+    from training.anomaly.data import read_nab
     from training.anomaly.evaluate import evaluate_nab, ort_runner
     from training.anomaly.train import build_net
-    from training.common.artifacts import dataset_record, write_card
+    from training.common.artifacts import write_card
     from training.common.curves import plot_curves
     from training.common.onnx_utils import ort_session
     from training.common.try_it import served_ref
 
-    cfg = AnomalyConfig(**ckpt["config"])
+    cfg = config_from_dict(ckpt["config"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ref = served_ref(out, "anomaly")
-    name = name or (ref[1] if ref else cfg.name)
-    version = version or (ref[2] if ref else cfg.version)
+    name = name or (ref[1] if ref else DEFAULT_NAME)
+    version = version or (ref[2] if ref else "1")
     scoring = {**DEFAULT_SCORING, **(scoring or {}), "lags": list(cfg.lags)}
     net = build_net(ckpt)
     export_onnx(net, out / "model.onnx")
@@ -269,30 +295,28 @@ def export_model(
     log(f"parity: {json.dumps(par)}")
     card_stub: dict[str, Any] = {"onnx": onnx_signature(net.features), "scoring": scoring}
     metrics: dict[str, Any] = {"parity": par, "example": example_scores(sess, card_stub)}
-    datasets = []
-    for path, url in ((cfg.m4, "M4 hourly"), (cfg.etth1, "ETTh1")):
-        if path and Path(path).exists():
-            datasets.append({**dataset_record(path), "dataset": url, "used_for": "training"})
-    nab_root = Path(nab_dir) if nab_dir else NAB_DIR
-    if (nab_root / "windows.json").exists():
+    datasets = training_datasets(cfg.data)
+    nab_root = Path(nab_dir) if nab_dir is not None else None
+    if nab_root is not None and not (nab_root / "windows.json").exists():
+        log(f"note: no NAB data in {nab_root} (windows.json): the card has no NAB scores")
+    elif nab_root is not None:
         nab = read_nab(nab_root)
         t0 = time.time()
-        res = evaluate_nab(
-            ort_runner(sess, card_stub), card_stub, nab, out.parent / f".{out.name}.nab"
-        )
+        with tempfile.TemporaryDirectory(prefix="seqserve-nab-") as results:
+            res = evaluate_nab(ort_runner(sess, card_stub), card_stub, nab, results)
         metrics["nab"] = res["nab"]
         metrics["nab_seconds"] = time.time() - t0
         metrics["throughput"] = throughput(sess, card_stub, [s.values for s in nab])
         datasets.append(
             {
                 **dataset_record(nab_root / "windows.json"),
+                "role": "validation",
                 "dataset": "NAB (31-series part)",
                 "series": len(nab),
                 "points": int(sum(len(s.values) for s in nab)),
                 "used_for": "validation of the scoring knobs (never training)",
             }
         )
-        _rmtree(out.parent / f".{out.name}.nab")
         log(f"NAB: {res['nab']}  throughput {metrics['throughput']['points_per_ms']:.0f} pts/ms")
     history = ckpt.get("history") or []
     if history:
@@ -305,12 +329,11 @@ def export_model(
             x_label="optimiser step (validated every eval_every steps)",
         )
     card = build_card(ckpt, out, scoring, metrics, experiments or [], datasets, name, version)
+    if not any(d.get("role") == "train" for d in datasets):
+        card["limitations"].append(
+            "trained on synthetic series only (no training data files were found): a smoke "
+            "test, not a detector for real streams"
+        )
     card["limitations"] += list(notes or [])
     write_card(out, card)
     return json.loads((out / "card.json").read_text())
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,48 +25,78 @@ from training.anomaly.data import (
     source_series,
     split_sources,
 )
+from training.common.config_cli import option
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_NAME = "nab-gru"
+DEFAULT_DATA = [str(M4_PATH), str(ETTH1_PATH)]
 
 
 @dataclass
 class AnomalyConfig:
-    m4: str | None = str(M4_PATH)
-    etth1: str | None = str(ETTH1_PATH)
-    synthetic_frac: float = 0.3
-    synthetic_profile: bool = False  # the repeated-daily-profile synthetic family
-    upsample: list[int] = field(default_factory=lambda: [2, 4])  # finer-rate copies (x12 too?)
-    val_frac: float = 0.1
-    cell: str = "gru"
-    hidden: int = 32
-    layers: int = 1
-    dist: str = "gaussian"
-    seq_len: int = 1024
-    chunk: int = 128
-    warmup_min: int = 100
-    warmup_max: int = 400
-    clip_input: float = 20.0
-    lags: list[int] = field(default_factory=list)  # extra inputs u[t + 1 - L]
-    batch_size: int = 32
-    steps: int = 16000  # cosine schedule length; early stopping usually ends sooner
-    eval_every: int = 40
-    patience: int = 5
-    lr: float = 3e-3
-    lr_final: float = 1e-4
-    clip: float = 1.0
-    seed: int = 0
-    threads: int = 1
-    val_batches: int = 4
-    snapshots: bool = False  # keep the weights of every validation step (for model selection)
-    name: str = "nab-gru"
-    version: str = "1"
+    """Everything that shapes a trained forecaster; saved in the checkpoint and the card."""
+
+    data: list[str] = option(
+        DEFAULT_DATA,
+        "training series: M4-style wide CSVs (first column V1) or CSVs with a time column and "
+        "value columns (every value column is a series); none, or only missing default files, "
+        "trains on synthetic series alone",
+    )
+    synthetic_frac: float = option(0.3, "share of training crops drawn from synthetic series")
+    synthetic_profile: bool = option(
+        False, "add the repeated-daily-profile family to the synthetic series"
+    )
+    upsample: list[int] = option(
+        [2, 4], "interpolation factors of the finer-rate copies of every series"
+    )
+    val_frac: float = option(0.1, "share of source series held out for early stopping")
+    cell: str = option("gru", "recurrent cell", choices=["gru", "lstm"])
+    hidden: int = option(32, "hidden units")
+    layers: int = option(1, "recurrent layers")
+    dist: str = option("gaussian", "predictive distribution", choices=["gaussian", "laplace"])
+    seq_len: int = option(1024, "crop length")
+    chunk: int = option(128, "BPTT chunk length (state carried between chunks)")
+    warmup_min: int = option(100, "shortest warm-up (scale-learning prefix) of a crop")
+    warmup_max: int = option(400, "longest warm-up of a crop")
+    clip_input: float = option(20.0, "clip of the normalised inputs and targets")
+    lags: list[int] = option([], "extra lagged inputs u[t+1-L] (periods in steps)")
+    batch_size: int = option(32, "crops per batch")
+    steps: int = option(16000, "optimiser steps, one per chunk (cosine schedule length)")
+    eval_every: int = option(40, "steps between validations")
+    patience: int = option(5, "early-stopping patience (validations)")
+    lr: float = option(3e-3, "initial learning rate (cosine decay to --lr-final)")
+    lr_final: float = option(1e-4, "final learning rate")
+    clip: float = option(1.0, "gradient-norm clip")
+    seed: int = option(0, "seed")
+    threads: int = option(1, "torch CPU threads")
+    val_batches: int = option(4, "validation batches (of --batch-size crops)")
+    snapshots: bool = option(
+        False, "keep the weights of every validation step in the checkpoint (model selection)"
+    )
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def config_from_dict(raw: dict[str, Any]) -> AnomalyConfig:
+    """The configuration saved in a checkpoint, including ones saved before ``data`` replaced
+    ``m4``/``etth1`` (unknown keys such as the old ``name``/``version`` are dropped)."""
+    raw = dict(raw)
+    if "data" not in raw:
+        raw["data"] = [p for p in (raw.get("m4"), raw.get("etth1")) if p]
+    names = {f.name for f in fields(AnomalyConfig)}
+    return AnomalyConfig(**{k: v for k, v in raw.items() if k in names})
+
+
+def missing_default_data(cfg: AnomalyConfig) -> tuple[list[str], list[str]]:
+    """(default files that are absent, other files that are absent): the first are skipped
+    with a note (a checkout without ../shared still trains, on synthetic series), the second
+    are an error."""
+    absent = [p for p in cfg.data if not Path(p).is_file()]
+    return [p for p in absent if p in DEFAULT_DATA], [p for p in absent if p not in DEFAULT_DATA]
 
 
 def build_samplers(cfg: AnomalyConfig) -> tuple[SequenceSampler, np.ndarray, dict[str, Any]]:
     """(training sampler, fixed validation batch [N, L], data summary)."""
     rng = np.random.default_rng(cfg.seed)
-    sources = source_series(cfg.m4, cfg.etth1)
+    sources = source_series(cfg.data)
     train_src, val_src = split_sources(sources, cfg.val_frac, rng)
     train_pool = multi_rate(train_src, rng, cfg.seq_len, cfg.upsample)
     val_pool = multi_rate(val_src, rng, cfg.seq_len, cfg.upsample)
@@ -203,7 +233,7 @@ def run_training(cfg: AnomalyConfig, log: Any = print) -> dict[str, Any]:
 def build_net(ckpt: dict[str, Any]) -> Any:
     from training.anomaly.model import AnomalyNet
 
-    cfg = AnomalyConfig(**ckpt["config"])
+    cfg = config_from_dict(ckpt["config"])
     net = AnomalyNet(cfg.hidden, cfg.layers, cfg.cell, 1 + len(cfg.lags))
     net.load_state_dict(ckpt["state_dict"])
     net.eval()

@@ -34,7 +34,8 @@ def option(default: Any, help: str, **extra: Any) -> Any:
     """A configuration field with its help text (``choices=[...]`` and ``flag="--x"`` allowed)."""
     if isinstance(default, list):
         value = list(default)
-        return dataclasses.field(default_factory=lambda: list(value), metadata={"help": help, **extra})
+        meta = {"help": help, **extra}
+        return dataclasses.field(default_factory=lambda: list(value), metadata=meta)
     return dataclasses.field(default=default, metadata={"help": help, **extra})
 
 
@@ -43,7 +44,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "%(default)" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+        if (
+            "%(default)" in text
+            or "(default:" in text
+            or action.default is argparse.SUPPRESS
+            or not action.option_strings
+        ):
+            return text
+        if "(default:" in text:  # the help already says what an unset value means
             return text
         if action.nargs == 0:  # on/off switches: their default is "off"
             return text
@@ -78,7 +86,7 @@ def add_config_flags(
     for f in dataclasses.fields(cls):
         if f.name in exclude or "help" not in f.metadata:
             continue
-        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
         tp = _unwrap_optional(hints[f.name])
         kw: dict[str, Any] = {"dest": f.name, "default": default, "help": f.metadata["help"]}
         if "choices" in f.metadata:
@@ -107,11 +115,14 @@ def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -
 # --- where the model goes --------------------------------------------------------------------
 
 
-def add_publish_flags(parser: argparse.ArgumentParser, *, name: str) -> None:
-    """``--models-dir --name --version --out --force --run-dir``, the same in every task."""
+def add_publish_flags(
+    parser: argparse.ArgumentParser, *, name: str | None, name_help: str = "published model name"
+) -> None:
+    """``--models-dir --name --version --out --force``, the same in every task (``name=None``:
+    the caller derives the name, and ``name_help`` says how, as ``(default: ...)``)."""
     g = parser.add_argument_group("publishing")
     g.add_argument("--models-dir", type=Path, default=Path("models"), help="models folder")
-    g.add_argument("--name", default=name, help="published model name")
+    g.add_argument("--name", default=name, help=name_help)
     g.add_argument(
         "--version",
         default=None,

@@ -1,18 +1,20 @@
 """``seqserve-train forecast {train,evaluate,export}``.
 
-    python -m training.cli forecast train                       # M4 Hourly, ships the model
-    python -m training.cli forecast train --dry-run --out /tmp/f # seconds, for CI
-    python -m training.cli forecast evaluate --checkpoint runs/forecast/m4-hourly-gru/ckpt.pt
-    python -m training.cli forecast export --checkpoint runs/forecast/m4-hourly-gru/ckpt.pt
+    seqserve-train forecast train              # M4 Hourly -> the next free m4-hourly-gru:N
+    seqserve-train forecast train --dry-run    # seconds; published under the run folder only
+    seqserve-train forecast evaluate --checkpoint runs/forecast/m4-hourly-gru/ckpt.pt
+    seqserve-train forecast export --checkpoint runs/forecast/m4-hourly-gru/ckpt.pt
 
 A user's own hourly CSV (timestamp column + value columns):
 
-    python -m training.cli forecast train --data my.csv --time-col date --targets OT \
-        --out models/forecast/my-gru/1
+    seqserve-train forecast train --data my.csv --time-col date --targets OT --name my-gru
 
-The served name and version are the folder's (``models/forecast/<name>/<version>/``); without
-``--out`` a user's file goes to ``models/forecast/<file name>-<cell>/1``, never over the
-shipped M4 model. Train and export end by printing the lines that serve and query the model.
+Every model folder is published through the append-only store (``contract.store``): without
+``--out``/``--version`` the model becomes the next free version of ``--name`` under
+``--models-dir`` (a user's file is named ``<file name>-<cell>`` unless ``--name`` says
+otherwise), a published version is never written over (``--force`` moves it aside), and
+``--dry-run`` publishes under the run folder. The destination is checked before training starts.
+Train and export end by printing the lines that serve and query the model.
 """
 
 from __future__ import annotations
@@ -20,251 +22,120 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from training.forecast.train import REPO_ROOT, ForecastConfig
+from training.common.config_cli import (
+    HelpFormatter,
+    add_config_flags,
+    add_publish_flags,
+    add_run_flags,
+    config_from_args,
+    publish_target,
+    run_dir,
+)
+from training.forecast.train import DEFAULT_DATA, DEFAULT_NAME, ForecastConfig
 
-DEFAULTS = ForecastConfig()
+TASK = "forecast"
+# the flags that say which data a checkpoint is evaluated or exported on
+DATA_FIELDS = ("data", "fmt", "time_col", "targets", "holdout", "val_windows")
+TRAIN_ONLY = tuple(f for f in ForecastConfig.__dataclass_fields__ if f not in DATA_FIELDS)
 
 
-def _default_out(name: str, version: str) -> Path:
-    return REPO_ROOT / "models" / "forecast" / name / version
+def _unset(parser: argparse.ArgumentParser, dests: tuple[str, ...], when_unset: str) -> None:
+    """Make the flags writing ``dests`` unset by default and say in their help where the value
+    then comes from (the data file, the checkpoint) instead of the configuration's default."""
+    parser.set_defaults(**dict.fromkeys(dests))
+    for action in parser._actions:
+        if action.dest in dests:
+            said = (action.help or "").split("; not set:")[0]
+            action.help = f"{said}; not set: {when_unset}"
 
 
-def _default_run_dir(name: str) -> Path:
-    return REPO_ROOT / "runs" / "forecast" / name
-
-
-def _add_data_args(p: argparse.ArgumentParser, required_defaults: bool = True) -> None:
-    d = DEFAULTS if required_defaults else None
+def _add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--data",
-        default=d.data if d else None,
-        help="CSV: M4 wide format (V1=id, then values) or a long CSV with a "
-        "timestamp column and value columns (default: M4 Hourly-train.csv in "
-        "../shared/data)",
+        "--int8",
+        action="store_true",
+        help="also measure dynamic int8 quantization and record it in the card",
     )
     p.add_argument(
-        "--format",
-        dest="fmt",
-        default=d.fmt if d else None,
-        choices=["auto", "m4", "long"],
-        help="input layout; auto = m4 when the first header cell is V1",
-    )
-    p.add_argument(
-        "--time-col", default=None, help="long CSV: timestamp column (default: first column)"
-    )
-    p.add_argument(
-        "--targets",
-        nargs="+",
+        "--experiments",
+        type=Path,
         default=None,
-        help="long CSV: value column(s), each one series (default: all but time)",
-    )
-    p.add_argument(
-        "--holdout",
-        type=int,
-        default=d.holdout if d else None,
-        help="last points of every series held out for validation",
-    )
-    p.add_argument(
-        "--val-windows",
-        type=int,
-        default=d.val_windows if d else None,
-        help="hold out this many consecutive --holdout stretches per series and "
-        "score each (useful for single-series data; default 1)",
+        help="JSON file with a list of earlier variants (config + validation figures) to "
+        "record in the card's 'experiments' section",
     )
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "forecast",
+        TASK,
         help="global RNN/LSTM/GRU forecaster (hourly)",
-        description=__doc__.split("\n\n")[0],
+        description=__doc__,
+        formatter_class=HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train an ensemble, then evaluate and export it")
-    _add_data_args(t)
-    t.add_argument("--freq", default=DEFAULTS.freq, help="frequency tag written to the card")
-    t.add_argument(
-        "--period",
-        type=int,
-        default=DEFAULTS.period,
-        help="seasonal period in steps (24 for hourly data); the net reads one period per RNN step",
+    t = sub.add_parser(
+        "train",
+        help="train an ensemble, then evaluate and publish it",
+        description="Train an ensemble, evaluate it on held-out windows and publish it.",
+        formatter_class=HelpFormatter,
     )
+    add_config_flags(t, ForecastConfig)
+    _add_output_flags(t)
     t.add_argument(
-        "--cell", default=DEFAULTS.cell, choices=["rnn", "lstm", "gru"], help="recurrent cell"
+        "--no-export", action="store_true", help="only train and save a checkpoint in --run-dir"
     )
-    t.add_argument(
-        "--window",
-        type=int,
-        default=DEFAULTS.window,
-        help="input length in steps (multiple of --period)",
-    )
-    t.add_argument(
-        "--horizon",
-        type=int,
-        default=DEFAULTS.horizon,
-        help="max forecast horizon output by the graph (>= --holdout)",
-    )
-    t.add_argument("--hidden", type=int, default=DEFAULTS.hidden, help="hidden units")
-    t.add_argument("--layers", type=int, default=DEFAULTS.layers, help="recurrent layers")
-    t.add_argument(
-        "--dropout", type=float, default=DEFAULTS.dropout, help="dropout between recurrent layers"
-    )
-    t.add_argument(
-        "--linear-skip",
-        action="store_true",
-        help="add a direct linear window -> median correction path",
-    )
-    t.add_argument(
-        "--recent",
-        type=int,
-        default=DEFAULTS.recent,
-        help="if > 0, draw training targets only from the last RECENT points of "
-        "each series (0 = anywhere in the training part)",
-    )
-    t.add_argument(
-        "--align",
-        type=int,
-        default=DEFAULTS.align,
-        help="if > 1, training windows only end a multiple of ALIGN steps before the end of a "
-        "series (24 = the same position in the day as the forecast origin; 0 = any)",
-    )
-    t.add_argument(
-        "--members",
-        type=int,
-        default=DEFAULTS.members,
-        help="ensemble size (seeds seed, seed+1, ...)",
-    )
-    t.add_argument("--seed", type=int, default=DEFAULTS.seed, help="first seed")
-    t.add_argument("--epochs", type=int, default=DEFAULTS.epochs, help="epochs per member")
-    t.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="batch size")
-    t.add_argument("--lr", type=float, default=DEFAULTS.lr, help="initial learning rate (Adam)")
-    t.add_argument(
-        "--lr-final",
-        type=float,
-        default=DEFAULTS.lr_final,
-        help="learning rate at the end of the cosine decay",
-    )
-    t.add_argument(
-        "--windows-per-epoch",
-        type=int,
-        default=DEFAULTS.windows_per_epoch,
-        help="random training windows drawn per epoch",
-    )
-    t.add_argument("--clip", type=float, default=DEFAULTS.clip, help="gradient-norm clip")
-    t.add_argument(
-        "--loss-weight",
-        default=DEFAULTS.loss_weight,
-        choices=["none", "mase"],
-        help="none: the log-space pinball loss as is (a relative error, like sMAPE); mase: "
-        "weight each window by level / its seasonal-naive MAE, as MASE scores it",
-    )
-    t.add_argument(
-        "--mase-members",
-        type=int,
-        default=DEFAULTS.mase_members,
-        help="with --loss-weight none: train the last N of the --members with the mase "
-        "weighting instead (their seeds restart at --seed); mixing both kinds helps MASE",
-    )
-    t.add_argument(
-        "--weight-cap",
-        type=float,
-        default=DEFAULTS.weight_cap,
-        help="--loss-weight mase: cap of a window's weight, in medians of its batch",
-    )
-    t.add_argument("--threads", type=int, default=DEFAULTS.threads, help="torch CPU threads")
-    t.add_argument(
-        "--calib-windows",
-        type=int,
-        default=DEFAULTS.calib_windows,
-        help="conformal calibration windows (of --holdout points) per series, just before "
-        "validation; raised on few-series data to reach ~400 windows in all",
-    )
-    t.add_argument(
-        "--calibration",
-        default=DEFAULTS.calibration,
-        choices=["held-out", "in-sample"],
-        help="held-out (default): the calibration windows are cut out of member training, so "
-        "the intervals are calibrated on residuals the members never fitted; in-sample: the "
-        "members also train on them (version 1's scheme; intervals come out too narrow)",
-    )
-    t.add_argument(
-        "--experiments",
-        default=None,
-        help="JSON file with a list of earlier variants (config + validation figures) to "
-        "record in the card's 'experiments' section",
-    )
-    t.add_argument(
-        "--name",
-        default=None,
-        help=f"model name for the default --out folder (default: {DEFAULTS.name} on the M4 "
-        "default data, else the data file's name and the cell, e.g. my-data-gru)",
-    )
-    t.add_argument("--version", default=DEFAULTS.version, help="model version (folder)")
-    t.add_argument(
-        "--out", default=None, help="model folder (default: models/forecast/<name>/<version>)"
-    )
-    t.add_argument(
-        "--run-dir",
-        default=None,
-        help="where the checkpoint and log go (default: runs/forecast/<name>)",
-    )
-    t.add_argument("--no-export", action="store_true", help="only train and save a checkpoint")
-    t.add_argument(
-        "--int8",
-        action="store_true",
-        help="also try dynamic int8 quantization and record it in the card",
-    )
-    t.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="tiny settings (1 epoch, 2 members, few windows) to smoke-test the "
-        "whole pipeline in seconds",
-    )
+    add_run_flags(t)
+    add_publish_flags(t, name=DEFAULT_NAME)
+    _unset(t, ("name",), f"{DEFAULT_NAME} on the M4 file, else <data file name>-<cell>")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="metrics of a checkpoint on the held-out windows")
-    e.add_argument("--checkpoint", required=True, help="ckpt.pt written by train")
-    _add_data_args(e, required_defaults=False)
+    e = sub.add_parser(
+        "evaluate",
+        help="metrics of a checkpoint on the held-out windows",
+        formatter_class=HelpFormatter,
+    )
+    e.add_argument("--checkpoint", type=Path, required=True, help="ckpt.pt written by train")
+    add_config_flags(e, ForecastConfig, exclude=TRAIN_ONLY)
+    _unset(e, DATA_FIELDS, "the checkpoint's")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(func=cmd_evaluate)
 
-    x = sub.add_parser("export", help="export a checkpoint to ONNX + card.json")
-    x.add_argument("--checkpoint", required=True, help="ckpt.pt written by train")
-    _add_data_args(x, required_defaults=False)
-    x.add_argument(
-        "--out", default=None, help="model folder (default: models/forecast/<name>/<version>)"
+    x = sub.add_parser(
+        "export",
+        help="publish a checkpoint as ONNX + card.json",
+        formatter_class=HelpFormatter,
     )
+    x.add_argument("--checkpoint", type=Path, required=True, help="ckpt.pt written by train")
+    add_config_flags(x, ForecastConfig, exclude=TRAIN_ONLY)
+    _unset(x, DATA_FIELDS, "the checkpoint's")
+    _add_output_flags(x)
     x.add_argument(
-        "--int8",
+        "--dry-run",
         action="store_true",
-        help="also try dynamic int8 quantization and record it in the card",
+        help="publish under the checkpoint's folder (<checkpoint folder>/models/...), never "
+        "under --models-dir",
     )
-    x.add_argument(
-        "--experiments",
-        default=None,
-        help="JSON list of earlier variants to record in the card's 'experiments' section",
-    )
+    add_publish_flags(x, name=DEFAULT_NAME)
+    _unset(x, ("name",), "the checkpoint's")
     x.set_defaults(func=cmd_export)
 
 
-def default_name(data: str, cell: str) -> str:
+def default_name(data: str | Path, cell: str) -> str:
     """``m4-hourly-gru`` on the default data; a user's file gets its own name."""
-    if Path(data).resolve() == Path(DEFAULTS.data).resolve():
-        return DEFAULTS.name if cell == DEFAULTS.cell else f"m4-hourly-{cell}"
+    if Path(data).resolve() == DEFAULT_DATA.resolve():
+        return DEFAULT_NAME if cell == "gru" else f"m4-hourly-{cell}"
     stem = re.sub(r"[^a-z0-9]+", "-", Path(data).stem.lower()).strip("-") or "forecast"
     return f"{stem}-{cell}"
 
 
-def config_from_args(args: argparse.Namespace) -> ForecastConfig:
-    names = {f.name for f in fields(ForecastConfig)}
-    cfg = ForecastConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
-    if getattr(args, "name", None) is None:
-        cfg.name = default_name(cfg.data, cfg.cell)
+def train_config(args: argparse.Namespace, version: str = "1") -> ForecastConfig:
+    """The run's configuration; a dry run shrinks it to seconds. The data path is stored
+    absolute so the checkpoint exports from any folder."""
+    data = str(Path(args.data).resolve())
+    cfg = config_from_args(ForecastConfig, args, name=args.name, version=version, data=data)
     if args.dry_run:
         cfg.epochs, cfg.members = 1, min(cfg.members, 2)
         cfg.windows_per_epoch = cfg.batch_size = 32
@@ -273,35 +144,49 @@ def config_from_args(args: argparse.Namespace) -> ForecastConfig:
 
 
 def _override_data(ckpt: dict[str, Any], args: argparse.Namespace) -> None:
-    for key in ("data", "fmt", "time_col", "targets", "holdout", "val_windows"):
+    for key in DATA_FIELDS:
         if getattr(args, key, None) is not None:
             ckpt["config"][key] = getattr(args, key)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _publish(
+    ckpt: dict[str, Any], data: dict[str, Any], dest: Path, args: argparse.Namespace
+) -> tuple[dict[str, Any], Path]:
+    """Export into a staging folder and publish it as ``dest`` (card named after ``dest``)."""
+    from contract.store import publishing
     from training.forecast.export import export_model
-    from training.forecast.train import (
-        format_metrics,
-        prepare,
-        run_training,
-        save_checkpoint,
-    )
 
-    cfg = config_from_args(args)
-    run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(cfg.name)
+    ckpt["config"].update(name=dest.parent.name, version=dest.name)
+    experiments = _experiments(args)
+    with publishing(dest, TASK, force=args.force) as pub:
+        card = export_model(ckpt, data, pub.staging, int8=args.int8, experiments=experiments)
+    print(pub.message())
+    return card, pub.path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.forecast.train import format_metrics, prepare, run_training, save_checkpoint
+
+    if not Path(args.data).is_file():
+        if Path(args.data).resolve() == DEFAULT_DATA.resolve():
+            raise SystemExit(
+                f"seqserve-train: the default data, M4 Hourly, is not at {args.data}: "
+                "pass --data FILE.csv (e.g. examples/data/shop_hourly.csv)"
+            )
+        raise SystemExit(f"seqserve-train: no data file at {args.data}")
+    args.name = args.name or default_name(args.data, args.cell)
+    dest = None if args.no_export else publish_target(args, TASK)  # fail before training
+    cfg = train_config(args, dest.name if dest else "1")
+    _experiments(args)  # a bad --experiments file fails now too, not after training
     ckpt = run_training(cfg)
-    path = save_checkpoint(ckpt, run_dir / "ckpt.pt")
+    path = save_checkpoint(ckpt, run_dir(args, TASK) / "ckpt.pt")
     print(f"checkpoint: {path}")
-    if args.no_export:
-        print(
-            "Next, export it for serving:\n"
-            f"  seqserve-train forecast export --checkpoint {path} "
-            f"--out models/forecast/{cfg.name}/{cfg.version}"
-        )
+    if dest is None:
+        print("Next, publish it for serving:")
+        print(f"  seqserve-train forecast export --checkpoint {path}")
         return 0
     data = prepare(cfg)
-    out = Path(args.out) if args.out else _default_out(cfg.name, cfg.version)
-    card = export_model(ckpt, data, out, int8=args.int8, experiments=_experiments(args))
+    card, folder = _publish(ckpt, data, dest, args)
     m = card["metrics"]
     print(
         format_metrics(
@@ -312,7 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             }
         )
     )
-    _print_try_it(card, out, cfg, data)
+    _print_try_it(card, folder, ForecastConfig(**ckpt["config"]), data)
     return 0
 
 
@@ -323,7 +208,7 @@ def _print_try_it(card: dict[str, Any], out: Path, cfg: ForecastConfig, data: An
     print(f"\n{card['description']}")
     about = f"window {cfg.window}, horizon {cfg.horizon}"
     request = ("/forecast", try_it_request(cfg, data["series"]))
-    print(try_it_lines(out, "forecast", [request], about))
+    print(try_it_lines(out, TASK, [request], about))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -340,16 +225,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from training.forecast.export import export_model
     from training.forecast.train import load_checkpoint, prepare
 
     ckpt = load_checkpoint(args.checkpoint)
     _override_data(ckpt, args)
+    args.name = args.name or ckpt["config"].get("name") or DEFAULT_NAME
+    args.run_dir = Path(args.checkpoint).parent  # where --dry-run publishes
+    dest = publish_target(args, TASK)
     cfg = ForecastConfig(**ckpt["config"])
     data = prepare(cfg)
-    out = Path(args.out) if args.out else _default_out(cfg.name, cfg.version)
-    card = export_model(ckpt, data, out, int8=args.int8, experiments=_experiments(args))
-    _print_try_it(card, out, cfg, data)
+    card, folder = _publish(ckpt, data, dest, args)
+    _print_try_it(card, folder, ForecastConfig(**ckpt["config"]), data)
     return 0
 
 

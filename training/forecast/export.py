@@ -8,6 +8,7 @@ scale; the scaling, the members and their median all live inside the graph.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -244,13 +245,37 @@ def try_it_request(cfg: ForecastConfig, series: SeriesSet) -> dict[str, Any]:
     return {"series": [item], "horizon": cfg.horizon}
 
 
-def served_name(out: Path, cfg: ForecastConfig) -> tuple[str, str]:
-    """The server names a model by its folder, ``forecast/<name>/<version>/``: so does the card
-    when the folder is laid out that way."""
-    from training.common.try_it import served_ref
+def int8_report(
+    onnx_path: Path, sess: Any, data: dict[str, Any], cfg: ForecastConfig, fp32: dict[str, Any]
+) -> dict[str, Any]:
+    """Quantize a scratch copy to int8 and measure it; only the MatMul/LSTM weights get
+    quantized (onnxruntime has no quantized GRU op), so it is recorded, never shipped."""
+    from training.common.onnx_utils import ort_session, quantize_int8
+    from training.forecast.data import positive_shift
+    from training.forecast.metrics import score
 
-    ref = served_ref(out, "forecast")
-    return (ref[1], ref[2]) if ref else (cfg.name, cfg.version)
+    x, y, scales = data["val"]
+    x64 = x[:64] + positive_shift(x[:64])[:, None]
+    with tempfile.TemporaryDirectory() as scratch:
+        q_path = Path(scratch) / "model.int8.onnx"
+        quantize_int8(onnx_path, q_path)
+        qs = ort_session(q_path)
+        med_q, _ = predict(qs, x)
+        info: dict[str, Any] = {
+            "metrics": score(y, med_q[:, : cfg.holdout], scales),
+            "bytes": q_path.stat().st_size,
+            "fp32_bytes": onnx_path.stat().st_size,
+            "latency_ms_batch64": latency_ms(qs, x64),
+            "fp32_latency_ms_batch64": latency_ms(sess, x64),
+        }
+    rel = info["metrics"]["smape"] / fp32["smape"] - 1
+    info["smape_rel_change"] = rel
+    info["note"] = (
+        "not shipped: fp32 graph is already small and fast; int8 only touches the MatMul weights"
+        if cfg.cell != "lstm" or rel > 0.02
+        else "within 2% sMAPE but kept fp32 for parity"
+    )
+    return info
 
 
 def export_model(
@@ -261,10 +286,14 @@ def export_model(
     log: Any = print,
     experiments: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate + calibrate, write model.onnx, figures and card.json into ``out``."""
+    """Evaluate + calibrate, write model.onnx, figures and card.json into ``out``.
+
+    ``out`` is normally a store's staging folder (``contract.store.publishing``), so the card
+    takes its name and version from the checkpoint's configuration, which the caller sets to
+    the published ones; the store checks the card and renames the folder into place."""
     from training.common.artifacts import write_card
     from training.common.curves import plot_curves
-    from training.common.onnx_utils import opset_of, ort_session, quantize_int8
+    from training.common.onnx_utils import opset_of, ort_session
     from training.forecast.data import positive_shift
 
     cfg = ForecastConfig(**ckpt["config"])
@@ -283,29 +312,9 @@ def export_model(
 
     metrics["ensemble_onnx"] = score(y, med_o[:, : cfg.holdout], scales)
 
-    # int8: only the MatMul/LSTM weights get quantized (no quantized GRU op in onnxruntime).
     int8_info: dict[str, Any] = {"considered": True, "shipped": False}
     if int8:
-        q_path = out.parent / f".{out.name}.int8.onnx"
-        quantize_int8(onnx_path, q_path)
-        qs = ort_session(q_path)
-        med_q, _ = predict(qs, x)
-        int8_info["metrics"] = score(y, med_q[:, : cfg.holdout], scales)
-        int8_info["bytes"] = q_path.stat().st_size
-        int8_info["fp32_bytes"] = onnx_path.stat().st_size
-        int8_info["latency_ms_batch64"] = latency_ms(qs, x[:64] + positive_shift(x[:64])[:, None])
-        int8_info["fp32_latency_ms_batch64"] = latency_ms(
-            sess, x[:64] + positive_shift(x[:64])[:, None]
-        )
-        rel = int8_info["metrics"]["smape"] / metrics["ensemble_onnx"]["smape"] - 1
-        int8_info["smape_rel_change"] = rel
-        int8_info["note"] = (
-            "not shipped: fp32 graph is already small and fast; "
-            "int8 only touches the MatMul weights"
-            if cfg.cell != "lstm" or rel > 0.02
-            else "within 2% sMAPE but kept fp32 for parity"
-        )
-        q_path.unlink()
+        int8_info.update(int8_report(onnx_path, sess, data, cfg, metrics["ensemble_onnx"]))
         log(f"int8: {json.dumps(int8_info)}")
 
     # figures
@@ -332,12 +341,11 @@ def export_model(
     lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
     plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["val_ids"])
 
-    name, version = served_name(out, cfg)
     dataset = dataset_entry(cfg.data, data["series"])
     card: dict[str, Any] = {
         "task": "forecast",
-        "name": name,
-        "version": version,
+        "name": cfg.name,
+        "version": cfg.version,
         "description": describe(cfg, n, dataset, metrics),
         "cell": cfg.cell,
         "sizes": {
@@ -445,7 +453,7 @@ def export_model(
         "parity": par,
         "int8": int8_info,
         "latency_ms_batch64_fp32": latency_ms(sess, x[:64] + positive_shift(x[:64])[:, None]),
-        "training": {k: v for k, v in asdict(cfg).items() if k != "extra"},
+        "training": asdict(cfg),
         "datasets": [dataset],
         "figures": {"curves": "curves.png", "parity": "parity.png", "examples": "examples.png"},
     }
@@ -472,5 +480,4 @@ def export_model(
         )
     card["training"]["seconds"] = float(sum(r["seconds"] for h in ckpt["history"] for r in h))
     write_card(out, card)
-    log(f"wrote {out}")
     return card

@@ -2,7 +2,7 @@
 
     python -m training.cli forecast train --help        # M4 Hourly by default
     python -m training.cli forecast train --data ../shared/data/etth1/ETTh1.csv --targets OT \
-        --name etth1-ot-gru --out runs/forecast/etth1
+        --name etth1-ot-gru     # publishes the next free version of models/forecast/etth1-ot-gru
 
 Pipeline: load series -> hold out the last ``holdout`` points of each (validation) -> hold
 out the ``calib_windows`` ``holdout``-point stretches before them (calibration) -> train
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from training.common.config_cli import option
 from training.forecast.data import (
     ETTH1_URL,
     M4_URL,
@@ -39,6 +40,7 @@ from training.forecast.metrics import baseline_scores, coverage, mase_scale, sco
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "m4_hourly" / "Hourly-train.csv"
+DEFAULT_NAME = "m4-hourly-gru"  # the name of a model trained on DEFAULT_DATA
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_CALIBRATION = 400  # conformal calibration windows wanted in total
 # held-out calibration never takes more than this share of the shortest training part
@@ -75,53 +77,100 @@ LEVEL_GRID = (
 
 @dataclass
 class ForecastConfig:
+    """Everything a run is: the flags of ``seqserve-train forecast train`` are generated from
+    these fields (``training.common.config_cli``), so each default is written here only."""
+
     # data
-    data: str = str(DEFAULT_DATA)
-    fmt: str = "auto"  # auto | m4 | long
-    time_col: str | None = None  # long CSV: timestamp column (default: first column)
-    targets: list[str] | None = None  # long CSV: value columns (default: all but time)
-    freq: str = "h"
-    period: int = 24  # seasonal period (steps per "day" the net reads at once)
-    holdout: int = 48  # last points of every series kept for validation
-    val_windows: int = 1  # >1: that many consecutive holdout-stretches (single-series data)
+    data: str = option(
+        str(DEFAULT_DATA),
+        "CSV: M4 wide format (V1=id, then one series per row) or a long CSV with a timestamp "
+        "column and value columns",
+    )
+    fmt: str = option(
+        "auto",
+        "input layout; auto = m4 when the first header cell is V1",
+        choices=["auto", "m4", "long"],
+        flag="--format",
+    )
+    time_col: str | None = option(None, "long CSV: timestamp column; not set: the first column")
+    targets: list[str] | None = option(
+        None, "long CSV: value column(s), each one series; not set: all but the time column"
+    )
+    freq: str = option("h", "frequency tag written to the card")
+    period: int = option(
+        24, "seasonal period in steps (24 for hourly data); the net reads one period per step"
+    )
+    holdout: int = option(48, "last points of every series held out for validation")
+    val_windows: int = option(
+        1,
+        "hold out this many consecutive --holdout stretches per series and score each "
+        "(useful for single-series data)",
+    )
     # model
-    cell: str = "gru"
-    window: int = 336  # input length, a multiple of period
-    horizon: int = 48  # max horizon the graph outputs (>= holdout)
-    hidden: int = 128
-    layers: int = 1
-    dropout: float = 0.0
-    linear_skip: bool = False  # add a direct linear window -> median path
+    cell: str = option("gru", "recurrent cell", choices=["rnn", "lstm", "gru"])
+    window: int = option(336, "input length in steps (a multiple of --period)")
+    horizon: int = option(48, "max forecast horizon output by the graph (>= --holdout)")
+    hidden: int = option(128, "hidden units")
+    layers: int = option(1, "recurrent layers")
+    dropout: float = option(0.0, "dropout between recurrent layers")
+    linear_skip: bool = option(False, "add a direct linear window -> median correction path")
     # optimisation
-    members: int = 5
-    seed: int = 0
-    epochs: int = 70
-    batch_size: int = 256
-    lr: float = 1e-2
-    lr_final: float = 1e-4  # cosine decay from lr to lr_final over all steps
-    windows_per_epoch: int = 8192
-    recent: int = 0  # >0: training targets only from the last `recent` points of a series
-    # >1: training inputs only end a multiple of `align` steps before the end of a training
-    # history (24: the position-in-day of every window is the forecast origin's)
-    align: int = 0
-    clip: float = 1.0
+    members: int = option(5, "ensemble size (seeds --seed, --seed + 1, ...)")
+    seed: int = option(0, "first seed")
+    epochs: int = option(70, "epochs per member")
+    batch_size: int = option(256, "batch size")
+    lr: float = option(1e-2, "initial learning rate (Adam)")
+    lr_final: float = option(1e-4, "learning rate at the end of the cosine decay")
+    windows_per_epoch: int = option(8192, "random training windows drawn per epoch")
+    recent: int = option(
+        0,
+        "if > 0, draw training targets only from the last RECENT points of each series "
+        "(0 = anywhere in the training part)",
+    )
+    # (24: the position-in-day of every training window is the forecast origin's)
+    align: int = option(
+        0,
+        "if > 1, training windows only end a multiple of ALIGN steps before the end of a "
+        "series (24 = the same position in the day as the forecast origin; 0 = any)",
+    )
+    clip: float = option(1.0, "gradient-norm clip")
     # "mase": weight each window's loss by level / its seasonal-naive MAE (see mase_weights),
     # so training minimises what MASE measures rather than a relative (sMAPE-like) error
-    loss_weight: str = "none"
-    # with loss_weight "none": the last `mase_members` of the `members` are trained with the
-    # "mase" weighting instead, their seeds restarting at `seed` (see member_plan)
-    mase_members: int = 0
-    weight_cap: float = WEIGHT_CAP  # loss_weight "mase": cap of a window's weight, in medians
-    threads: int = 1
+    loss_weight: str = option(
+        "none",
+        "none: the log-space pinball loss as is (a relative error, like sMAPE); mase: weight "
+        "each window by level / its seasonal-naive MAE, as MASE scores it",
+        choices=list(LOSS_WEIGHTS),
+    )
+    # see member_plan
+    mase_members: int = option(
+        0,
+        "with --loss-weight none: train the last N of the --members with the mase weighting "
+        "instead (their seeds restart at --seed); mixing both kinds helps MASE",
+    )
+    weight_cap: float = option(
+        WEIGHT_CAP, "--loss-weight mase: cap of a window's weight, in medians of its batch"
+    )
+    threads: int = option(1, "torch CPU threads")
     # Conformal calibration windows per series: the last `calib_windows` non-overlapping
     # `holdout`-point stretches before validation (raised to reach MIN_CALIBRATION windows on
     # few-series data, capped at CALIB_MAX_FRACTION of the shortest series). "held-out": they
     # are cut out of member training (honest residuals); "in-sample": the members also trained
     # on them (version 1's scheme: optimistic residuals, intervals too narrow).
-    calibration: str = "held-out"
-    calib_windows: int = 1
-    # output
-    name: str = "m4-hourly-gru"
+    calibration: str = option(
+        "held-out",
+        "held-out: the calibration windows are cut out of member training, so the intervals "
+        "are calibrated on residuals the members never fitted; in-sample: the members also "
+        "train on them (version 1's scheme; intervals come out too narrow)",
+        choices=list(CALIBRATION_MODES),
+    )
+    calib_windows: int = option(
+        1,
+        "conformal calibration windows (of --holdout points) per series, just before "
+        "validation; raised on few-series data to reach ~400 windows in all",
+    )
+    # output: the published name and version (set from the publishing flags, no flag here)
+    name: str = DEFAULT_NAME
     version: str = "1"
     extra: dict[str, Any] = field(default_factory=dict)
 
