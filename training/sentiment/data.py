@@ -17,6 +17,7 @@ DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "sst2"
 SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 SST2_LABEL_NAMES = {"0": "negative", "1": "positive"}
+KNOWN_BINARY_SETS = {"sst2", "imdb"}  # public sets whose raw labels are 0 = negative, 1 = positive
 
 
 @dataclass
@@ -79,6 +80,58 @@ def load_dataset(
         texts.append(text)
         labels.append(label_names.get(raw, raw) if label_names else raw)
     return TextDataset(texts, labels)
+
+
+def label_map(spec: str | None, path: Path) -> dict[str, str] | None:
+    """Raw label -> served name, from ``--label-names`` and the first training file.
+
+    By default labels are served as found in the data; only the public SST-2/IMDB files (0/1)
+    get 'negative'/'positive'. 'sst2' forces that mapping, 'none' keeps raw labels,
+    '1=negative,5=positive' maps explicitly (two raw labels may share a name: merged classes).
+    """
+    if spec is None:
+        return SST2_LABEL_NAMES if Path(path).parent.name in KNOWN_BINARY_SETS else None
+    if spec == "sst2":
+        return SST2_LABEL_NAMES
+    if spec == "none":
+        return None
+    pairs = [p.split("=", 1) for p in spec.split(",") if p.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
+        raise ValueError(f"--label-names must look like '1=negative,5=positive', got {spec!r}")
+    mapping = {k.strip(): v.strip() for k, v in pairs}
+    if len(mapping) != len(pairs):
+        raise ValueError(f"--label-names names a raw label twice: {spec!r}")
+    return mapping
+
+
+def check_label_map(mapping: dict[str, str], found: set[str], *, exact: bool = True) -> None:
+    """Refuse a mapping that does not name the labels of the data.
+
+    Every raw label found needs a name (else it would be served raw beside the mapped ones);
+    with ``exact``, every raw label the mapping names must also occur (else it is a typo, and
+    the label it meant is served raw).
+    """
+    unmapped = sorted(found - set(mapping))
+    unknown = sorted(set(mapping) - found) if exact else []
+    if not unmapped and not unknown:
+        return
+    shown = ",".join(f"{k}={v}" for k, v in mapping.items())
+    problems = []
+    if unmapped:
+        problems.append(f"no name for {', '.join(unmapped)}")
+    if unknown:
+        problems.append(f"{', '.join(unknown)} do{'es' if len(unknown) == 1 else ''} not occur")
+    raise ValueError(
+        f"--label-names {shown} does not match the labels in the data ({', '.join(sorted(found))})"
+        f": {'; '.join(problems)}. Name exactly the labels present, or pass --label-names none "
+        "to serve them as found"
+    )
+
+
+def apply_label_map(ds: TextDataset, mapping: dict[str, str] | None) -> TextDataset:
+    if not mapping:
+        return ds
+    return TextDataset(ds.texts, [mapping.get(x, x) for x in ds.labels])
 
 
 def label_list(*datasets: TextDataset, order: Sequence[str] | None = None) -> list[str]:

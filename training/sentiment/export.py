@@ -100,9 +100,15 @@ def ort_predict(onnx_path: Path, ids: list[list[int]], batch_size: int = 128) ->
 
 
 def single_latency_ms(
-    onnx_path: Path, model: torch.nn.Module, ids: list[int], n: int = 200
+    onnx_path: Path,
+    model: torch.nn.Module,
+    ids: list[int],
+    n: int = 200,
+    budget_s: float = 0.5,
 ) -> dict[str, float]:
-    """Median single-request latency of ORT (1 thread) vs PyTorch eager (1 thread)."""
+    """Median single-request latency of ORT (1 thread) vs PyTorch eager (1 thread), over ``n``
+    runs or ``budget_s`` seconds each, whichever ends first (at least 20 runs), so a slow
+    machine does not spend minutes on a figure."""
     sess = ort_session(onnx_path, threads=1)
     x = np.asarray([ids], dtype=np.int64)
     torch.set_num_threads(1)
@@ -111,8 +117,9 @@ def single_latency_ms(
     def med(fn: Any) -> float:
         for _ in range(10):
             fn()
-        ts = []
-        for _ in range(n):
+        ts: list[float] = []
+        end = time.perf_counter() + budget_s
+        while len(ts) < n and (len(ts) < 20 or time.perf_counter() < end):
             t0 = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t0)
@@ -146,7 +153,12 @@ def merge_runs(run_dirs: list[Path]) -> dict[str, Any]:
         {**m, "run": str(d)} for d, s in zip(run_dirs, summaries, strict=True) for m in s["members"]
     ]
     merged["runs"] = [
-        {"run": str(d), "model_config": s["model_config"], "train_config": s["train_config"]}
+        {
+            "run": str(d),
+            "config": s.get("config"),
+            "model_config": s["model_config"],
+            "train_config": s["train_config"],
+        }
         for d, s in zip(run_dirs, summaries, strict=True)
     ]
     return merged
@@ -159,17 +171,19 @@ def export_model(
     dev_labels: list[str],
     name: str,
     version: str,
-    datasets: dict[str, Any],
+    datasets: list[dict[str, Any]],
     embeddings: str = "fp16",
     quantize: bool = False,
     max_quant_drop: float = 0.005,
     dev_groups: dict[str, np.ndarray] | None = None,
     experiments: Any = None,
+    export: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the ensemble from every member of ``run_dirs`` and write the model folder.
 
     ``embeddings``: how embedding tables are stored — fp32, fp16 or int8 (weight-only).
     ``dev_groups``: dev row indices per dataset, each scored separately in the card.
+    ``export``: the export settings, recorded beside the training configuration.
     """
     summary = merge_runs(run_dirs)
     labels: list[str] = summary["labels"]
@@ -287,7 +301,9 @@ def export_model(
         }
     )
     trained_on = ", ".join(
-        f"{r.get('dataset', '')}/{r['file']} ({r['rows']} rows)" for r in datasets.get("train", [])
+        f"{r.get('dataset', '')}/{r['file']} ({r['rows']} rows)"
+        for r in datasets
+        if r.get("role") == "train"
     )
     what = (
         f"one {kinds[0]} sentiment classifier"
@@ -318,14 +334,15 @@ def export_model(
         "onnx": {
             "file": "model.onnx",
             "opset": opset_of(onnx_path),
-            "inputs": {
-                INPUT_NAME: {
+            "inputs": [
+                {
+                    "name": INPUT_NAME,
                     "dtype": "int64",
                     "shape": ["batch", "sequence"],
                     "padding": "right, with pad_id",
                 }
-            },
-            "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": ["batch", len(labels)]}},
+            ],
+            "outputs": [{"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(labels)]}],
             "compressed_tables": tables,
             "variant": shipped_variant,
         },
@@ -336,6 +353,8 @@ def export_model(
             "combine": "mean of softmax probabilities",
         },
         "training": {
+            **summary.get("config", {}),  # the resolved configuration of the (first) run
+            "export": export or {},
             "train_config": summary["train_config"],
             "runs": summary["runs"],
             "members": [
@@ -396,16 +415,16 @@ KNOWN_URLS = {
 
 def dataset_records(
     train_paths: list[Path], dev_paths: list[Path], url: str | None
-) -> dict[str, Any]:
-    """sha256, rows and download address of every file; known public sets get their own URL."""
+) -> list[dict[str, Any]]:
+    """sha256, rows, role and download address of every file; known public sets get their
+    own URL."""
 
-    def rec(path: Path) -> dict[str, Any]:
+    def rec(path: Path, role: str) -> dict[str, Any]:
         r = dataset_record(path, KNOWN_URLS.get(path.parent.name, url))
-        r["rows"] = count_rows(path)
-        r["dataset"] = path.parent.name
+        r.update(role=role, rows=count_rows(path), dataset=path.parent.name)
         return r
 
-    return {"train": [rec(p) for p in train_paths], "dev": [rec(p) for p in dev_paths]}
+    return [rec(p, "train") for p in train_paths] + [rec(p, "dev") for p in dev_paths]
 
 
 def count_rows(path: Path) -> int:

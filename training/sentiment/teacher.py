@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from training.common.config_cli import option
 from training.common.seed import seed_everything
 
 DEFAULT_CACHE = Path.home() / ".cache" / "seqserve" / "all-MiniLM-L6-v2"
@@ -62,14 +63,16 @@ class TeacherClassifier(nn.Module):
 
 @dataclass
 class TeacherConfig:
-    epochs: float = 1.0  # fractional epochs allowed: the teacher is sized for 2 CPU cores
-    batch_size: int = 32
-    lr: float = 5e-5
-    warmup: float = 0.06  # fraction of steps with a linear warm-up
-    max_length: int = 128  # word pieces per training text / per window at prediction time
-    eval_every: int = 200  # steps between dev evaluations (the best one is kept)
-    seed: int = 1
-    threads: int = 2
+    """Fine-tuning settings (flags of ``sentiment teacher``), saved in the teacher's folder."""
+
+    epochs: float = option(1.0, "epochs (fractions allowed: the teacher is sized for 2 CPU cores)")
+    batch_size: int = option(32, "batch size")
+    lr: float = option(5e-5, "AdamW peak learning rate")
+    warmup: float = option(0.06, "fraction of steps with a linear warm-up")
+    max_length: int = option(128, "word pieces per training text / per window at prediction")
+    eval_every: int = option(200, "steps between dev evaluations (the best one is kept)")
+    seed: int = option(1, "random seed")
+    threads: int = option(2, "torch intra-op threads")
 
 
 def load_base(base: Path, num_labels: int) -> tuple[TeacherClassifier, Any]:

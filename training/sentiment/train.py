@@ -26,20 +26,24 @@ from training.sentiment.tokenizer import PAD_ID, UNK_ID
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings saved beside the weights in every checkpoint."""
+    """One member's optimisation settings, saved beside its weights in the checkpoint.
 
-    epochs: int = 6  # upper bound; early stopping usually ends sooner
-    patience: int = 2  # epochs without dev improvement before stopping
-    batch_size: int = 64
-    lr: float = 2e-3
-    lr_decay: float = 1.0  # multiply the learning rate by this after every epoch
-    weight_decay: float = 1e-4  # AdamW
-    clip: float = 5.0  # gradient-norm clipping
-    word_dropout: float = 0.1  # fraction of training tokens replaced by [UNK]
-    max_length: int = 128  # tokens per text; longer texts are cut (serving says so)
-    seed: int = 1
-    threads: int = 2
-    limit_train: int | None = None  # use only the first N training rows (tests, --dry-run)
+    No defaults here: the command line's configuration (``training.sentiment.config``) is the
+    one place they are written, and it builds this for each seed.
+    """
+
+    epochs: int  # upper bound; early stopping usually ends sooner
+    patience: int  # epochs without dev improvement before stopping
+    batch_size: int
+    lr: float
+    lr_decay: float  # multiply the learning rate by this after every epoch
+    weight_decay: float  # AdamW
+    clip: float  # gradient-norm clipping
+    word_dropout: float  # fraction of training tokens replaced by [UNK]
+    max_length: int  # tokens per text; longer texts are cut (serving says so)
+    seed: int
+    threads: int
+    limit_train: int | None  # only the first N training rows were used (tests, --dry-run)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
