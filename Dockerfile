@@ -47,14 +47,15 @@ RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 COPY pyproject.toml constraints-serve.txt ./
-# Same pins, then onnxruntime swapped for onnxruntime-gpu of the same version (both provide the
-# `onnxruntime` module, so only one may be installed).
+# Same pins, then onnxruntime swapped for onnxruntime-gpu at its own pin in constraints-serve.txt
+# (both provide the `onnxruntime` module, so only one may be installed; PyPI's newest
+# onnxruntime-gpu can trail the CPU package by a release).
 RUN mkdir -p app training \
     && touch README.md training/__init__.py && echo '__version__ = "0"' > app/__init__.py \
     && pip install -c constraints-serve.txt '.[serve]' \
     && pip uninstall -y seqserve onnxruntime \
     && pip install -c constraints-serve.txt \
-        "onnxruntime-gpu==$(sed -n 's/^onnxruntime==//p' constraints-serve.txt)"
+        "onnxruntime-gpu==$(sed -n 's/^onnxruntime-gpu==//p' constraints-serve.txt)"
 
 # ---------------------------------------------------------------- GPU: runtime
 FROM gpu-base AS gpu

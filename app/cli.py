@@ -29,10 +29,12 @@ from app import __version__
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from app.settings import Settings, get_settings
+    """The SEQSERVE_* settings (``--models-dir`` wins); a bad one raises ``SettingsInvalid``,
+    which ``main`` prints as one line (a SeqServeError) with exit code 2."""
+    from app.settings import get_settings, load_settings
 
     if getattr(args, "models_dir", None):
-        return Settings(models_dir=args.models_dir)
+        return load_settings(models_dir=args.models_dir)
     return get_settings()
 
 
@@ -176,6 +178,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from app.settings import get_settings
 
+    # Checked here, in the parent, before any worker starts: a bad setting is one line and
+    # exit 2 (from main), not a traceback per worker.
+    settings = get_settings()
     setup_metrics_dir(args.workers)
     uvicorn.run(
         "app.main:app",
@@ -184,7 +189,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         access_log=False,
-        timeout_graceful_shutdown=int(get_settings().shutdown_grace_seconds),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,10 +12,20 @@ from fastapi import FastAPI
 from app import __version__, metrics, signals
 from app.api import errors
 from app.api.middleware import EdgeMiddleware
-from app.api.routes import admin, anomaly, forecast, health, models, next_word, sentiment, v2
+from app.api.routes import (
+    admin,
+    anomaly,
+    docs,
+    forecast,
+    health,
+    models,
+    next_word,
+    sentiment,
+    v2,
+)
 from app.container import Container
 from app.observability import configure_logging
-from app.settings import Settings, get_settings
+from app.settings import Settings, SettingsInvalid, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +58,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await container.close()
             metrics.process_exiting()
 
-    app = FastAPI(title="seqserve", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc come from app.api.routes.docs: same pages, assets served locally.
+    app = FastAPI(
+        title="seqserve",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.container = None
     app.state.draining = False
     errors.install(app)
@@ -58,11 +77,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
     )
     # Inference routes first: routing tries routes in order, and these are the hot ones.
-    for module in (sentiment, next_word, forecast, anomaly, v2, health, models, admin):
+    for module in (sentiment, next_word, forecast, anomaly, v2, health, models, admin, docs):
         app.include_router(module.router)
     return app
 
 
-_settings = get_settings()
+try:
+    _settings = get_settings()
+except SettingsInvalid as exc:  # `uvicorn app.main:app`: one line, not a traceback
+    print(f"seqserve: {exc.message}", file=sys.stderr)
+    # 3 is uvicorn's STARTUP_FAILURE: with --workers N its supervisor then stops instead of
+    # restarting workers that would fail the same way forever.
+    sys.exit(3)
 configure_logging(_settings.log_level, _settings.log_format)
 app = create_app(_settings)

@@ -1,15 +1,66 @@
-"""Service configuration from environment variables (prefix ``SEQSERVE_``) or a ``.env`` file."""
+"""Service configuration from environment variables (prefix ``SEQSERVE_``) or a ``.env`` file.
+
+A bad value is one line naming the variable and what it expects (``SettingsInvalid``), never a
+traceback: ``get_settings`` is what the server, ``uvicorn app.main:app`` and the CLI call.
+List settings take what people type (``key1,key2``) as well as JSON (``["key1","key2"]``).
+"""
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from annotated_types import Ge
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from app.errors import SeqServeError
 
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 KNOWN_PROVIDERS = {"CPUExecutionProvider", "CUDAExecutionProvider"}
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ENV_PREFIX = "SEQSERVE_"
+
+
+class SettingsInvalid(SeqServeError):
+    """One or more settings cannot be used; the message is one line naming each variable."""
+
+    code = "invalid_settings"
+
+
+def _json(text: str) -> Any:
+    """``json.loads`` whose error reads well inside the one-line message (still a ValueError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc.msg} at character {exc.pos}") from None
+
+
+def split_list(value: Any) -> Any:
+    """A JSON list, or a comma-separated one as typed in a shell (an empty value: no items)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return _json(text)
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def split_mapping(value: Any) -> Any:
+    """A JSON object, or ``task=name[:version]`` pairs separated by commas."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("{"):
+        return _json(text)
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    bad = [k for k, sep, v in pairs if not sep or not k.strip() or not v.strip()]
+    if bad:
+        raise ValueError(f"{bad[0].strip()!r} is not task=name")
+    return {k.strip(): v.strip() for k, _, v in pairs}
 
 
 class Settings(BaseSettings):
@@ -18,16 +69,16 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         DEFAULT_MODELS_DIR, description="root of models/<task>/<name>/<version>/"
     )
-    default_models: dict[str, str] = Field(
+    default_models: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict,
         description='task -> "name" or "name:version" used when a request names no model '
-        '(JSON, e.g. {"sentiment": "sst2-bilstm:1"}); else models/defaults.json; else the first '
-        "name, newest version",
+        "(sentiment=sst2-bilstm:1,forecast=m4-hourly-gru:1 or JSON); else models/defaults.json; "
+        "else the first name, newest version",
     )
-    providers: list[str] = Field(
+    providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
-        description="onnxruntime execution providers in preference order; CUDA falls back to CPU "
-        "with a warning when unavailable",
+        description="onnxruntime execution providers in preference order, comma-separated (or a "
+        "JSON list); CUDA falls back to CPU with a warning when unavailable",
     )
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per session")
     max_batch_size: int = Field(
@@ -66,11 +117,12 @@ class Settings(BaseSettings):
         description="largest request body, in bytes; larger bodies get 413 before they are read "
         "whole (all 414 M4 series in one /forecast body are ~3 MB)",
     )
-    api_keys: list[SecretStr] = Field(
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description='JSON list of API keys (e.g. ["k1","k2"]); when set, inference and model '
-        "endpoints need 'Authorization: Bearer <key>' or 'X-API-Key: <key>' (401 otherwise); "
-        "health, readiness and metrics stay open. Unset: open, with a warning at start-up",
+        description='API keys, comma-separated (k1,k2) or a JSON list (["k1","k2"]); when set, '
+        "inference and model endpoints need 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
+        "(401 otherwise); health, readiness and metrics stay open. Unset: open, with a warning "
+        "at start-up",
     )
     max_texts: int = Field(64, ge=1, description="most texts in one /sentiment request")
     max_text_chars: int = Field(
@@ -96,10 +148,10 @@ class Settings(BaseSettings):
         description="refuse to start when any model folder fails to load; by default the healthy "
         "models are served and /readyz and /v1/models name the broken one and why",
     )
-    admin_keys: list[SecretStr] = Field(
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="JSON list of keys for POST /admin/reload (401 without a key, 403 with a "
-        "non-admin one); unset: the admin endpoint answers 404",
+        description="keys for POST /admin/reload, comma-separated or a JSON list (401 without "
+        "a key, 403 with a non-admin one); unset: the admin endpoint answers 404",
     )
     reload_grace_seconds: float = Field(
         30.0,
@@ -128,30 +180,105 @@ class Settings(BaseSettings):
         "unset, a random key is made at start-up and tokens do not survive a restart",
     )
 
-    state_previous_secrets: list[SecretStr] = Field(
+    state_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="JSON list of earlier state secrets: tokens they signed still verify (key "
-        "rotation); new tokens are always signed with SEQSERVE_STATE_SECRET",
+        description="earlier state secrets, comma-separated or a JSON list: tokens they signed "
+        "still verify (key rotation); new tokens are always signed with SEQSERVE_STATE_SECRET",
     )
+
+    @field_validator("providers", "api_keys", "admin_keys", "state_previous_secrets", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("default_models", mode="before")
+    @classmethod
+    def _split_mapping(cls, value: Any) -> Any:
+        return split_mapping(value)
 
     @field_validator("providers")
     @classmethod
     def _known_providers(cls, value: list[str]) -> list[str]:
         unknown = [p for p in value if p not in KNOWN_PROVIDERS]
         if unknown or not value:
-            raise ValueError(
-                f"providers must be a non-empty subset of {sorted(KNOWN_PROVIDERS)}, got {value}"
-            )
+            raise ValueError(f"unknown: {', '.join(unknown)}" if unknown else "empty")
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise PydanticCustomError("choice", "not a log level")  # the message says which are
+        return value.lower()
 
     @field_validator("models_dir")
     @classmethod
     def _models_dir_exists(cls, value: Path) -> Path:
         if not value.is_dir():
-            raise ValueError(f"models_dir {value} is not a directory")
+            where = "" if value.is_absolute() else f" (from {Path.cwd()})"
+            raise ValueError(f"no folder {value}{where}")
         return value
+
+
+# What each kind of setting expects, in the words of the one-line error.
+EXPECTS = {
+    "models_dir": "an existing models folder (models/<task>/<name>/<version>/)",
+    "default_models": "task=name[:version] pairs, e.g. sentiment=sst2-bilstm:1,forecast="
+    'm4-hourly-gru:1, or a JSON object such as {"sentiment": "sst2-bilstm:1"}',
+    "providers": f"a comma-separated list of {', '.join(sorted(KNOWN_PROVIDERS))} "
+    '(or a JSON list such as ["CPUExecutionProvider"])',
+    "log_level": "one of " + ", ".join(LOG_LEVELS),
+    "log_format": "json or text",
+}
+SECRET_LIST = 'a comma-separated list such as key1,key2 (or a JSON list such as ["key1","key2"])'
+
+
+def expects(name: str) -> str:
+    """What a setting accepts, from its type and bounds (``EXPECTS`` for the special ones)."""
+    if name in EXPECTS:
+        return EXPECTS[name]
+    field = Settings.model_fields[name]
+    kind = {int: "a whole number", float: "a number", bool: "true or false"}.get(
+        field.annotation,  # type: ignore[arg-type]
+        SECRET_LIST if "list" in str(field.annotation) else "a string",
+    )
+    floor = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+    return f"{kind} >= {floor}" if floor is not None else kind
+
+
+def _shown(name: str, value: Any) -> str:
+    """The value as the user gave it, shortened; never a secret."""
+    if name in ("api_keys", "admin_keys", "state_secret", "state_previous_secrets"):
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    return "=" + repr(text if len(text) <= 200 else text[:197] + "...")
+
+
+def describe(exc: ValidationError, overrides: dict[str, Any]) -> str:
+    """One line for every bad setting: the variable (or flag), its value and what it expects."""
+    parts: dict[str, str] = {}
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else ""
+        if name not in Settings.model_fields or name in parts:
+            continue
+        source = f"--{name.replace('_', '-')}" if name in overrides else ENV_PREFIX + name.upper()
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        detail = f" ({reason})" if err["type"] == "value_error" else ""
+        parts[name] = f"{source}{_shown(name, err.get('input'))} is invalid{detail}: expected "
+        parts[name] += expects(name)
+    return "; ".join(parts.values()) or str(exc).splitlines()[0]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (and ``.env``), with ``overrides`` from command-line flags."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsInvalid(describe(exc, overrides)) from None
+    except SettingsError as exc:  # a source could not be read at all
+        raise SettingsInvalid(str(exc).splitlines()[0]) from None
 
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

@@ -1,6 +1,7 @@
 """A small, typed Python client for a seqserve server (sentiment, next word, forecast).
 
-Only ``httpx`` is needed, plus ``pandas`` for :meth:`SeqServeClient.forecast`::
+Needs ``httpx``, plus ``pandas`` for :meth:`SeqServeClient.forecast`; the ``client`` extra
+installs both: ``pip install -e '.[client]'`` (or ``pip install httpx pandas``)::
 
     from client import SeqServeClient
 
@@ -28,7 +29,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
+try:
+    import httpx
+except ImportError:  # say how to get it, not just what is missing
+    raise ImportError("examples/client.py needs httpx: pip install -e '.[client]'") from None
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -182,3 +182,33 @@ def test_predict_anomaly_from_csv(
     assert main([*argv, "--only-anomalies"]) == 0
     flagged = capsys.readouterr().out.splitlines()
     assert flagged[0].startswith("index,") and all(x.endswith(",1") for x in flagged[1:])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["models", "list"], ["models", "show", "sst2-imdb-bilstm"], ["predict", "sentiment", "ok"]],
+)
+def test_bad_setting_is_one_line_and_exit_2(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.settings import get_settings
+
+    monkeypatch.setenv("SEQSERVE_MAX_BATCH_SIZE", "abc")
+    get_settings.cache_clear()
+    try:
+        assert main(argv) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert (
+        err == "seqserve: SEQSERVE_MAX_BATCH_SIZE='abc' is invalid: expected a whole number >= 1\n"
+    )
+
+
+def test_missing_models_dir_flag_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", "list", "--models-dir", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("seqserve: --models-dir=") and err.count("\n") == 1
+    assert f"no folder {tmp_path / 'nope'}" in err

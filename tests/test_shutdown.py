@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from contract.store import publish_folder
 from tests.conftest import MODELS, REPO
 
 
@@ -125,7 +126,7 @@ def test_sighup_reloads_the_models_folder(tmp_path: Path, tiny_sentiment_models:
                 break
             except OSError:
                 time.sleep(0.05)
-        shutil.copytree(models / "sentiment/toy/1", models / "sentiment/toy/2")
+        publish_folder(models / "sentiment/toy/1", models / "sentiment/toy/2", "sentiment")
         proc.send_signal(signal.SIGHUP)
         for _ in range(200):
             if ready()["models"] == ["sentiment/toy:1", "sentiment/toy:2"]:

@@ -24,6 +24,7 @@ import orjson
 
 from app import metrics
 from app.api.errors import error_payload
+from app.api.routes.docs import ASSET_PATHS as DOCS_ASSET_PATHS
 from app.errors import Overloaded
 from app.observability import CURRENT, RequestInfo, request_id_from
 
@@ -53,6 +54,7 @@ OPEN_PATHS = {
     "/openapi.json",
     "/v2/health/live",
     "/v2/health/ready",
+    *DOCS_ASSET_PATHS,
 }
 
 
