@@ -366,6 +366,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from app import bench
 
+    if not args.url:
+        _settings(args)  # a bad SEQSERVE_* setting is one line here, not the server's traceback
     results = []
     with nullcontext(args.url) if args.url else bench.local_server(args.workers) as url:
         for endpoint in args.endpoint:
