@@ -47,7 +47,11 @@ def _load() -> None:
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
             state["sentiment"] = (tok, EnsembleClassifier(members).eval(), card)
     found = _card("next-word")
-    trained_from = found[1]["training"].get("checkpoint", "runs/lm/best.pt") if found else ""
+    trained_from = (
+        found[1]["training"].get("checkpoint", "runs/next-word/wikitext2-lstm/best.pt")
+        if found
+        else ""
+    )
     ckpt = Path(os.environ.get("BASELINE_LM_CKPT", trained_from))
     if found and ckpt.is_file():
         from training.lm.evaluate import load_checkpoint

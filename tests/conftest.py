@@ -60,7 +60,7 @@ def tiny_sentiment_models(
             str(dev),
             "--run-dir",
             str(run),
-            "--export-dir",
+            "--out",
             str(root / "sentiment" / "toy" / "1"),
             "--name",
             "toy",
@@ -143,7 +143,6 @@ def tiny_forecast_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         w.writerow([f"V{i + 1}" for i in range(width)])
         for r in rows:
             w.writerow(r + [""] * (width - len(r)))
-    models = root / "models"
     assert (
         main(
             [
@@ -158,15 +157,15 @@ def tiny_forecast_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 "24",
                 "--holdout",
                 "24",
-                "--out",
-                str(models / "forecast" / "tiny-fc" / "1"),
+                "--name",
+                "tiny-fc",  # a dry run publishes tiny-fc:1 under the run folder's models/
                 "--run-dir",
                 str(root / "run"),
             ]
         )
         == 0
     )
-    return models
+    return root / "run" / "models"
 
 
 @pytest.fixture(scope="session")
@@ -186,27 +185,20 @@ def tiny_anomaly_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for k in range(6):
             v = 50 + 10 * np.sin(np.arange(400) * 2 * np.pi / 24 + k) + rng.normal(0, 1, 400)
             w.writerow([f"H{k}"] + [f"{x:.3f}" for x in v])
-    models = root / "models"
     rc = main(
         [
             "anomaly",
             "train",
-            "--m4",
+            "--data",
             str(root / "m4.csv"),
-            "--etth1",
-            "",
-            "--dry-run",
+            "--dry-run",  # publishes tiny-an:1 under the run folder's models/
             "--name",
             "tiny-an",
-            "--out",
-            str(models / "anomaly" / "tiny-an" / "1"),
             "--run-dir",
             str(root / "run"),
-            "--nab-dir",
-            str(root / "no-nab"),
             "--scoring",
             '{"warmup": 60, "long": 200, "min_history": 20}',
         ]
     )
     assert rc == 0
-    return models
+    return root / "run" / "models"

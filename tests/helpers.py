@@ -18,9 +18,11 @@ def train_and_export_lm(
     train_args: Sequence[str] = TINY_LM,
     export_args: Sequence[str] = ("--quantize", "no"),
 ) -> None:
-    """Dry-run ``lm train`` on the given files, then ``lm export`` its best checkpoint."""
-    common = ["--train-file", str(train), "--valid-file", str(valid), "--threads", "1"]
-    assert main(["lm", "train", *common, "--dry-run", "--out-dir", str(run_dir), *train_args]) == 0
+    """Dry-run ``lm train`` on the given files, then ``lm export`` its best checkpoint to
+    ``model_dir`` (``<models_dir>/next-word/<name>/<version>``, which must not exist yet)."""
+    common = ["--train", str(train), "--dev", str(valid), "--threads", "1"]
+    train = ["lm", "train", *common, "--dry-run", "--no-export", "--run-dir", str(run_dir)]
+    assert main([*train, *train_args]) == 0
     checkpoint = str(run_dir / "best.pt")
-    export = ["lm", "export", *common, "--checkpoint", checkpoint, "--model-dir", str(model_dir)]
+    export = ["lm", "export", *common, "--checkpoint", checkpoint, "--out", str(model_dir)]
     assert main([*export, *export_args]) == 0

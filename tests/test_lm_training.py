@@ -47,6 +47,10 @@ def vocab(corpus: dict[str, Path]) -> list[str]:
     return build_vocab(read_tokens(corpus["train"]))
 
 
+def _names(tensors: list[dict[str, object]]) -> list[object]:
+    return [t["name"] for t in tensors]
+
+
 def _split(tok, text: str) -> str:  # type: ignore[no-untyped-def]
     return " ".join(tok.encode(text).tokens)
 
@@ -118,8 +122,9 @@ def test_resume_continues_weights_history_and_best(
 ) -> None:
     first = torch.load(exported["run"] / "best.pt", weights_only=True)
     out = tmp_path / "resumed"
-    common = ["--train-file", str(corpus["train"]), "--valid-file", str(corpus["valid"])]
-    args = ["lm", "train", *common, "--threads", "1", "--dry-run", "--out-dir", str(out)]
+    common = ["--train", str(corpus["train"]), "--dev", str(corpus["valid"])]
+    args = ["lm", "train", *common, "--threads", "1", "--dry-run", "--no-export"]
+    args += ["--run-dir", str(out)]
     # architecture flags are ignored: the checkpoint's own configuration is used
     assert (
         main(
@@ -149,13 +154,14 @@ def test_resume_refuses_another_vocabulary(
 ) -> None:
     other = tmp_path / "other.txt"
     other.write_text("completely different words here\n" * 50, encoding="utf-8")
-    args = ["lm", "train", "--train-file", str(other), "--valid-file", str(corpus["valid"])]
+    args = ["lm", "train", "--train", str(other), "--dev", str(corpus["valid"])]
     with pytest.raises(ValueError, match="another vocabulary"):
         main(
             [
                 *args,
                 "--dry-run",
-                "--out-dir",
+                "--no-export",
+                "--run-dir",
                 str(tmp_path / "x"),
                 "--resume",
                 str(exported["run"] / "best.pt"),
@@ -199,7 +205,7 @@ def test_dry_run_writes_run_artifacts(
                 "evaluate",
                 "--checkpoint",
                 str(run / "best.pt"),
-                "--valid-file",
+                "--dev",
                 str(corpus["valid"]),
                 "--threads",
                 "1",
@@ -230,9 +236,28 @@ def test_export_card(exported: dict[str, Path], corpus: dict[str, Path]) -> None
     weights = card["weights"]
     assert weights["file"] == "weights.bin" and weights["bytes_saved"] > 0
     assert weights["tensors_referenced"] > weights["tensors_stored"] > 0
-    assert card["onnx"]["inputs"] == ["input_ids", "h0", "c0"]
-    assert card["onnx"]["outputs"] == ["log_probs", "hn", "cn"]
-    assert card["score_onnx"]["inputs"] == ["input_ids", "target_ids", "h0", "c0"]
+    # card schema 2: every graph input/output is {name, dtype, shape}, read from the graph
+    assert card["schema_version"] == 2
+    assert _names(card["onnx"]["inputs"]) == ["input_ids", "h0", "c0"]
+    assert _names(card["onnx"]["outputs"]) == ["log_probs", "hn", "cn"]
+    assert _names(card["score_onnx"]["inputs"]) == ["input_ids", "target_ids", "h0", "c0"]
+    vocab_size = card["vocab_size"]
+    assert card["onnx"]["inputs"][0] == {
+        "name": "input_ids",
+        "dtype": "int64",
+        "shape": ["batch", "seq"],
+    }
+    assert card["onnx"]["inputs"][1] == {
+        "name": "h0",
+        "dtype": "float32",
+        "shape": [2, "batch", 24],
+    }
+    assert card["onnx"]["outputs"][0]["shape"] == ["batch", vocab_size]
+    assert card["score_onnx"]["outputs"][0] == {
+        "name": "token_log_probs",
+        "dtype": "float32",
+        "shape": ["batch", "seq"],
+    }
     assert card["onnx"]["opset"] >= 17 and card["score_onnx"]["sha256"]
     assert card["state"]["shape"] == [2, "batch", 24]
     vocab = json.loads((folder / "tokenizer.json").read_text())["model"]["vocab"]
@@ -253,7 +278,12 @@ def test_export_card(exported: dict[str, Path], corpus: dict[str, Path]) -> None
     assert 0 <= metrics["valid_top1"] <= metrics["valid_top5"] <= 1
     assert card["tokenizer"]["round_trip"]["valid"]["mismatched_lines"] == 0
     assert card["tokenizer"]["round_trip"]["train"]["lines"] == 6 * 12
-    assert card["datasets"]["train"]["sha256"]
+    train, valid = card["datasets"]  # a list of files, each with its role
+    assert (train["role"], valid["role"]) == ("train", "valid") and train["sha256"]
+    assert card["training"]["export_config"]["quantize"] == "auto"
+    assert (
+        card["training"]["train_config"]["eval_interval"] == 1500
+    )  # one default, in the dataclass
     assert card["folder_bytes"] == sum(p.stat().st_size for p in folder.iterdir())
 
 
@@ -350,14 +380,14 @@ def test_gru_dry_run_exports_single_state(corpus: dict[str, Path], tmp_path: Pat
         corpus["train"],
         corpus["valid"],
         tmp_path / "run",
-        tmp_path / "model",
+        tmp_path / "next-word" / "gru-lm" / "1",
         train_args=gru,
         export_args=("--quantize", "no", "--topk-positions", "50"),
     )
-    card = json.loads((tmp_path / "model" / "card.json").read_text())
+    card = json.loads((tmp_path / "next-word" / "gru-lm" / "1" / "card.json").read_text())
     assert card["cell"] == "gru"
-    assert card["onnx"]["inputs"] == ["input_ids", "h0"]
-    assert card["score_onnx"]["outputs"] == ["token_log_probs", "hn"]
+    assert _names(card["onnx"]["inputs"]) == ["input_ids", "h0"]
+    assert _names(card["score_onnx"]["outputs"]) == ["token_log_probs", "hn"]
     assert card["metrics"]["parity"]["passed"]
 
 

@@ -55,7 +55,7 @@ def _run_section(
     requests: list[tuple[str, dict[str, Any]]] = []
     for cmd in section_commands(name):
         if cmd[0] == "seqserve-train":
-            assert train_main(_relocate(cmd[1:], tmp)) == 0, cmd
+            assert train_main(_relocate(cmd[1:])) == 0, cmd  # cwd is tmp: runs/, models/
             outputs.append(capsys.readouterr().out)
         elif cmd[:2] == ["seqserve", "models"]:
             monkeypatch.setenv("SEQSERVE_MODELS_DIR", str(tmp / "models"))
@@ -122,17 +122,20 @@ def test_readme_language_model_commands(
     monkeypatch: pytest.MonkeyPatch,
     client_for: Any,
 ) -> None:
+    # the section's paths are relative to the current folder (runs/, models/): run it in tmp
+    monkeypatch.chdir(tmp_path)
     outputs, requests = _run_section("lm", tmp_path, capsys, monkeypatch)
-    train_out, export_out, listed = outputs
-    assert "text format: plain (detected" in train_out
-    assert "Next, export it for serving:" in train_out and "seqserve-train lm export" in train_out
+    export_out, listed = outputs  # lm train publishes the model it trained
+    assert "text format: plain (detected" in export_out
     models = tmp_path / "models"
     _assert_try_it(export_out, models, "lighthouse:1", "/next-word")
+    assert "Published lighthouse:1 to " in export_out
     assert "curl -s localhost:8000/next-word/score " in export_out
     assert [(m["task"], m["name"]) for m in json.loads(listed)] == [("next-word", "lighthouse")]
 
     card = json.loads((models / "next-word/lighthouse/1/card.json").read_text())
-    train, valid = card["datasets"]["train"], card["datasets"]["valid"]
+    train, valid = card["datasets"]  # card schema 2: a list, each file with its role
+    assert (train["role"], valid["role"]) == ("train", "valid")
     assert train["file"] == "lighthouse_train.txt" and valid["file"] == "lighthouse_valid.txt"
     assert train["sha256"] == _sha256(EXAMPLES / "lighthouse_train.txt")
     assert valid["sha256"] == _sha256(EXAMPLES / "lighthouse_valid.txt")
@@ -202,6 +205,7 @@ def test_readme_forecast_commands(
     monkeypatch: pytest.MonkeyPatch,
     client_for: Any,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the section publishes under ./models (the next free version)
     outputs, requests = _run_section("forecast", tmp_path, capsys, monkeypatch)
     train_out, listed = outputs
     models = tmp_path / "models"

@@ -51,8 +51,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             or not action.option_strings
         ):
             return text
-        if "(default:" in text:  # the help already says what an unset value means
-            return text
         if action.nargs == 0:  # on/off switches: their default is "off"
             return text
         if action.required:

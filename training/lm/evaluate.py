@@ -1,6 +1,6 @@
 """Validation metrics of a checkpoint (PyTorch) and of exported graphs (onnxruntime).
 
-    python -m training.cli lm evaluate --checkpoint runs/lm/best.pt
+    seqserve-train lm evaluate --checkpoint runs/next-word/wikitext2-lstm/best.pt
 
 Perplexity uses ``eval_batch_size`` parallel streams with the state carried across chunks, the
 usual WikiText-2 protocol; the ONNX functions follow the same protocol on the shipped graphs.
@@ -9,12 +9,14 @@ usual WikiText-2 protocol; the ONNX functions follow the same protocol on the sh
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from training.common.config_cli import option
 from training.lm.data import batchify, encode, read_tokens
 from training.lm.model import LMConfig, RNNModel, State
 
@@ -59,16 +61,28 @@ def torch_metrics(model: RNNModel, data: torch.Tensor, chunk: int = 70) -> dict[
     }
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path, valid_file: str | Path, threads: int = 2, max_lines: int | None = None
-) -> dict[str, Any]:
-    torch.set_num_threads(threads)
-    model, ckpt = load_checkpoint(checkpoint)
-    data = batchify(
-        encode(read_tokens(valid_file, max_lines, text_format_of(ckpt)), ckpt["vocab"]),
-        ckpt["train_config"]["eval_batch_size"],
+@dataclass
+class EvalConfig:
+    """``lm evaluate``'s settings (each field is a flag)."""
+
+    valid_file: str | None = option(
+        None,
+        "validation text (default: the file the checkpoint was validated on)",
+        flag="--dev",
     )
-    return {"epoch": ckpt["epoch"], **torch_metrics(model, data)}
+    max_valid_lines: int | None = option(
+        None, "only use the first N validation lines (default: all)", flag="--max-dev-lines"
+    )
+    threads: int = option(2, "torch intra-op threads")
+
+
+def evaluate_checkpoint(checkpoint: str | Path, cfg: EvalConfig) -> dict[str, Any]:
+    torch.set_num_threads(cfg.threads)
+    model, ckpt = load_checkpoint(checkpoint)
+    valid_file = cfg.valid_file or ckpt["train_config"]["valid_file"]
+    tokens = read_tokens(valid_file, cfg.max_valid_lines, text_format_of(ckpt))
+    data = batchify(encode(tokens, ckpt["vocab"]), ckpt["train_config"]["eval_batch_size"])
+    return {"epoch": ckpt["epoch"], "valid_file": str(valid_file), **torch_metrics(model, data)}
 
 
 def _zero_state(

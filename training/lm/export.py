@@ -1,7 +1,7 @@
 """Export a trained checkpoint to the next-word model folder and verify it.
 
-    python -m training.cli lm export --checkpoint runs/lm/best.pt \
-        --model-dir models/next-word/wikitext2-lstm/2
+    seqserve-train lm export --checkpoint runs/next-word/wikitext2-lstm/best.pt
+    # ^ publishes the next free version of the checkpoint's name (wikitext2-lstm:3, ...)
 
 Writes two graphs (legacy exporter, dynamic batch and sequence axes) so serving never builds
 [seq, vocab] distributions it does not need:
@@ -22,10 +22,12 @@ validation perplexities go into the card.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ import torch
 from torch import nn
 
 from training.common.artifacts import dataset_record, sha256_file, write_card
+from training.common.config_cli import option
 from training.common.curves import plot_curves
 from training.common.onnx_shared_weights import share_initializers
 from training.common.onnx_utils import max_abs_diff, opset_of, ort_session, quantize_int8
@@ -55,6 +58,7 @@ MAX_FOLDER_BYTES = 40 * 1000 * 1000  # size cap of a shipped model folder
 PARITY_TOLERANCE = 1e-4  # max abs diff on log-probs, ONNX fp32 vs PyTorch
 INT8_MAX_PPL_INCREASE = 0.02  # int8 perplexity may be at most 2 % above fp32
 TOPK_STREAMS = 50
+Dims = tuple[int, int, list[str], list[str], int]  # layers, hidden, state in/out, threads
 PARITY_SHAPES = [(1, 1), (1, 23), (3, 9), (8, 40)]  # (batch, seq)
 TOKENIZER_EXAMPLES = [
     "Happy birthday, my friend!",
@@ -131,13 +135,42 @@ def export_graphs(model: RNNModel, folder: Path, opset: int) -> dict[str, dict[s
             dynamic_axes=axes,
             do_constant_folding=True,
         )
-        specs[file] = {
-            "file": file,
-            "inputs": [*id_inputs, *s_in],
-            "outputs": [main_out, *s_out],
-            "opset": opset_of(folder / file),
-        }
+        specs[file] = {"file": file, **tensor_specs(folder / file, tensor_shapes(model))}
     return specs
+
+
+def tensor_shapes(model: RNNModel) -> dict[str, list[int | str]]:
+    """Every graph tensor's shape: ``batch`` and ``seq`` are the dynamic axes, the rest fixed
+    (the tracer names some fixed dimensions after ops, so the card takes them from here)."""
+    cfg = model.config
+    s_in, s_out = state_names(model)
+    state: list[int | str] = [cfg.layers, "batch", cfg.hidden_size]
+    return {
+        "input_ids": ["batch", "seq"],
+        "target_ids": ["batch", "seq"],
+        "log_probs": ["batch", cfg.vocab_size],
+        "token_log_probs": ["batch", "seq"],
+        **dict.fromkeys(s_in + s_out, state),
+    }
+
+
+def tensor_specs(path: Path, shapes: dict[str, list[int | str]]) -> dict[str, Any]:
+    """The graph's inputs and outputs as the card lists them (``{name, dtype, shape}``; names
+    and dtypes read from the ONNX file itself) and its opset."""
+    import onnx
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def spec(value: Any) -> dict[str, Any]:
+        dtype = tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        return {"name": value.name, "dtype": str(dtype), "shape": shapes[value.name]}
+
+    return {
+        "inputs": [spec(v) for v in graph.input],
+        "outputs": [spec(v) for v in graph.output],
+        "opset": opset_of(path),
+    }
 
 
 def _torch_run(
@@ -348,169 +381,380 @@ def try_it_requests(train_file: Path) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def export_model(
-    checkpoint: Path,
-    model_dir: Path,
-    train_file: Path,
-    valid_file: Path,
-    opset: int = 17,
-    quantize: str = "auto",
-    threads: int = 2,
-    max_valid_lines: int | None = None,
-    history: Path | None = None,
-    topk_positions: int | None = None,
-    int8_method: str = "weight-only",
-) -> dict[str, Any]:
-    if int8_method not in ("weight-only", "dynamic"):
-        raise ValueError(f"int8 method {int8_method!r}: choose 'weight-only' or 'dynamic'")
-    torch.set_num_threads(threads)
-    model, ckpt = load_checkpoint(checkpoint)
-    cfg = model.config
-    vocab: list[str] = ckpt["vocab"]
-    s_in, s_out = state_names(model)
-    model_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class ExportConfig:
+    """What ``lm export`` measures and ships; saved in the card (``training.export_config``).
+    Each field with help is a flag, so its default is written only here."""
 
-    text_format = text_format_of(ckpt)
+    train_file: str | None = option(
+        None,
+        "training text, for the tokenizer check and the card (default: the file the checkpoint "
+        "was trained on)",
+        flag="--train",
+    )
+    valid_file: str | None = option(
+        None,
+        "validation text (default: the file the checkpoint was validated on)",
+        flag="--dev",
+    )
+    max_valid_lines: int | None = option(
+        None,
+        "only use the first N validation lines (default: as many as the checkpoint's run used)",
+        flag="--max-dev-lines",
+    )
+    history: str | None = option(
+        None, "history.json for curves.png (default: the one next to the checkpoint)"
+    )
+    topk_positions: int = option(
+        20000,
+        "top-1/top-5 accuracy on N validation positions spread over 50 streams (model.onnx one "
+        "token at a time is slow; 0 = all)",
+    )
+    quantize: str = option(
+        "auto",
+        "int8-quantize the shipped graphs: auto = when fp32 exceeds the size cap",
+        choices=["auto", "yes", "no"],
+    )
+    int8_method: str = option(
+        "weight-only",
+        "int8 graphs to ship: weight-only (fp32 arithmetic, split-state exact) or onnxruntime "
+        "dynamic quantization; the other is measured too",
+        choices=["weight-only", "dynamic"],
+    )
+    opset: int = option(17, "ONNX opset (>= 17)")
+    threads: int = option(2, "torch / onnxruntime intra-op threads")
+
+
+@dataclass
+class Validation:
+    """The validation text as the export measures it: lines, tokens, ids and stream batches."""
+
+    lines: list[str]
+    tokens: list[str]
+    ids: torch.Tensor
+    data: np.ndarray  # [eval_batch_size streams, steps], the training run's protocol
+    topk_data: np.ndarray  # more streams: top-k is per position, fewer onnxruntime calls
+
+
+def checkpoint_name(ckpt: dict[str, Any]) -> str:
+    """The model name the run was for (older checkpoints: derived from their training file)."""
+    cfg = ckpt["train_config"]
+    return cfg.get("name") or default_name(cfg["train_file"], ckpt["model_config"]["cell"])
+
+
+def default_name(train_file: str | Path, cell: str) -> str:
+    """``wikitext2-lstm`` for WikiText-2's ``train.txt``, ``lighthouse-lstm`` for a user's
+    ``lighthouse_train.txt``: the data's name and the cell."""
+
+    def slug(text: str) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+    path = Path(train_file)
+    stem = re.sub(r"-?train(ing)?$", "", slug(path.stem)) or slug(path.parent.name) or "my-lm"
+    return f"{stem[:50]}-{cell}"
+
+
+def data_files(cfg: ExportConfig, ckpt: dict[str, Any]) -> tuple[Path, Path]:
+    """The given training / validation files, else the ones the checkpoint's run used."""
+    used = ckpt["train_config"]
+    train = Path(cfg.train_file or used["train_file"])
+    valid = Path(cfg.valid_file or used["valid_file"])
+    return train, valid
+
+
+def lines_used(ckpt: dict[str, Any], split: str, path: Path) -> int | None:
+    """How many lines of ``path`` the run read for ``split`` (None: all, or another file), so
+    a dry run's export checks its 300 + 60 lines, not all of WikiText-2."""
+    used = ckpt.get("data", {}).get(split)
+    if used and Path(used["file"]).resolve() == path.resolve():
+        return int(used["lines_used"])
+    return None
+
+
+def _validation(
+    path: Path, limit: int | None, vocab: list[str], text_format: str, streams: int
+) -> Validation:
+    lines = path.read_text(encoding="utf-8").splitlines()[:limit]
+    tokens = read_tokens(path, limit, text_format)
+    ids = encode(tokens, vocab)
+    return Validation(
+        lines=lines,
+        tokens=tokens,
+        ids=ids,
+        data=batchify(ids, streams).numpy(),
+        topk_data=batchify(ids, min(TOPK_STREAMS, max(1, ids.numel() // 2))).numpy(),
+    )
+
+
+def write_tokenizer(
+    folder: Path,
+    vocab: list[str],
+    text_format: str,
+    train_file: Path,
+    train_limit: int | None,
+    valid_lines: list[str],
+) -> dict[str, Any]:
+    """``tokenizer.json`` and the card's tokenizer section, with a round-trip check: serving
+    must cut the training text into exactly the tokens the model was trained on."""
     # plain text was cut by pretokenize (no protected words): serve exactly that
     tokenizer = build_tokenizer(vocab, protect=text_format == "wikitext")
-    tokenizer.save(str(model_dir / "tokenizer.json"))
-    valid_lines = open(valid_file, encoding="utf-8").read().splitlines()
-    if max_valid_lines is not None:
-        valid_lines = valid_lines[:max_valid_lines]
-    round_trip = {}
-    train_lines = Path(train_file).read_text(encoding="utf-8").splitlines()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    train_lines = train_file.read_text(encoding="utf-8").splitlines()[:train_limit]
     split_line = str.split if text_format == "wikitext" else pretokenize
+    round_trip = {}
     for split, lines in (("train", train_lines), ("valid", valid_lines)):
         checked, bad, examples = round_trip_mismatches(tokenizer, lines, vocab, split_line)
         round_trip[split] = {"lines": checked, "mismatched_lines": bad, "examples": examples}
-
     shown = TOKENIZER_EXAMPLES  # typed text, and the words the model reads
     if text_format == "plain":  # the user's own sentences say more than WikiText ones
         shown = [" ".join(line.split()[:15]) for line in valid_lines if line.strip()][:3]
-    valid_tokens = read_tokens(valid_file, max_valid_lines, text_format)
-    valid_ids = encode(valid_tokens, vocab)
-    data = batchify(valid_ids, ckpt["train_config"]["eval_batch_size"]).numpy()
-    # top-k is a per-position statistic: more streams = fewer, larger onnxruntime calls
-    topk_data = batchify(valid_ids, min(TOPK_STREAMS, max(1, valid_ids.numel() // 2))).numpy()
-    dims = (cfg.layers, cfg.hidden_size, s_in, s_out, threads)
+    return {
+        "file": "tokenizer.json",
+        "type": "tokenizers WordLevel",
+        "usage": "Tokenizer.from_file(path).encode(text).ids",
+        "examples": {t: " ".join(tokenizer.encode(t).tokens) for t in shown},
+        "round_trip": round_trip,
+    }
+
+
+def _measure_int8(
+    model: RNNModel,
+    dirs: dict[str, Path],
+    files: list[str],
+    val: Validation,
+    dims: Dims,
+    cfg: ExportConfig,
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
+    """Write both int8 variants, measure them (the chosen one fully, the other's perplexity),
+    and return the card's quantization details; adds the chosen one's metrics to ``metrics``."""
+    threads = cfg.threads
+    converted: dict[str, int] = {}
+    for file in files:
+        converted = quantize_weights_int8(dirs["fp32"] / file, dirs["weight-only"] / file)
+        quantize_int8(dirs["fp32"] / file, dirs["dynamic"] / file)
+    metrics[cfg.int8_method] = _graph_metrics(
+        dirs[cfg.int8_method], val.data, val.topk_data, *dims, cfg.topk_positions or None
+    )
+    fp32_ppl = metrics["fp32"]["valid_perplexity"]
+    quant: dict[str, Any] = {}
+    for method in ("weight-only", "dynamic"):
+        path = dirs[method]
+        ppl = (
+            metrics[method]["valid_perplexity"]
+            if method == cfg.int8_method
+            else onnx_perplexity(ort_session(path / "score.onnx", threads), val.data, *dims[:4])
+        )
+        quant[method] = {
+            "valid_perplexity": ppl,
+            "valid_perplexity_increase": ppl / fp32_ppl - 1,
+            "within_2_percent": ppl / fp32_ppl - 1 <= INT8_MAX_PPL_INCREASE,
+            "bytes": sum((path / f).stat().st_size for f in files),
+            "max_abs_diff_vs_pytorch_fp32": check_parity(
+                model, path / "model.onnx", path / "score.onnx", threads
+            )["max_abs_diff"],
+            "op_types": quantized_op_types(path / "model.onnx"),
+        }
+    quant["weight-only"]["method"] = (
+        "int8 weights (symmetric, per output channel / per embedding row) dequantized "
+        "in the graph; fp32 arithmetic, so split-state runs equal whole runs"
+    )
+    quant["weight-only"]["converted"] = converted
+    ops = quant["dynamic"]["op_types"]
+    quant["dynamic"]["method"] = (
+        "onnxruntime quantize_dynamic (QInt8 weights, activations quantized per call)"
+    )
+    quant["dynamic"]["quantized"] = {
+        "embedding_gather": ops.get("DequantizeLinear", 0) > 0,
+        "lstm_nodes": ops.get("DynamicQuantizeLSTM", 0),
+        "matmul_integer_nodes": ops.get("MatMulInteger", 0),
+    }
+    quant["method"] = cfg.int8_method
+    return quant
+
+
+def ship_graphs(
+    model: RNNModel, folder: Path, val: Validation, cfg: ExportConfig
+) -> dict[str, Any]:
+    """Export, check and measure the graphs, then write the shipped precision into ``folder``
+    with their weights stored once (``weights.bin``). Returns the graph specs, parity, metrics
+    per precision and quantization details for the card."""
+    s_in, s_out = state_names(model)
+    dims: Dims = (model.config.layers, model.config.hidden_size, s_in, s_out, cfg.threads)
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        dirs = {name: tmp / name for name in ("fp32", "weight-only", "dynamic")}
+        dirs = {name: Path(tmp_name) / name for name in ("fp32", "weight-only", "dynamic")}
         for d in dirs.values():
             d.mkdir()
-        specs = export_graphs(model, dirs["fp32"], opset)
+        specs = export_graphs(model, dirs["fp32"], cfg.opset)
+        files = list(specs)
         parity = check_parity(
-            model, dirs["fp32"] / "model.onnx", dirs["fp32"] / "score.onnx", threads
+            model, dirs["fp32"] / "model.onnx", dirs["fp32"] / "score.onnx", cfg.threads
         )
         if not parity["passed"]:
             raise RuntimeError(f"ONNX parity failed: {json.dumps(parity['max_abs_diff'])}")
-        fp32_bytes = sum((dirs["fp32"] / f).stat().st_size for f in specs)
-        extra = (model_dir / "tokenizer.json").stat().st_size + 200_000  # card + curves
-        ship_int8 = quantize == "yes" or (
-            quantize == "auto" and fp32_bytes + extra > MAX_FOLDER_BYTES
+        fp32_bytes = sum((dirs["fp32"] / f).stat().st_size for f in files)
+        extra = (folder / "tokenizer.json").stat().st_size + 200_000  # card + curves
+        ship_int8 = cfg.quantize == "yes" or (
+            cfg.quantize == "auto" and fp32_bytes + extra > MAX_FOLDER_BYTES
         )
         metrics: dict[str, Any] = {
-            "fp32": _graph_metrics(dirs["fp32"], data, topk_data, *dims, topk_positions)
+            "fp32": _graph_metrics(
+                dirs["fp32"], val.data, val.topk_data, *dims, cfg.topk_positions or None
+            )
         }
         quant: dict[str, Any] = {"shipped": ship_int8, "fp32_bytes": fp32_bytes}
-        if quantize != "no":
-            converted: dict[str, int] = {}
-            for file in specs:
-                converted = quantize_weights_int8(dirs["fp32"] / file, dirs["weight-only"] / file)
-                quantize_int8(dirs["fp32"] / file, dirs["dynamic"] / file)
-            metrics[int8_method] = _graph_metrics(
-                dirs[int8_method], data, topk_data, *dims, topk_positions
-            )
-            fp32_ppl = metrics["fp32"]["valid_perplexity"]
-            for method in ("weight-only", "dynamic"):
-                path = dirs[method]
-                ppl = (
-                    metrics[method]["valid_perplexity"]
-                    if method == int8_method
-                    else onnx_perplexity(ort_session(path / "score.onnx", threads), data, *dims[:4])
-                )
-                ops = quantized_op_types(path / "model.onnx")
-                quant[method] = {
-                    "valid_perplexity": ppl,
-                    "valid_perplexity_increase": ppl / fp32_ppl - 1,
-                    "within_2_percent": ppl / fp32_ppl - 1 <= INT8_MAX_PPL_INCREASE,
-                    "bytes": sum((path / f).stat().st_size for f in specs),
-                    "max_abs_diff_vs_pytorch_fp32": check_parity(
-                        model, path / "model.onnx", path / "score.onnx", threads
-                    )["max_abs_diff"],
-                    "op_types": ops,
-                }
-            quant["weight-only"]["method"] = (
-                "int8 weights (symmetric, per output channel / per embedding row) dequantized "
-                "in the graph; fp32 arithmetic, so split-state runs equal whole runs"
-            )
-            quant["weight-only"]["converted"] = converted
-            quant["dynamic"]["method"] = (
-                "onnxruntime quantize_dynamic (QInt8 weights, activations quantized per call)"
-            )
-            quant["dynamic"]["quantized"] = {
-                "embedding_gather": quant["dynamic"]["op_types"].get("DequantizeLinear", 0) > 0,
-                "lstm_nodes": quant["dynamic"]["op_types"].get("DynamicQuantizeLSTM", 0),
-                "matmul_integer_nodes": quant["dynamic"]["op_types"].get("MatMulInteger", 0),
-            }
-            quant["method"] = int8_method
-        shipped_key = int8_method if ship_int8 else "fp32"
-        for file in specs:
-            shutil.copyfile(dirs[shipped_key] / file, model_dir / file)
-        # both graphs hold the same weights: store them once, then prove nothing changed
-        shared = share_initializers([model_dir / f for f in specs], WEIGHTS_FILE)
-        before = (  # the shipped graphs' own parity, measured above
-            parity["max_abs_diff"]
-            if shipped_key == "fp32"
-            else quant[shipped_key]["max_abs_diff_vs_pytorch_fp32"]
-        )
-        after = check_parity(model, model_dir / "model.onnx", model_dir / "score.onnx", threads)
-        if after["max_abs_diff"] != before:
-            raise RuntimeError("graphs with shared external weights differ from the originals")
-        shared["note"] = (
-            "model.onnx and score.onnx read their weights from this one file "
-            "(ONNX external data); keep it next to them"
-        )
+        if cfg.quantize != "no":
+            quant.update(_measure_int8(model, dirs, files, val, dims, cfg, metrics))
+        shipped_key = cfg.int8_method if ship_int8 else "fp32"
+        for file in files:
+            shutil.copyfile(dirs[shipped_key] / file, folder / file)
+    # both graphs hold the same weights: store them once, then prove nothing changed
+    shared = share_initializers([folder / f for f in files], WEIGHTS_FILE)
+    before = (  # the shipped graphs' own parity, measured above
+        parity["max_abs_diff"]
+        if shipped_key == "fp32"
+        else quant[shipped_key]["max_abs_diff_vs_pytorch_fp32"]
+    )
+    after = check_parity(model, folder / "model.onnx", folder / "score.onnx", cfg.threads)
+    if after["max_abs_diff"] != before:
+        raise RuntimeError("graphs with shared external weights differ from the originals")
+    shared["note"] = (
+        "model.onnx and score.onnx read their weights from this one file "
+        "(ONNX external data); keep it next to them"
+    )
+    return {
+        "specs": specs,
+        "parity": parity,
+        "metrics": metrics,
+        "quant": quant,
+        "shipped_key": shipped_key,
+        "weights": shared,
+    }
 
-    hist_path = history or checkpoint.with_name("history.json")
+
+def _datasets(
+    train_file: Path,
+    valid_file: Path,
+    ckpt: dict[str, Any],
+    val: Validation,
+    vocab: list[str],
+    text_format: str,
+) -> dict[str, dict[str, Any]]:
+    """The card's record of the training and validation files, keyed by role."""
+    valid = _dataset_record(valid_file, text_format)
+    valid["lines_used"] = len(val.lines)
+    valid["tokens"] = len(val.tokens)
+    valid["unknown_tokens"] = int((val.ids == vocab.index(UNK)).sum())
+    return {"train": _train_record(train_file, ckpt, text_format), "valid": valid}
+
+
+def _card_metrics(
+    shipped: dict[str, Any],
+    graphs: dict[str, Any],
+    cfg: ExportConfig,
+    val: Validation,
+    valid_file: Path,
+    hist: list[dict[str, Any]],
+) -> dict[str, Any]:
+    metrics = graphs["metrics"]
+    parity = graphs["parity"]
+    epoch_seconds = [h["train_seconds"] for h in hist]
+    return {
+        "valid_perplexity": shipped["valid_perplexity"],
+        "valid_perplexity_fp32": metrics["fp32"]["valid_perplexity"],
+        "valid_perplexity_int8": metrics.get(cfg.int8_method, {}).get("valid_perplexity"),
+        "valid_top1": shipped["valid_top1"],
+        "valid_top5": shipped["valid_top5"],
+        "evaluation": f"shipped ONNX graphs on {valid_file.name}: score.onnx for perplexity "
+        f"({val.data.shape[0]} streams, state carried), model.onnx fed one "
+        f"token at a time ({val.topk_data.shape[0]} streams) for top-k",
+        "by_precision": metrics,
+        # history rows may be fractions of an epoch (--eval-interval): normalise per epoch
+        "train_seconds_per_epoch": (
+            float(sum(epoch_seconds) / hist[-1]["epoch"]) if epoch_seconds else None
+        ),
+        "train_tokens_per_second": (
+            float(np.mean([h["tokens_per_second"] for h in hist])) if hist else None
+        ),
+        "parity": {k: parity[k] for k in ("max_abs_diff", "tolerance", "cases", "passed")},
+    }
+
+
+def _state_section(model: RNNModel) -> dict[str, Any]:
+    s_in, s_out = state_names(model)
+    cfg = model.config
+    return {
+        "inputs": s_in,
+        "outputs": s_out,
+        "shape": [cfg.layers, "batch", cfg.hidden_size],
+        "per_sequence_shape": [cfg.layers, cfg.hidden_size],
+        "layers": cfg.layers,
+        "hidden_size": cfg.hidden_size,
+        "dtype": "float32",
+        "initial": "zeros",
+    }
+
+
+def _finish_card(folder: Path) -> dict[str, Any]:
+    """write_card hashes only the main graph: add the score graph's hash and the folder size."""
+    full: dict[str, Any] = json.loads((folder / "card.json").read_text())
+    full["score_onnx"]["sha256"] = sha256_file(folder / "score.onnx")
+    full["score_onnx"]["bytes"] = (folder / "score.onnx").stat().st_size
+    full["folder_cap_bytes"] = MAX_FOLDER_BYTES
+    for _ in range(2):  # the second pass counts the card with its own size in it
+        full["folder_bytes"] = folder_bytes(folder)
+        (folder / "card.json").write_text(json.dumps(full, indent=2) + "\n")
+    if full["folder_bytes"] > MAX_FOLDER_BYTES:
+        print(f"WARNING: model folder is {full['folder_bytes']:,} bytes > cap {MAX_FOLDER_BYTES:,}")
+    return full
+
+
+def export_model(
+    checkpoint: Path, folder: Path, cfg: ExportConfig, name: str, version: str
+) -> dict[str, Any]:
+    """Write the next-word model folder for ``checkpoint`` into ``folder`` (the store's staging
+    folder: ``contract.store.publishing`` moves it into place) and return its card."""
+    torch.set_num_threads(cfg.threads)
+    model, ckpt = load_checkpoint(checkpoint)
+    vocab: list[str] = ckpt["vocab"]
+    train_file, valid_file = data_files(cfg, ckpt)
+    text_format = text_format_of(ckpt)
+    limit = cfg.max_valid_lines
+    if limit is None:
+        limit = lines_used(ckpt, "valid", valid_file)
+    eval_streams = ckpt["train_config"]["eval_batch_size"]
+    val = _validation(valid_file, limit, vocab, text_format, eval_streams)
+    train_limit = lines_used(ckpt, "train", train_file)
+    tokenizer = write_tokenizer(folder, vocab, text_format, train_file, train_limit, val.lines)
+    graphs = ship_graphs(model, folder, val, cfg)
+    shipped_key = graphs["shipped_key"]
+
+    hist_path = Path(cfg.history) if cfg.history else checkpoint.with_name("history.json")
     hist = json.loads(hist_path.read_text()) if hist_path.exists() else ckpt["history"]
     plot_curves(
         hist,
-        model_dir / "curves.png",
+        folder / "curves.png",
         [
             ("loss (nats/token)", ["train_loss", "valid_loss"]),
             ("perplexity", ["train_ppl", "valid_ppl"]),
         ],
-        title=f"word-level LM on {Path(train_file).name}",
+        title=f"word-level LM on {train_file.name}",
     )
-    shipped = metrics[shipped_key]
-    datasets = {
-        "train": _train_record(Path(train_file), ckpt, text_format),
-        "valid": _dataset_record(Path(valid_file), text_format),
-    }
-    datasets["valid"]["lines_used"] = len(valid_lines)
-    datasets["valid"]["tokens"] = len(valid_tokens)
-    datasets["valid"]["unknown_tokens"] = int((valid_ids == vocab.index(UNK)).sum())
-    epoch_seconds = [h["train_seconds"] for h in hist]
+    shipped = graphs["metrics"][shipped_key]
+    datasets = _datasets(train_file, valid_file, ckpt, val, vocab, text_format)
+    mcfg = model.config
     card: dict[str, Any] = {
         "task": "next-word",
-        # models/<task>/<name>/<version>/ is how the registry names a model
-        "name": model_dir.resolve().parent.name,
-        "version": model_dir.resolve().name,
-        "description": describe(cfg, datasets, shipped["valid_perplexity"]),
-        "cell": cfg.cell,
-        "layers": cfg.layers,
-        "emb_size": cfg.emb_size,
-        "hidden_size": cfg.hidden_size,
-        "vocab_size": cfg.vocab_size,
-        "precision": f"int8 ({int8_method})" if ship_int8 else "fp32",
-        "tokenizer": {
-            "file": "tokenizer.json",
-            "type": "tokenizers WordLevel",
-            "usage": "Tokenizer.from_file(path).encode(text).ids",
-            "examples": {t: " ".join(tokenizer.encode(t).tokens) for t in shown},
-            "round_trip": round_trip,
-        },
+        "name": name,
+        "version": version,
+        "description": describe(mcfg, datasets, shipped["valid_perplexity"]),
+        "cell": mcfg.cell,
+        "layers": mcfg.layers,
+        "emb_size": mcfg.emb_size,
+        "hidden_size": mcfg.hidden_size,
+        "vocab_size": mcfg.vocab_size,
+        "precision": f"int8 ({cfg.int8_method})" if shipped_key != "fp32" else "fp32",
+        "tokenizer": tokenizer,
         "special_tokens": {
             "unk": {"token": UNK, "id": vocab.index(UNK)},
             "eos": {"token": EOS, "id": vocab.index(EOS)},
@@ -521,62 +765,25 @@ def export_model(
             "note": "training text is a stream of lines each ended by <eos>; feed "
             "it first so a fresh prompt starts like a new line",
         },
-        "onnx": specs["model.onnx"],
-        "score_onnx": specs["score.onnx"],
-        "weights": shared,
-        "state": {
-            "inputs": s_in,
-            "outputs": s_out,
-            "shape": [cfg.layers, "batch", cfg.hidden_size],
-            "per_sequence_shape": [cfg.layers, cfg.hidden_size],
-            "layers": cfg.layers,
-            "hidden_size": cfg.hidden_size,
-            "dtype": "float32",
-            "initial": "zeros",
-        },
+        "onnx": graphs["specs"]["model.onnx"],
+        "score_onnx": graphs["specs"]["score.onnx"],
+        "weights": graphs["weights"],
+        "state": _state_section(model),
         "training": {
             "checkpoint": str(checkpoint),
-            "model_config": cfg.to_dict(),
+            "model_config": mcfg.to_dict(),
             "train_config": ckpt["train_config"],
+            "export_config": asdict(cfg),
             "best_epoch": ckpt["epoch"],
             "epochs_run": len(hist),
             "best_valid_perplexity_pytorch": float(np.exp(ckpt["valid_loss"])),
             "text_format": text_format,
             "history": hist,
         },
-        "datasets": datasets,
-        "metrics": {
-            "valid_perplexity": shipped["valid_perplexity"],
-            "valid_perplexity_fp32": metrics["fp32"]["valid_perplexity"],
-            "valid_perplexity_int8": metrics.get(int8_method, {}).get("valid_perplexity"),
-            "valid_top1": shipped["valid_top1"],
-            "valid_top5": shipped["valid_top5"],
-            "evaluation": f"shipped ONNX graphs on {Path(valid_file).name}: score.onnx for "
-            "perplexity "
-            f"({data.shape[0]} streams, state carried), model.onnx fed one "
-            f"token at a time ({topk_data.shape[0]} streams) for top-k",
-            "by_precision": metrics,
-            # history rows may be fractions of an epoch (--eval-interval): normalise per epoch
-            "train_seconds_per_epoch": (
-                float(sum(epoch_seconds) / hist[-1]["epoch"]) if epoch_seconds else None
-            ),
-            "train_tokens_per_second": (
-                float(np.mean([h["tokens_per_second"] for h in hist])) if hist else None
-            ),
-            "parity": {k: parity[k] for k in ("max_abs_diff", "tolerance", "cases", "passed")},
-        },
-        "quantization": quant,
+        "datasets": [{"role": role, **rec} for role, rec in datasets.items()],
+        "metrics": _card_metrics(shipped, graphs, cfg, val, valid_file, hist),
+        "quantization": graphs["quant"],
         "curves": "curves.png",
     }
-    write_card(model_dir, card)
-    # write_card hashes only the main graph: add the score graph's hash and the folder size
-    full = json.loads((model_dir / "card.json").read_text())
-    full["score_onnx"]["sha256"] = sha256_file(model_dir / "score.onnx")
-    full["score_onnx"]["bytes"] = (model_dir / "score.onnx").stat().st_size
-    full["folder_cap_bytes"] = MAX_FOLDER_BYTES
-    for _ in range(2):  # the second pass counts the card with its own size in it
-        full["folder_bytes"] = folder_bytes(model_dir)
-        (model_dir / "card.json").write_text(json.dumps(full, indent=2) + "\n")
-    if full["folder_bytes"] > MAX_FOLDER_BYTES:
-        print(f"WARNING: model folder is {full['folder_bytes']:,} bytes > cap {MAX_FOLDER_BYTES:,}")
-    return full
+    write_card(folder, card)
+    return _finish_card(folder)

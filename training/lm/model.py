@@ -6,12 +6,14 @@ and of the scoring graph (``target_log_probs``), so PyTorch and ONNX share one c
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from training.common.config_cli import option
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 State = tuple[torch.Tensor, ...]
@@ -19,18 +21,31 @@ State = tuple[torch.Tensor, ...]
 
 @dataclass
 class LMConfig:
-    """Architecture; saved in the checkpoint and the model card."""
+    """Architecture; saved in the checkpoint and the model card. Each field with help is a flag
+    of ``lm train`` (``training.common.config_cli``), so its default is written only here."""
 
-    vocab_size: int = 0
-    cell: str = "lstm"  # rnn | lstm | gru
-    emb_size: int = 400
-    hidden_size: int = 400
-    layers: int = 2
-    dropout: float = 0.4  # on embeddings, between layers and before the softmax
-    tie_weights: bool = False  # share embedding and output weights (full softmax only)
-    softmax: str = "adaptive"  # adaptive | full
-    cutoffs: list[int] = field(default_factory=lambda: [2000, 10000])  # adaptive clusters
-    div_value: float = 4.0  # each tail cluster's projection shrinks by this factor
+    vocab_size: int = 0  # set from the training text
+    cell: str = option("lstm", "recurrent cell type", choices=sorted(CELLS))
+    emb_size: int = option(400, "word embedding size")
+    hidden_size: int = option(400, "hidden units per layer")
+    layers: int = option(2, "number of recurrent layers")
+    dropout: float = option(0.4, "dropout on embeddings, between layers and before the softmax")
+    tie_weights: bool = option(
+        False,
+        "tie embedding and output weights (needs --softmax full, emb size == hidden size)",
+        flag="--tied",
+    )
+    softmax: str = option(
+        "adaptive",
+        "adaptive softmax (fast for a 33k vocabulary) or a full softmax",
+        choices=["adaptive", "full"],
+    )
+    cutoffs: list[int] = option(
+        [2000, 10000],
+        "adaptive softmax cluster boundaries (ids are frequency-sorted; scaled down to fit a "
+        "small vocabulary)",
+    )
+    div_value: float = option(4.0, "adaptive softmax: tail projection shrink factor per cluster")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,14 +1,15 @@
 """Train a word-level language model (truncated BPTT, plain SGD, anneal on plateau).
 
-    python -m training.cli lm train --out-dir runs/lm --max-minutes 100 --anneal-after-minutes 55
+    seqserve-train lm train --max-minutes 100 --anneal-after-minutes 55
     # ^ the shipped model's recipe on WikiText-2: ~100 min on 2 cores, validation perplexity 124.5
-    python -m training.cli lm train --dry-run --out-dir /tmp/lm  # seconds, for CI and tests
-    python -m training.cli lm train --train-file my_train.txt --valid-file my_valid.txt ...
+    seqserve-train lm train --dry-run  # seconds, for CI and tests
+    seqserve-train lm train --train my_train.txt --dev my_valid.txt
     # ^ a user's plain text: detected as such and cut into words by the served tokenizer's rules
 
-Every epoch writes ``history.json`` and ``curves.png``; whenever validation improves it also
-writes ``best.pt`` atomically, so ``lm export`` can run at any time from the best model so far.
-The checkpoint holds plain data only (config dicts, vocabulary, tensors): no pickled modules.
+Every epoch writes ``history.json`` and ``curves.png`` into the run folder; whenever validation
+improves it also writes ``best.pt`` atomically, so ``lm export`` can run at any time from the
+best model so far. The checkpoint holds plain data only (config dicts, vocabulary, tensors): no
+pickled modules.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from training.common.config_cli import option
 from training.common.curves import plot_curves
 from training.common.seed import seed_everything
 from training.lm.data import (
     DEFAULT_DATA_DIR,
+    TEXT_FORMATS,
     batchify,
     bptt_chunks,
     build_vocab,
@@ -39,32 +42,64 @@ from training.lm.data import (
 from training.lm.model import LMConfig, RNNModel, State, repackage
 
 DRY_RUN_LINES = (300, 60)  # train / valid lines used by --dry-run
+DRY_RUN_SIZE = 32  # --dry-run caps the embedding and hidden sizes at this
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation and data settings; saved next to the weights."""
+    """Optimisation and data settings; saved next to the weights. Each field with help is a flag
+    of ``lm train`` (``training.common.config_cli``), so its default is written only here; the
+    defaults are the shipped model's recipe (with ``--max-minutes 100
+    --anneal-after-minutes 55``)."""
 
-    train_file: str = str(DEFAULT_DATA_DIR / "train.txt")
-    valid_file: str = str(DEFAULT_DATA_DIR / "valid.txt")
-    batch_size: int = 20  # parallel token streams
-    eval_batch_size: int = 10
-    bptt: int = 35  # truncated back-propagation length
-    lr: float = 20.0  # plain SGD: beat Adam by far on this model
-    clip: float = 0.25  # gradient-norm clipping
-    epochs: int = 40
-    anneal_factor: float = 4.0  # lr /= factor on a validation plateau
-    anneal_threshold: float = 0.01  # plateau = validation loss improved by < this many nats
-    min_lr: float = 0.01  # stop once the learning rate falls below this
-    max_minutes: float = 0.0  # stop after this much training time (0 = no limit)
-    anneal_after_minutes: float = 0.0  # force one anneal after this long if none yet (0 = off)
-    eval_interval: int = 0  # validate (and maybe save/anneal) every N batches; 0 = per epoch
-    seed: int = 1111
-    threads: int = 2
-    dry_run: bool = False
-    max_lines: list[int | None] = field(default_factory=lambda: [None, None])
-    text_format: str = "auto"  # wikitext (already tokenized) | plain | auto (detected per run)
-    resume: str | None = None  # continue from this best.pt (its architecture, weights, history)
+    train_file: str = option(
+        str(DEFAULT_DATA_DIR / "train.txt"),
+        "training text, one line per paragraph (WikiText-2 or plain text)",
+        flag="--train",
+    )
+    valid_file: str = option(
+        str(DEFAULT_DATA_DIR / "valid.txt"), "validation text, same format", flag="--dev"
+    )
+    max_train_lines: int | None = option(None, "only use the first N training lines (default: all)")
+    max_valid_lines: int | None = option(
+        None, "only use the first N validation lines (default: all)", flag="--max-dev-lines"
+    )
+    text_format: str = option(
+        "auto",
+        "wikitext = already tokenized (split on spaces); plain = ordinary text, cut into words "
+        "by the served tokenizer's rules; auto = wikitext when splitting the plain way would "
+        "change almost no word",
+        choices=["auto", *TEXT_FORMATS],
+    )
+    batch_size: int = option(20, "parallel training streams")
+    eval_batch_size: int = option(10, "parallel validation streams")
+    bptt: int = option(35, "truncated back-propagation length in tokens")
+    lr: float = option(20.0, "initial SGD learning rate (plain SGD beat Adam by far here)")
+    clip: float = option(0.25, "gradient-norm clipping threshold")
+    epochs: int = option(40, "maximum number of epochs (--dry-run: 1)")
+    anneal_factor: float = option(4.0, "divide the learning rate by this on a validation plateau")
+    anneal_threshold: float = option(
+        0.01, "plateau = validation loss improved by less than this (nats)"
+    )
+    min_lr: float = option(0.01, "stop when the learning rate falls below this")
+    max_minutes: float = option(0.0, "stop after this many minutes of training (0 = no limit)")
+    anneal_after_minutes: float = option(
+        0.0, "force one anneal after this many minutes if none happened (0 = off)"
+    )
+    eval_interval: int = option(
+        1500,
+        "validate, save the best and maybe anneal every N batches (0 = once per epoch); "
+        "history then has fractional epochs",
+    )
+    seed: int = option(1111, "random seed")
+    threads: int = option(2, "torch intra-op threads")
+    resume: str | None = option(
+        None,
+        "continue from a best.pt (its architecture, weights and history; the architecture "
+        "flags are ignored), e.g. with a lower --lr",
+    )
+    dry_run: bool = False  # --dry-run (a run flag): one epoch on the first lines of each file
+    name: str = ""  # the model name the run is for: lm export publishes under it
 
 
 def evaluate_loss(model: RNNModel, data: torch.Tensor, bptt: int) -> float:
@@ -107,9 +142,12 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
     torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
 
-    max_train, max_valid = cfg.max_lines
-    if cfg.dry_run:
-        max_train, max_valid = DRY_RUN_LINES
+    if cfg.dry_run:  # the saved configuration says what really ran
+        cfg.max_train_lines, cfg.max_valid_lines = DRY_RUN_LINES
+        cfg.epochs = 1
+        model_cfg.emb_size = min(model_cfg.emb_size, DRY_RUN_SIZE)
+        model_cfg.hidden_size = min(model_cfg.hidden_size, DRY_RUN_SIZE)
+    max_train, max_valid = cfg.max_train_lines, cfg.max_valid_lines
     if cfg.text_format == "auto":
         cfg.text_format = detect_text_format(cfg.train_file)
         print(f"text format: {cfg.text_format} (detected; --text-format to override)", flush=True)
