@@ -69,7 +69,7 @@ def test_cuda_request_falls_back_to_cpu_with_a_warning(caplog: pytest.LogCapture
 def test_settings_fail_fast_on_bad_values(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="providers"):
         Settings(models_dir=tmp_path, providers=["TPUExecutionProvider"])
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(ValueError, match="no folder"):
         Settings(models_dir=tmp_path / "missing")
 
 
