@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -74,3 +76,21 @@ def test_without_torch_the_command_says_how_to_install_it() -> None:
         "seqserve-train needs PyTorch, which the serving install leaves out: "
         "pip install -e '.[train]'"
     ]
+
+
+def test_library_warnings_stay_out_of_the_terminal_unless_verbose(tmp_path: Path) -> None:
+    """The ONNX tracer warns on every recurrent export; users see it only with --verbose."""
+    data = Path(__file__).resolve().parents[1] / "examples" / "data" / "shop_hourly.csv"
+    argv = ["anomaly", "train", "--dry-run", "--data", str(data), "--no-nab"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "training.cli", *extra, *argv]
+        return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Published nab-gru:1 to" in quiet.stdout
+    assert "Warning" not in quiet.stderr
+    loud = run("--verbose")
+    assert loud.returncode == 0 and "Warning" in loud.stderr
