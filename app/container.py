@@ -113,7 +113,9 @@ class Container:
                 + "; ".join(f"{k}: {v}" for k, v in plan.failed.items())
             )
         c.commit(plan)
-        registry.check_defaults()
+        for task, ref in settings.default_models.items():  # a typo in the settings: fail fast
+            if task in registry.tasks():
+                registry.get(task, ref)
         c.load_seconds = time.perf_counter() - t0
         log.info(
             "loaded %d models in %.2fs (%d failed)",
@@ -200,6 +202,7 @@ class Container:
         self.registry.replace(plan.records)
         self.registry.set_defaults(plan.defaults)
         self.registry.failed = plan.failed
+        plan.failed.update(self.registry.missing_defaults())
         for task, service in self.services.items():
             service.swap(plan.models[task])
             metrics.MODELS_LOADED.labels(task).set(len(plan.models[task]))

@@ -144,16 +144,30 @@ class Registry:
         self.check_defaults()
 
     def check_defaults(self) -> None:
-        """Fail fast on a default naming a model that does not exist (a typo); a default whose
-        folder failed to load is already reported in ``failed`` and the rest still serve."""
+        """Fail fast on a default that names no loaded model (strict loading)."""
+        for task, ref in self.defaults.items():
+            if task in self.tasks():
+                self.get(task, ref)
+
+    def missing_defaults(self) -> dict[str, str]:
+        """``defaults/<task>`` -> why, for each default that names no loaded model. A default
+        whose folder failed to load is already in ``failed`` and is not repeated."""
+        missing = {}
         for task, ref in self.defaults.items():
             name, _, version = ref.partition(":")
             broken = any(
                 w.startswith(f"{task}/{name}:") and (not version or w == f"{task}/{ref}")
                 for w in self.failed
             )
-            if task in self.tasks() and not broken:
+            if broken or task not in self.tasks():
+                continue
+            try:
                 self.get(task, ref)
+            except ModelNotFound as exc:
+                missing[f"defaults/{task}"] = (
+                    f"{self.default_source(task)} pins {ref}, which is not published: {exc.message}"
+                )
+        return missing
 
     def replace(self, records: dict[tuple[str, str, str], ModelRecord]) -> None:
         """Swap in a new set of loaded models in one assignment (requests see old or new)."""

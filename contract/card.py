@@ -30,7 +30,7 @@ SUPPORTED_SCHEMAS = (1, 2)
 TASKS = ("sentiment", "next-word", "forecast", "anomaly")
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-VERSION_RE = re.compile(r"^[0-9]{1,9}$")
+VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 
 
 class CardError(ValueError):
@@ -107,7 +107,7 @@ class Header(_Open):
     @classmethod
     def _version(cls, v: str) -> str:
         if not VERSION_RE.match(v):
-            raise ValueError(f"{v!r} is not a version (a whole number)")
+            raise ValueError(f"{v!r} is not a version (a whole number from 1)")
         return v
 
     def graph(self, key: str) -> Graph:

@@ -27,6 +27,7 @@ from contract import card as cards
 
 DEFAULTS_FILE = "defaults.json"
 REPLACED_DIR = ".replaced"
+UNPUBLISHED_DIR = ".unpublished"
 
 
 class StoreError(Exception):
@@ -49,7 +50,7 @@ def check_name(name: str) -> str:
 
 def check_version(version: str) -> str:
     if not cards.VERSION_RE.match(version):
-        raise StoreError(f"{version!r} is not a version: use a whole number such as 1 or 2")
+        raise StoreError(f"{version!r} is not a version: use a whole number from 1, such as 1 or 2")
     return version
 
 
@@ -136,13 +137,59 @@ def _stamp_card(folder: Path, task: str, name: str, version: str) -> None:
     path.write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
 
 
+def _keep_unpublished(staging: Path, dest: Path) -> Path:
+    """Move a finished export that could not be published where the user can find it."""
+    models_dir, task, name = dest.parent.parent.parent, dest.parent.parent.name, dest.parent.name
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    target = models_dir / UNPUBLISHED_DIR / task / name / f"{dest.name}-{stamp}-{os.getpid()}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, target)
+    return target
+
+
+def _commit(pub: Publication, force: bool, renumber: bool) -> None:
+    """Rename the staged folder into place (see :func:`publishing`)."""
+    dest = pub.path
+    while True:
+        if dest.exists() and renumber and not force:
+            dest = dest.parent / next_version(dest.parent.parent.parent, pub.task, dest.parent.name)
+            _stamp_card(pub.staging, pub.task, dest.parent.name, dest.name)
+        if dest.exists():
+            if not force:
+                kept = _keep_unpublished(pub.staging, dest)
+                raise StoreError(
+                    f"{dest} was published by someone else while this model was being made; "
+                    f"nothing was overwritten and the new model is kept in {kept}"
+                )
+            pub.moved_aside = _aside(dest)
+            pub.moved_aside.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(dest, pub.moved_aside)
+        try:
+            os.rename(pub.staging, dest)
+        except OSError:
+            if pub.moved_aside is not None:  # put the old version back before anything else
+                os.rename(pub.moved_aside, dest)
+                pub.moved_aside = None
+            if renumber and dest.exists():
+                continue  # another publish took this number a moment ago: take the next one
+            raise
+        pub.path = dest
+        return
+
+
 @contextmanager
-def publishing(dest: Path, task: str, *, force: bool = False) -> Iterator[Publication]:
+def publishing(
+    dest: Path, task: str, *, force: bool = False, renumber: bool = False
+) -> Iterator[Publication]:
     """Stage a model folder beside ``dest`` and publish it atomically when the block succeeds.
 
     Write every file into ``pub.staging``; on a clean exit the card is validated, stamped with
-    the destination's name and version, and the folder renamed to ``dest``. On an error the
-    staging folder is removed and nothing under ``dest`` changes.
+    the destination's name and version, and the folder renamed to ``dest``. On an error in the
+    block the staging folder is removed and nothing under ``dest`` changes. ``renumber``: the
+    version was not asked for, so if another publish took it meanwhile the next free one is
+    used; otherwise a version taken meanwhile keeps the finished model in
+    ``<models_dir>/.unpublished/`` and says so. ``force`` moves the old version aside first
+    (and back, should the final rename fail).
     """
     dest = Path(dest).absolute()
     name, version = dest.parent.name, dest.name
@@ -153,20 +200,16 @@ def publishing(dest: Path, task: str, *, force: bool = False) -> Iterator[Public
             f"{dest} is not laid out as <models_dir>/{task}/<name>/<version>/, which is what "
             "the server reads"
         )
-    refuse_existing(dest, force)
+    if not renumber:
+        refuse_existing(dest, force)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.parent / f".{version}.partial-{uuid.uuid4().hex[:8]}"
+    staging = dest.parent / f".{version}.partial-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     staging.mkdir()
     pub = Publication(dest, staging, task)
     try:
         yield pub
         _stamp_card(staging, task, name, version)
-        if dest.exists():  # force: checked again here, the block may have run for hours
-            refuse_existing(dest, force)
-            pub.moved_aside = _aside(dest)
-            pub.moved_aside.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(dest, pub.moved_aside)
-        os.rename(staging, dest)
+        _commit(pub, force, renumber)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

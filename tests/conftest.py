@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,16 @@ from app.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests set every setting they rely on: none comes from the developer's shell
+    (``SEQSERVE_*``) or from a ``.env`` in the folder pytest runs in. Subprocesses started by
+    the tests inherit this clean environment."""
+    for key in [k for k in os.environ if k.startswith("SEQSERVE_")]:
+        del os.environ[key]
+    Settings.model_config["env_file"] = None
+
 
 POS_WORDS = ["good", "great", "wonderful", "moving", "witty", "brilliant", "charming", "fine"]
 NEG_WORDS = ["bad", "awful", "dull", "boring", "tedious", "weak", "clumsy", "flat"]

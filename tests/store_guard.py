@@ -56,6 +56,11 @@ def train_cli(repo: Path, *argv: str, timeout: float = 600) -> subprocess.Comple
 
 
 def assert_shipped_untouched(before: dict[str, str], repo: Path) -> None:
+    """Every shipped file is byte-for-byte the same, and no file appeared inside a shipped
+    version folder (new versions and names beside them are fine)."""
     after = shipped_hashes(repo)
     changed = [k for k, v in before.items() if after.get(k) != v]
     assert not changed, f"shipped model files changed or removed: {changed}"
+    shipped_folders = {str(Path(k).parent) for k in before if len(Path(k).parts) == 4}
+    added = [k for k in after if k not in before and str(Path(k).parent) in shipped_folders]
+    assert not added, f"files added inside shipped model folders: {added}"

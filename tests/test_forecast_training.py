@@ -354,7 +354,12 @@ def test_intervals_monotone_and_calibrated_on_synthetic() -> None:
 TINY = ["--window", str(WINDOW), "--horizon", str(HORIZON), "--holdout", str(HORIZON)]
 
 
-def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_m4_wide_dry_run(
+    tmp_path: Path,
+    m4_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """A dry run publishes the next free version of <file>-<cell> under its run folder only."""
     from contract import card as cards
 
@@ -387,8 +392,11 @@ def test_cli_m4_wide_dry_run(tmp_path: Path, m4_csv: Path, monkeypatch: pytest.M
     for f in ("model.onnx", "curves.png", "parity.png"):
         assert (out / f).stat().st_size > 0
     assert (run / "ckpt.pt").exists()
+    # the run folder now holds a run: a second one there is refused unless asked for
+    assert main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
     # a second dry run takes the next version beside the first, never over it
-    assert main(argv) == 0
+    assert main([*argv, "--overwrite-run"]) == 0
     assert sorted(p.name for p in (run / "models/forecast/wide-lstm").iterdir()) == ["1", "2"]
     # --dry-run never writes into a models folder
     assert main([*argv, "--out", str(tmp_path / "m/forecast/x/1")]) == 2

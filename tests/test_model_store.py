@@ -221,3 +221,64 @@ def test_an_unpinned_task_warns_which_model_it_serves(
             pass
     assert "task anomaly: no default pinned, serving nab-gru:1" in caplog.text
     assert "seqserve models default anomaly NAME:VERSION" in caplog.text
+
+
+def test_a_default_pinned_to_a_missing_version_is_reported_not_fatal(models: Path) -> None:
+    (models / "defaults.json").write_text(
+        json.dumps({"anomaly": "nab-gru:5", "forecast": "m4-hourly-gru:1"})
+    )
+    with TestClient(create_app(Settings(models_dir=models))) as c:
+        failed = c.get("/readyz").json()["failed"]
+        assert failed["defaults/anomaly"].startswith("defaults.json pins nab-gru:5, which is not")
+        assert c.post("/anomaly", json=SERIES).status_code == 404
+        named = c.post("/anomaly", json={**SERIES, "model": "nab-gru:1"})
+        assert named.status_code == 200
+        assert c.post("/forecast", json={**SERIES, "horizon": 4}).status_code == 200
+
+
+def test_a_run_folder_is_never_a_model_folder_nor_an_earlier_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from training.common.config_cli import claim_run_dir
+
+    def args(**kw: object) -> argparse.Namespace:
+        base = {"run_dir": None, "models_dir": tmp_path / "models", "name": "m", "dry_run": False}
+        return argparse.Namespace(**{**base, **kw})
+
+    shutil.copytree(MODELS / "anomaly" / "nab-gru" / "1", tmp_path / "pub")
+    with pytest.raises(store.StoreError, match="inside a models folder or a published model"):
+        claim_run_dir(args(run_dir=tmp_path / "pub" / "run"), "anomaly")
+    with pytest.raises(store.StoreError, match="inside a models folder"):
+        claim_run_dir(args(run_dir=tmp_path / "models" / "x"), "anomaly")
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "ckpt.pt").write_bytes(b"earlier run")
+    with pytest.raises(store.StoreError, match="already holds a run.*--overwrite-run"):
+        claim_run_dir(args(run_dir=run), "anomaly")
+    assert claim_run_dir(args(run_dir=run, overwrite_run=True), "anomaly") == run
+    # The default folder moves on to the next free number instead.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "anomaly" / "m").mkdir(parents=True)
+    (tmp_path / "runs" / "anomaly" / "m" / "ckpt.pt").write_bytes(b"earlier run")
+    assert claim_run_dir(args(), "anomaly") == Path("runs/anomaly/m-2")
+    assert (tmp_path / "runs" / "anomaly" / "m" / "ckpt.pt").read_bytes() == b"earlier run"
+
+
+def test_a_version_taken_while_training_is_renumbered_or_kept(models: Path) -> None:
+    src = models / "anomaly" / "nab-gru" / "1"
+    dest = store.destination(models, "anomaly", "nab-gru")  # nab-gru/2
+    with store.publishing(dest, "anomaly", renumber=True) as pub:
+        shutil.copytree(src, pub.staging, dirs_exist_ok=True)
+        _publish_copy(src, dest)  # someone else publishes :2 meanwhile
+    assert (
+        pub.path.name == "3" and json.loads((pub.path / "card.json").read_text())["version"] == "3"
+    )
+    taken = models / "anomaly" / "nab-gru" / "4"
+    with pytest.raises(store.StoreError, match="nothing was overwritten.*kept in"):
+        with store.publishing(taken, "anomaly") as pub:
+            shutil.copytree(src, pub.staging, dirs_exist_ok=True)
+            _publish_copy(src, taken)
+    kept = list((models / store.UNPUBLISHED_DIR / "anomaly" / "nab-gru").iterdir())
+    assert len(kept) == 1 and (kept[0] / "model.onnx").is_file()

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from training.cli import main
 from training.common.onnx_utils import ort_session
@@ -111,21 +110,14 @@ def test_pretrained_vectors_seed_the_embeddings(
     )
     summary = json.loads((run / "run.json").read_text())
     assert summary["train_config"]["pretrained_coverage"] > 0.9
-    with pytest.raises(ValueError, match="8-d vectors but --emb-dim is 16"):
-        _train(
-            train,
-            dev,
-            run,
-            "--limit",
-            "50",
-            "--pretrained-embeddings",
-            str(tmp_path / "v.txt"),
-            "--emb-dim",
-            "16",
-            "--epochs",
-            "1",
-            "--no-export",
-        )
+    capsys.readouterr()
+    again = ("--pretrained-embeddings", str(tmp_path / "v.txt"), "--emb-dim", "16", "--no-export")
+    # The run folder holds the first run: refused, unless asked to overwrite it.
+    assert _train(train, dev, run, "--limit", "50", "--epochs", "1", *again) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    overwrite = ("--overwrite-run", "--limit", "50", "--epochs", "1", *again)
+    assert _train(train, dev, run, *overwrite) == 2
+    assert "8-d vectors but --emb-dim is 16" in capsys.readouterr().err
 
 
 def test_root_sentences_are_texts_not_inside_longer_ones() -> None:

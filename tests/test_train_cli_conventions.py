@@ -60,8 +60,10 @@ def test_every_value_flag_shows_its_default(command: str) -> None:
 def test_flag_names_follow_the_convention(command: str) -> None:
     flags = {s for a in COMMANDS[command]._actions for s in a.option_strings}
     assert not flags & RETIRED, f"seqserve-train {command} still has {flags & RETIRED}"
-    if command.split()[-1] in {"train", "export"} and "--no-export" not in flags:
+    if command.split()[-1] in {"train", "export"}:
         assert PUBLISHING <= flags, f"seqserve-train {command} lacks {PUBLISHING - flags}"
+    if command.split()[-1] == "train":
+        assert {"--run-dir", "--dry-run", "--overwrite-run", "--no-export"} <= flags
 
 
 def test_without_torch_the_command_says_how_to_install_it() -> None:

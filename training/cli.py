@@ -84,9 +84,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _quiet(args.verbose):
             return int(args.func(args) or 0)
-    except StoreError as exc:
-        print(f"seqserve-train: {exc}", file=sys.stderr)
+    except (StoreError, FileNotFoundError, ValueError) as exc:
+        # Bad input (a taken version, a missing file, bad JSON, a value the data cannot take)
+        # is one line; --verbose keeps the traceback for debugging.
+        if args.verbose:
+            raise
+        print(f"seqserve-train: {_reason(exc)}", file=sys.stderr)
         return 2
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"no such file: {exc.filename}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from training.common.config_cli import (
     add_publish_flags,
     add_run_flags,
     config_from_args,
+    prepare_training,
+    publish,
     publish_target,
     run_dir,
 )
@@ -162,7 +164,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("note: training on synthetic series only")
     store.check_name(args.name)
     options = None if args.no_export else _export_options(args)
-    dest = None if args.no_export else publish_target(args, TASK)  # before hours of training
+    dest = prepare_training(args, TASK)  # run folder and destination, before hours of training
     ckpt = run_training(cfg)
     path = save_checkpoint(ckpt, run_dir(args, TASK) / "ckpt.pt")
     print(f"checkpoint: {path}")
@@ -186,11 +188,10 @@ def _publish(
     ckpt: dict[str, Any], dest: Path, args: argparse.Namespace, options: dict[str, Any]
 ) -> int:
     """Export into a staging folder beside ``dest`` and publish it atomically."""
-    from contract import store
     from training.anomaly.export import export_model
     from training.common.try_it import try_it_lines
 
-    with store.publishing(dest, TASK, force=args.force) as pub:
+    with publish(args, TASK, dest) as pub:
         card = export_model(ckpt, pub.staging, name=dest.parent.name, version=dest.name, **options)
     print(card["description"])
     print(pub.message())

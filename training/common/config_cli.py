@@ -155,6 +155,17 @@ def add_run_flags(parser: argparse.ArgumentParser, *, dry_run: bool = True) -> N
             help="tiny settings to smoke-test in seconds; the model is published under the run "
             "folder, never under --models-dir",
         )
+        add_overwrite_run_flag(parser)
+
+
+def add_overwrite_run_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--overwrite-run",
+        action="store_true",
+        help="let training replace the checkpoints of an earlier run in --run-dir (without it, "
+        "a --run-dir that holds files is refused and the default run folder gets a new "
+        "number: runs/<task>/<name>-2, ...)",
+    )
 
 
 def run_dir(args: argparse.Namespace, task: str) -> Path:
@@ -162,6 +173,58 @@ def run_dir(args: argparse.Namespace, task: str) -> Path:
         return Path(args.run_dir)
     suffix = "-dry-run" if getattr(args, "dry_run", False) else ""
     return Path("runs") / task / f"{args.name}{suffix}"
+
+
+def _inside_models(folder: Path, models_dir: Path) -> bool:
+    """True when ``folder`` is (in) a models folder or a published model folder."""
+    folder = folder.absolute()
+    if folder.is_relative_to(models_dir.absolute()):
+        return True
+    return any((p / "card.json").is_file() for p in (folder, *folder.parents))
+
+
+def claim_run_dir(args: argparse.Namespace, task: str) -> Path:
+    """The run folder a training command may write its checkpoints to, decided before it starts.
+
+    Never a models folder or a published model. A folder that already holds an earlier run is
+    refused when given with ``--run-dir`` (unless ``--overwrite-run``); the default folder moves
+    on to the next free number instead. A dry run's default folder is scratch and is reused.
+    Sets ``args.run_dir``, so :func:`run_dir` and :func:`publish_target` agree with it.
+    """
+    explicit = getattr(args, "run_dir", None) is not None
+    folder = run_dir(args, task)
+    if _inside_models(folder, Path(args.models_dir)):
+        raise store.StoreError(
+            f"--run-dir {folder} is inside a models folder or a published model: checkpoints "
+            "and logs go elsewhere (the default is runs/<task>/<name>)"
+        )
+    busy = folder.is_dir() and any(folder.iterdir())
+    if busy and not getattr(args, "overwrite_run", False):
+        if explicit:
+            raise store.StoreError(
+                f"--run-dir {folder} already holds a run: its checkpoints would be replaced. "
+                "Choose another --run-dir, or pass --overwrite-run"
+            )
+        if not getattr(args, "dry_run", False):
+            base, n = folder, 2
+            while folder.is_dir() and any(folder.iterdir()):
+                folder, n = base.with_name(f"{base.name}-{n}"), n + 1
+    args.run_dir = folder
+    return folder
+
+
+def prepare_training(args: argparse.Namespace, task: str) -> Path | None:
+    """What a ``train`` command checks before training: its run folder (:func:`claim_run_dir`)
+    and, unless ``--no-export``, where the model will be published (:func:`publish_target`)."""
+    claim_run_dir(args, task)
+    return None if getattr(args, "no_export", False) else publish_target(args, task)
+
+
+def publish(args: argparse.Namespace, task: str, dest: Path) -> Any:
+    """``contract.store.publishing`` for ``dest``: with ``--force`` if given, and renumbered
+    when the version was not asked for and another publish takes it first."""
+    asked = getattr(args, "version", None) is not None or getattr(args, "out", None) is not None
+    return store.publishing(dest, task, force=getattr(args, "force", False), renumber=not asked)
 
 
 def publish_target(args: argparse.Namespace, task: str) -> Path:

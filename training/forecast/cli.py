@@ -31,6 +31,8 @@ from training.common.config_cli import (
     add_publish_flags,
     add_run_flags,
     config_from_args,
+    prepare_training,
+    publish,
     publish_target,
     run_dir,
 )
@@ -153,12 +155,11 @@ def _publish(
     ckpt: dict[str, Any], data: dict[str, Any], dest: Path, args: argparse.Namespace
 ) -> tuple[dict[str, Any], Path]:
     """Export into a staging folder and publish it as ``dest`` (card named after ``dest``)."""
-    from contract.store import publishing
     from training.forecast.export import export_model
 
     ckpt["config"].update(name=dest.parent.name, version=dest.name)
     experiments = _experiments(args)
-    with publishing(dest, TASK, force=args.force) as pub:
+    with publish(args, TASK, dest) as pub:
         card = export_model(ckpt, data, pub.staging, int8=args.int8, experiments=experiments)
     print(pub.message())
     return card, pub.path
@@ -175,7 +176,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         raise SystemExit(f"seqserve-train: no data file at {args.data}")
     args.name = args.name or default_name(args.data, args.cell)
-    dest = None if args.no_export else publish_target(args, TASK)  # fail before training
+    dest = prepare_training(args, TASK)  # run folder and destination, before training
     cfg = train_config(args, dest.name if dest else "1")
     _experiments(args)  # a bad --experiments file fails now too, not after training
     ckpt = run_training(cfg)

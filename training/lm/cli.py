@@ -28,8 +28,11 @@ from contract import store
 from training.common.config_cli import (
     HelpFormatter,
     add_config_flags,
+    add_overwrite_run_flag,
     add_publish_flags,
     config_from_args,
+    prepare_training,
+    publish,
     publish_target,
     run_dir,
 )
@@ -71,7 +74,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from training.lm.train import train
 
     args.name = store.check_name(_train_name(args, args.train_file))
-    dest = None if args.no_export else publish_target(args, TASK)  # before hours of training
+    if args.resume:  # continuing a run writes over its checkpoints by design
+        args.overwrite_run = True
+    dest = prepare_training(args, TASK)  # run folder and destination, before hours of training
     model_cfg = config_from_args(LMConfig, args)
     cfg = config_from_args(TrainConfig, args, name=args.name)
     result = train(model_cfg, cfg, run_dir(args, TASK))
@@ -85,7 +90,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         return 0
     export_cfg = config_from_args(ExportConfig, args, threads=cfg.threads)
-    _publish(checkpoint, dest, export_cfg, args.force)
+    _publish(checkpoint, dest, export_cfg, args)
     return 0
 
 
@@ -119,18 +124,18 @@ def _resolve_export_target(args: argparse.Namespace, ckpt: dict[str, Any]) -> Pa
 def _cmd_export(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint)
     dest = _resolve_export_target(args, _load(checkpoint))
-    _publish(checkpoint, dest, config_from_args(ExportConfig, args), args.force)
+    _publish(checkpoint, dest, config_from_args(ExportConfig, args), args)
     return 0
 
 
-def _publish(checkpoint: Path, dest: Path, cfg: ExportConfig, force: bool) -> None:
+def _publish(checkpoint: Path, dest: Path, cfg: ExportConfig, args: argparse.Namespace) -> None:
     """Export ``checkpoint`` through the store to ``dest`` and print how to serve it."""
     import torch
 
     from training.common.try_it import try_it_lines
     from training.lm.export import data_files, export_model, try_it_requests
 
-    with store.publishing(dest, TASK, force=force) as pub:
+    with publish(args, TASK, dest) as pub:
         card = export_model(checkpoint, pub.staging, cfg, dest.parent.name, dest.name)
     print(json.dumps({"model_dir": str(pub.path), "metrics": card.get("metrics")}, indent=2))
     print(f"\n{card['description']}\n{pub.message()}")
@@ -184,6 +189,7 @@ def register(subparsers: Any) -> None:
         f"validation lines, embedding and hidden sizes at most {DRY_RUN_SIZE} (seconds), for "
         "smoke tests; the model is published under the run folder, never under --models-dir",
     )
+    add_overwrite_run_flag(t)
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser(

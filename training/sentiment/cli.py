@@ -35,6 +35,7 @@ from training.common.config_cli import (
     add_publish_flags,
     add_run_flags,
     config_from_args,
+    prepare_training,
     publish_target,
     run_dir,
 )
@@ -404,7 +405,7 @@ def _resolve_name(args: argparse.Namespace, default: str) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     _resolve_name(args, default_name(cfg))
-    dest = None if args.no_export else publish_target(args, TASK)  # fail before training
+    dest = prepare_training(args, TASK)  # run folder and destination, before training
     opts = pick(ExportOptions, args)
     experiments = _experiments(opts.experiments)  # a bad file fails now, not after training
     data = load_training_data(cfg)
@@ -414,7 +415,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"run: {folder}\nNext, publish it for serving:")
         print(f"  seqserve-train sentiment export --run-dir {folder}")
         return 0
-    publish([folder], dest, cfg.dev, data.devs, opts, experiments, force=args.force)
+    publish([folder], dest, cfg.dev, data.devs, opts, experiments, args=args)
     return 0
 
 
@@ -443,16 +444,16 @@ def publish(
     opts: ExportOptions,
     experiments: Any,
     *,
-    force: bool,
+    args: argparse.Namespace,
 ) -> Path:
     """Export the runs' members as one ensemble into a staging folder and publish it as
     ``dest``; the card is written with the published name and version."""
-    from contract.store import publishing
+    from training.common.config_cli import publish as publishing
     from training.sentiment.export import dataset_records, export_model
 
     summary = json.loads((run_dirs[0] / "run.json").read_text())
     dev = _concat(devs)
-    with publishing(dest, TASK, force=force) as pub:
+    with publishing(args, TASK, dest) as pub:
         card = export_model(
             run_dirs,
             pub.staging,
@@ -510,7 +511,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         devs = read_files(data, dev_paths, summary.get("label_map"), exact=False)
     else:
         devs = read_files(data, dev_paths, _mapping(args.label_names, dev_paths[0]))
-    publish(run_dirs, dest, dev_paths, devs, opts, experiments, force=args.force)
+    publish(run_dirs, dest, dev_paths, devs, opts, experiments, args=args)
     return 0
 
 
