@@ -7,7 +7,6 @@ trainer uses synthetic series (a note says so; tests/test_anomaly_training.py ch
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
@@ -22,7 +21,6 @@ from tests.store_guard import (
     shipped_hashes,
     train_cli,
 )
-from training.common.config_cli import HelpFormatter
 
 pytestmark = pytest.mark.slow
 
@@ -105,26 +103,3 @@ def test_anomaly_commands_publish_new_versions_only(tmp_path):
     assert _sha(new / "model.onnx") != old_onnx
 
     assert_shipped_untouched(before, repo)
-
-
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
-def test_every_anomaly_value_flag_shows_its_default():
-    from training.cli import build_parser
-
-    anomaly = _subcommands(build_parser())["anomaly"]
-    commands = _subcommands(anomaly)
-    assert set(commands) == {"train", "export", "evaluate"}
-    for name, sub in commands.items():
-        assert sub.formatter_class is HelpFormatter, name
-        formatter = sub._get_formatter()
-        for action in sub._actions:
-            if not action.option_strings or action.nargs == 0:
-                continue
-            text = " ".join(formatter._expand_help(action).split())
-            assert "(default: " in text or "(required)" in text, (name, action.option_strings)

@@ -12,7 +12,6 @@ Runs on the M4 file when ../shared has it, and always on examples/data/shop_hour
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 from pathlib import Path
 
@@ -27,7 +26,6 @@ from tests.store_guard import (
     shipped_hashes,
     train_cli,
 )
-from training.common.config_cli import HelpFormatter
 
 M4 = SHARED / "data" / "m4_hourly" / "Hourly-train.csv"
 SHOP = "examples/data/shop_hourly.csv"
@@ -119,23 +117,3 @@ def test_forecast_commands_on_a_users_file_without_shared(tmp_path: Path) -> Non
     if full:
         real_runs(repo, ["--data", SHOP], "shop-hourly-gru")
     assert_shipped_untouched(before, repo)
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
-
-
-def test_every_forecast_value_flag_shows_its_default() -> None:
-    from training.cli import build_parser
-
-    forecast = _subparsers(build_parser())["forecast"]
-    commands = _subparsers(forecast)
-    assert set(commands) == {"train", "evaluate", "export"}
-    for command, parser in commands.items():
-        formatter = HelpFormatter(prog=command)
-        for action in parser._actions:
-            if not action.option_strings or action.nargs == 0:
-                continue  # positionals, switches and --help
-            text = formatter._expand_help(action)
-            assert "(default: " in text or "(required)" in text, (command, action.dest, text)

@@ -27,14 +27,12 @@ from tests.store_guard import (
     shipped_hashes,
     train_cli,
 )
-from training.common.config_cli import HelpFormatter
 
 TINY = [
     *("--emb-size", "16", "--hidden-size", "16", "--layers", "1", "--epochs", "1"),
     *("--max-train-lines", "200", "--max-dev-lines", "40", "--cutoffs", "50", "200"),
     *("--threads", "1", "--quantize", "no"),  # int8 is measured by test_lm_training
 ]
-OLD_FLAGS = {"--model-dir", "--out-dir", "--export-dir", "--train-file", "--valid-file"}
 
 
 def _published(result: subprocess.CompletedProcess[str], repo: Path) -> Path:
@@ -126,60 +124,20 @@ def test_train_and_export_never_touch_published_folders(tmp_path: Path) -> None:
     assert_shipped_untouched(before, repo)
 
 
-def _value_flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [
-        a
-        for a in parser._actions
-        if a.option_strings and a.nargs != 0 and a.dest != "help" and a.help != argparse.SUPPRESS
-    ]
-
-
-def _lm_commands() -> dict[str, argparse.ArgumentParser]:
-    from training.cli import build_parser
-
-    [tasks] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    lm = tasks.choices["lm"]
-    [commands] = [a for a in lm._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(commands.choices)
-
-
-def test_every_value_flag_shows_its_default() -> None:
-    commands = _lm_commands()
-    assert set(commands) == {"train", "evaluate", "export"}
-    for command, parser in commands.items():
-        assert parser.formatter_class is HelpFormatter, command
-        formatter = HelpFormatter(parser.prog)
-        for action in _value_flags(parser):
-            text = formatter._get_help_string(action) % {"default": action.default}
-            assert "(default: " in text or "(required)" in text, (command, action.dest, text)
-            assert text.count("(default:") <= 1, (command, action.dest, text)
-        flags = {s for a in parser._actions for s in a.option_strings}
-        assert not flags & OLD_FLAGS, command
-    train_flags = {s for a in commands["train"]._actions for s in a.option_strings}
-    assert {"--train", "--dev", "--run-dir", "--dry-run", "--name"} <= train_flags
-    export_flags = {s for a in commands["export"]._actions for s in a.option_strings}
-    assert {
-        "--checkpoint",
-        "--out",
-        "--models-dir",
-        "--name",
-        "--version",
-        "--force",
-    } <= export_flags
-    assert "--dry-run" in export_flags
-
-
 def test_flag_defaults_are_the_dataclass_defaults() -> None:
+    from training.cli import build_parser
     from training.lm.model import LMConfig
     from training.lm.train import TrainConfig
 
-    train = _lm_commands()["train"]
-    defaults = {a.dest: a.default for a in train._actions}
+    [tasks] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    [commands] = [
+        a for a in tasks.choices["lm"]._actions if isinstance(a, argparse._SubParsersAction)
+    ]
+    defaults = {a.dest: a.default for a in commands.choices["train"]._actions}
     for config in (TrainConfig, LMConfig):
         for field in dataclasses.fields(config):
             if "help" in field.metadata:  # the fields that are flags
                 assert defaults[field.name] == getattr(config(), field.name), field.name
-    assert defaults["eval_interval"] == 1500 and defaults["emb_size"] == 400
 
 
 def test_default_names_never_reuse_another_data_sets_name() -> None:

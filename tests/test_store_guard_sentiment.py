@@ -9,7 +9,6 @@ The shipped models' bytes are the same at the end.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import subprocess
@@ -19,7 +18,6 @@ import pytest
 
 from tests.conftest import write_sentiment_tsv
 from tests.store_guard import assert_shipped_untouched, repo_copy, shipped_hashes, train_cli
-from training.common.config_cli import HelpFormatter
 
 TINY = ["--seeds", "1", "--epochs", "1", "--hidden", "8", "--emb-dim", "8", "--limit", "200"]
 
@@ -88,38 +86,3 @@ def test_train_and_export_never_touch_published_folders(tmp_path: Path) -> None:
     assert (kept / "card.json").read_text() == old_card
 
     assert_shipped_untouched(before, repo)
-
-
-def _value_flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [
-        a
-        for a in parser._actions
-        if a.option_strings and a.nargs != 0 and a.dest != "help" and a.help != argparse.SUPPRESS
-    ]
-
-
-def test_every_value_flag_shows_its_default() -> None:
-    from training.cli import build_parser
-
-    top = build_parser()
-    [tasks] = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
-    sentiment = tasks.choices["sentiment"]
-    [commands] = [a for a in sentiment._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == {
-        "train",
-        "export",
-        "evaluate",
-        "teacher",
-        "transfer",
-        "word-vectors",
-    }
-    for command, parser in commands.choices.items():
-        assert parser.formatter_class is HelpFormatter, command
-        formatter = HelpFormatter(parser.prog)
-        for action in _value_flags(parser):
-            text = formatter._get_help_string(action) % {"default": action.default}
-            assert "(default: " in text or "(required)" in text, (command, action.dest, text)
-        if command in ("train", "export"):
-            flags = {s for a in parser._actions for s in a.option_strings}
-            assert {"--out", "--models-dir", "--name", "--version", "--force", "--dry-run"} <= flags
-            assert not flags & {"--export-dir", "--model-dir"}

@@ -102,6 +102,16 @@ def add_config_flags(
         parser.add_argument(_flag(f), **kw)
 
 
+def unset_flags(parser: argparse.ArgumentParser, dests: tuple[str, ...], when_unset: str) -> None:
+    """Make the flags writing ``dests`` unset by default, their value then coming from
+    elsewhere (the data file, the run, the checkpoint, the card), and say so in their help."""
+    parser.set_defaults(**dict.fromkeys(dests))
+    for action in parser._actions:
+        if action.dest in dests:
+            said = (action.help or "").split("; not set:")[0]
+            action.help = f"{said}; not set: {when_unset}"
+
+
 def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -> C:
     """The dataclass built from the parsed flags (fields without a flag keep their default)."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]

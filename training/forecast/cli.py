@@ -35,6 +35,7 @@ from training.common.config_cli import (
     publish,
     publish_target,
     run_dir,
+    unset_flags,
 )
 from training.forecast.train import DEFAULT_DATA, DEFAULT_NAME, ForecastConfig
 
@@ -42,16 +43,6 @@ TASK = "forecast"
 # the flags that say which data a checkpoint is evaluated or exported on
 DATA_FIELDS = ("data", "fmt", "time_col", "targets", "holdout", "val_windows")
 TRAIN_ONLY = tuple(f for f in ForecastConfig.__dataclass_fields__ if f not in DATA_FIELDS)
-
-
-def _unset(parser: argparse.ArgumentParser, dests: tuple[str, ...], when_unset: str) -> None:
-    """Make the flags writing ``dests`` unset by default and say in their help where the value
-    then comes from (the data file, the checkpoint) instead of the configuration's default."""
-    parser.set_defaults(**dict.fromkeys(dests))
-    for action in parser._actions:
-        if action.dest in dests:
-            said = (action.help or "").split("; not set:")[0]
-            action.help = f"{said}; not set: {when_unset}"
 
 
 def _add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -91,7 +82,7 @@ def register(subparsers: Any) -> None:
     )
     add_run_flags(t)
     add_publish_flags(t, name=DEFAULT_NAME)
-    _unset(t, ("name",), f"{DEFAULT_NAME} on the M4 file, else <data file name>-<cell>")
+    unset_flags(t, ("name",), f"{DEFAULT_NAME} on the M4 file, else <data file name>-<cell>")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
@@ -101,7 +92,7 @@ def register(subparsers: Any) -> None:
     )
     e.add_argument("--checkpoint", type=Path, required=True, help="ckpt.pt written by train")
     add_config_flags(e, ForecastConfig, exclude=TRAIN_ONLY)
-    _unset(e, DATA_FIELDS, "the checkpoint's")
+    unset_flags(e, DATA_FIELDS, "the checkpoint's")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
     e.set_defaults(func=cmd_evaluate)
 
@@ -112,7 +103,7 @@ def register(subparsers: Any) -> None:
     )
     x.add_argument("--checkpoint", type=Path, required=True, help="ckpt.pt written by train")
     add_config_flags(x, ForecastConfig, exclude=TRAIN_ONLY)
-    _unset(x, DATA_FIELDS, "the checkpoint's")
+    unset_flags(x, DATA_FIELDS, "the checkpoint's")
     _add_output_flags(x)
     x.add_argument(
         "--dry-run",
@@ -121,7 +112,7 @@ def register(subparsers: Any) -> None:
         "under --models-dir",
     )
     add_publish_flags(x, name=DEFAULT_NAME)
-    _unset(x, ("name",), "the checkpoint's")
+    unset_flags(x, ("name",), "the checkpoint's")
     x.set_defaults(func=cmd_export)
 
 

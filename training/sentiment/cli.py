@@ -38,6 +38,7 @@ from training.common.config_cli import (
     prepare_training,
     publish_target,
     run_dir,
+    unset_flags,
 )
 from training.common.try_it import try_it_lines
 from training.sentiment import tokenizer as toks
@@ -686,15 +687,6 @@ def _teacher_probs(folder: Path, texts: list[str], labels: list[str]) -> np.ndar
 # --- the command line ------------------------------------------------------------------------
 
 
-def _inherit(parser: argparse.ArgumentParser, dests: tuple[str, ...], suffix: str) -> None:
-    """Make the flags writing ``dests`` unset by default (their value then comes from the run
-    or the card) and say so in their help."""
-    parser.set_defaults(**dict.fromkeys(dests))
-    for action in parser._actions:
-        if action.dest in dests:
-            action.help = f"{action.help}; {suffix}"
-
-
 def _sub(s: Any, name: str, help: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = s.add_parser(
         name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=HelpFormatter
@@ -711,7 +703,7 @@ def _add_train(s: Any) -> None:
     )
     add_run_flags(t)
     add_publish_flags(t, name=DEFAULT_NAME)
-    _inherit(t, ("name",), f"not set: {DEFAULT_NAME} on SST-2, else <train file>-<cell>")
+    unset_flags(t, ("name",), f"{DEFAULT_NAME} on SST-2, else <train file>-<cell>")
     t.set_defaults(func=cmd_train)
 
 
@@ -726,7 +718,7 @@ def _add_export(s: Any) -> None:
     )
     e.add_argument("--dev", type=Path, nargs="+", default=None, help="dev file(s) to score on")
     add_config_flags(e, DataConfig)
-    _inherit(e, ("dev", *DATA_FIELDS), "not set: the run's")
+    unset_flags(e, ("dev", *DATA_FIELDS), "the run's")
     add_config_flags(e, ExportOptions)
     e.add_argument(
         "--dry-run",
@@ -735,7 +727,7 @@ def _add_export(s: Any) -> None:
         "--models-dir",
     )
     add_publish_flags(e, name=DEFAULT_NAME)
-    _inherit(e, ("name",), "not set: the run's")
+    unset_flags(e, ("name",), "the run's")
     e.set_defaults(func=cmd_export)
 
 
@@ -749,7 +741,7 @@ def _add_evaluate(s: Any) -> None:
     )
     v.add_argument("--data", type=Path, default=DEFAULT_DEV, help="labelled file")
     add_config_flags(v, DataConfig)
-    _inherit(v, tuple(f for f in DATA_FIELDS if f != "limit"), "not set: as the model was trained")
+    unset_flags(v, tuple(f for f in DATA_FIELDS if f != "limit"), "as the model was trained")
     v.set_defaults(func=cmd_evaluate)
 
 
