@@ -45,7 +45,8 @@ def _add_models_dir(p: argparse.ArgumentParser, nested: bool = False) -> None:
         "--models-dir",
         type=Path,
         default=argparse.SUPPRESS if nested else None,
-        help="models folder (default: $SEQSERVE_MODELS_DIR or ./models)",
+        help="models folder (default: $SEQSERVE_MODELS_DIR, else this installation's "
+        "models/ folder)",
     )
 
 
@@ -60,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="start the HTTP server (settings from SEQSERVE_* variables)")
-    s.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 in containers)")
-    s.add_argument("--port", type=int, default=8000, help="TCP port")
+    s.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind, 0.0.0.0 in containers (default: %(default)s)"
+    )
+    s.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
     s.add_argument(
         "--workers",
         type=int,
@@ -69,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="server processes; one per CPU core is the production setting "
         "(default: $WEB_CONCURRENCY or 1)",
     )
-    s.add_argument("--log-level", default="info", help="uvicorn log level")
+    s.add_argument("--log-level", default="info", help="uvicorn log level (default: %(default)s)")
     s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("models", help="list the models found, or show one model's card")

@@ -117,6 +117,12 @@ class Container:
             if task in registry.tasks():
                 registry.get(task, ref)
         c.load_seconds = time.perf_counter() - t0
+        if not registry.records:
+            log.error(
+                "no model loaded from %s (it needs <task>/<name>/<version>/card.json): every "
+                "request will fail and /readyz answers 503",
+                settings.models_dir,
+            )
         log.info(
             "loaded %d models in %.2fs (%d failed)",
             len(registry.records),

@@ -447,8 +447,13 @@ def test_cli_long_csv_train_evaluate_export(
     assert card["datasets"][0]["file"] == "ett.csv" and card["freq"] == "h"
     assert card["metrics"]["seasonal_naive"]["smape"] > 0
     assert "(2 windows of 24)" in card["metrics"]["validation"]
-    # no flags: the checkpoint's name (<file>-<cell>), next free version under ./models
+    # no flags: the checkpoint's name (<file>-<cell>), next free version; a dry run's
+    # checkpoint stays under its run folder unless a models folder is named
     assert main(["forecast", "export", "--checkpoint", ckpt]) == 0
+    assert "holds a dry run" in capsys.readouterr().out
+    assert json.loads((run / "models/forecast/ett-gru/1/card.json").read_text())["name"]
+    assert not (tmp_path / "models/forecast/ett-gru").exists()
+    assert main(["forecast", "export", "--checkpoint", ckpt, "--models-dir", "models"]) == 0
     assert json.loads((tmp_path / "models/forecast/ett-gru/1/card.json").read_text())["name"]
     # a published version is never written over
     before = (out / "card.json").read_bytes()

@@ -282,3 +282,27 @@ def test_a_version_taken_while_training_is_renumbered_or_kept(models: Path) -> N
             _publish_copy(src, taken)
     kept = list((models / store.UNPUBLISHED_DIR / "anomaly" / "nab-gru").iterdir())
     assert len(kept) == 1 and (kept[0] / "model.onnx").is_file()
+
+
+def test_an_empty_models_folder_is_not_ready(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with TestClient(create_app(Settings(models_dir=tmp_path / "empty"))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["error"]["message"].startswith("no model loaded")
+        assert c.get("/healthz").status_code == 200
+
+
+def test_training_publishes_where_the_server_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from training.common.config_cli import models_dir
+
+    monkeypatch.chdir(tmp_path)
+    args = argparse.Namespace(models_dir=None)
+    assert models_dir(args) == Path("models")
+    monkeypatch.setenv("SEQSERVE_MODELS_DIR", str(tmp_path / "served"))
+    assert models_dir(args) == tmp_path / "served"
+    assert models_dir(argparse.Namespace(models_dir=Path("mine"))) == Path("mine")

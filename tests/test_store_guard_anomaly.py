@@ -71,9 +71,14 @@ def test_anomaly_commands_publish_new_versions_only(tmp_path):
     assert f"Published nab-gru:{nxt} to" in out
     assert (repo / "runs" / "anomaly" / "nab-gru" / "ckpt.pt").is_file()
 
-    # (c) export with its default destination from the dry run's checkpoint: the version after
-    # that (--no-nab: NAB's scorer alone takes 10-40 s and says nothing about where files go)
-    ckpt = "runs/anomaly/nab-gru-dry-run/ckpt.pt"
+    # (c) export with its default destination: the dry run's checkpoint stays under its run
+    # folder; the real run's becomes the version after nxt (--no-nab: NAB's scorer alone takes
+    # 10-40 s and says nothing about where files go)
+    dry_ckpt = "runs/anomaly/nab-gru-dry-run/ckpt.pt"
+    out = _ok(train_cli(repo, "anomaly", "export", "--checkpoint", dry_ckpt, "--no-nab"))
+    assert "holds a dry run" in out
+    assert _card(dry / "models" / "anomaly" / "nab-gru" / "2")["version"] == "2"
+    ckpt = "runs/anomaly/nab-gru/ckpt.pt"
     after = str(int(nxt) + 1)
     _ok(train_cli(repo, "anomaly", "export", "--checkpoint", ckpt, "--no-nab"))
     assert _card(models / "anomaly" / "nab-gru" / after)["version"] == after

@@ -66,8 +66,13 @@ def test_train_and_export_never_touch_published_folders(tmp_path: Path) -> None:
     }
     real_run_dir = repo / "runs" / "sentiment" / name
 
-    # (c) export with its defaults: the run's name, the next free version
-    again = _published(train_cli(repo, "sentiment", "export", "--run-dir", str(dry_run_dir)), repo)
+    # (c) export with its defaults: the run's name, the next free version; a dry run's
+    # members stay under their run folder
+    dry_again = _published(
+        train_cli(repo, "sentiment", "export", "--run-dir", str(dry_run_dir)), repo
+    )
+    assert dry_again.parent == dry.parent and dry_again.name == "2"
+    again = _published(train_cli(repo, "sentiment", "export", "--run-dir", str(real_run_dir)), repo)
     assert again.parent == real.parent and int(again.name) == int(real.name) + 1
 
     # a taken version is refused at once, by train (before training) and by export

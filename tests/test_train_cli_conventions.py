@@ -96,3 +96,16 @@ def test_library_warnings_stay_out_of_the_terminal_unless_verbose(tmp_path: Path
     assert "Warning" not in quiet.stderr
     loud = run("--verbose")
     assert loud.returncode == 0 and "Warning" in loud.stderr
+
+
+def test_a_mistyped_flag_names_the_command_and_the_nearest_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from training.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["forecast", "train", "--epohcs", "2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: seqserve-train forecast train" in err
+    assert "unrecognized arguments: --epohcs 2; --epohcs: did you mean --epochs?" in err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import importlib
 import logging
 import sys
@@ -56,15 +57,24 @@ def _quiet(verbose: bool) -> Iterator[None]:
         return
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxruntime", "onnxscript", "onnx")]
     levels = [lg.level for lg in loggers]
+    root = logging.getLogger()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
             lg.setLevel(logging.ERROR)
+        root.addFilter(_not_from_libraries)  # the quantizer logs through the root logger
         try:
             yield
         finally:
+            root.removeFilter(_not_from_libraries)
             for lg, level in zip(loggers, levels, strict=True):
                 lg.setLevel(level)
+
+
+def _not_from_libraries(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or not any(
+        part in record.pathname for part in ("onnxruntime", "onnx", "torch")
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from contract.store import StoreError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_flags(parser, args, unknown)
     try:
         with _quiet(args.verbose):
             return int(args.func(args) or 0)
@@ -91,6 +103,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"seqserve-train: {_reason(exc)}", file=sys.stderr)
         return 2
+
+
+def _unknown_flags(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]
+) -> None:
+    """Report a mistyped flag in the sub-command's own usage, with the nearest real flags."""
+    sub = parser
+    for dest in ("task", "command"):
+        actions = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        if not actions or getattr(args, dest, None) not in actions[0].choices:
+            break
+        sub = actions[0].choices[getattr(args, dest)]
+    known = [s for a in sub._actions for s in a.option_strings]
+    hints = []
+    for flag in (u.split("=")[0] for u in unknown if u.startswith("--")):
+        close = difflib.get_close_matches(flag, known, n=2, cutoff=0.6)
+        if close:
+            hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+    sub.error(
+        f"unrecognized arguments: {' '.join(unknown)}" + ("; " if hints else "") + "; ".join(hints)
+    )
 
 
 def _reason(exc: Exception) -> str:

@@ -28,6 +28,7 @@ from training.common.config_cli import (
     add_publish_flags,
     add_run_flags,
     config_from_args,
+    keep_dry_runs_out_of_models,
     prepare_training,
     publish,
     publish_target,
@@ -166,6 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = None if args.no_export else _export_options(args)
     dest = prepare_training(args, TASK)  # run folder and destination, before hours of training
     ckpt = run_training(cfg)
+    ckpt["dry_run"] = bool(args.dry_run)
     path = save_checkpoint(ckpt, run_dir(args, TASK) / "ckpt.pt")
     print(f"checkpoint: {path}")
     if dest is None or options is None:
@@ -178,10 +180,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from training.anomaly.train import load_checkpoint
 
     options = _export_options(args)
-    dest = publish_target(args, TASK)
     if not args.checkpoint.is_file():
         return _fail(f"--checkpoint {args.checkpoint} not found")
-    return _publish(load_checkpoint(args.checkpoint), dest, args, options)
+    ckpt = load_checkpoint(args.checkpoint)
+    keep_dry_runs_out_of_models(args, bool(ckpt.get("dry_run")), args.checkpoint.parent)
+    dest = publish_target(args, TASK)
+    return _publish(ckpt, dest, args, options)
 
 
 def _publish(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import MISSING, Field
@@ -28,6 +29,10 @@ from typing import Any, Literal, TypeVar
 from contract import store
 
 C = TypeVar("C")
+
+
+class UsageError(ValueError):
+    """Bad input a command reports as one line (``seqserve-train`` exits 2), not a traceback."""
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -129,7 +134,12 @@ def add_publish_flags(
     """``--models-dir --name --version --out --force``, the same in every task (``name=None``:
     the caller derives the name, and ``name_help`` says how, as ``(default: ...)``)."""
     g = parser.add_argument_group("publishing")
-    g.add_argument("--models-dir", type=Path, default=Path("models"), help="models folder")
+    g.add_argument(
+        "--models-dir",
+        type=Path,
+        default=None,
+        help="models folder (default: $SEQSERVE_MODELS_DIR, else models in the current folder)",
+    )
     g.add_argument("--name", default=name, help=name_help)
     g.add_argument(
         "--version",
@@ -185,6 +195,14 @@ def run_dir(args: argparse.Namespace, task: str) -> Path:
     return Path("runs") / task / f"{args.name}{suffix}"
 
 
+def models_dir(args: argparse.Namespace) -> Path:
+    """``--models-dir``, else ``$SEQSERVE_MODELS_DIR`` (the folder the server reads), else
+    ``models`` in the current folder."""
+    return Path(
+        getattr(args, "models_dir", None) or os.environ.get("SEQSERVE_MODELS_DIR") or "models"
+    )
+
+
 def _inside_models(folder: Path, models_dir: Path) -> bool:
     """True when ``folder`` is (in) a models folder or a published model folder."""
     folder = folder.absolute()
@@ -203,7 +221,7 @@ def claim_run_dir(args: argparse.Namespace, task: str) -> Path:
     """
     explicit = getattr(args, "run_dir", None) is not None
     folder = run_dir(args, task)
-    if _inside_models(folder, Path(args.models_dir)):
+    if _inside_models(folder, models_dir(args)):
         raise store.StoreError(
             f"--run-dir {folder} is inside a models folder or a published model: checkpoints "
             "and logs go elsewhere (the default is runs/<task>/<name>)"
@@ -230,6 +248,20 @@ def prepare_training(args: argparse.Namespace, task: str) -> Path | None:
     return None if getattr(args, "no_export", False) else publish_target(args, task)
 
 
+def keep_dry_runs_out_of_models(args: argparse.Namespace, from_dry_run: bool, run: Path) -> None:
+    """Exporting a dry run's checkpoint publishes under its run folder, as the dry run did,
+    unless a models folder is named explicitly (``--out`` or ``--models-dir``): a smoke-test
+    model never lands in ``models/`` by default."""
+    if not from_dry_run or getattr(args, "dry_run", False):
+        return
+    if args.out is None and getattr(args, "models_dir", None) is None:
+        print(
+            f"{run} holds a dry run: publishing under {run}/models (--out or --models-dir "
+            "publishes it elsewhere)"
+        )
+        args.dry_run, args.run_dir = True, run
+
+
 def publish(args: argparse.Namespace, task: str, dest: Path) -> Any:
     """``contract.store.publishing`` for ``dest``: with ``--force`` if given, and renumbered
     when the version was not asked for and another publish takes it first."""
@@ -245,19 +277,18 @@ def publish_target(args: argparse.Namespace, task: str) -> Path:
     """
     store.check_name(args.name)
     if getattr(args, "dry_run", False):
-        if args.out is not None or args.models_dir != Path("models"):
+        if args.out is not None or getattr(args, "models_dir", None) is not None:
             raise store.StoreError(
                 "--dry-run publishes under the run folder (--run-dir), never into a models "
                 "folder: leave out --out and --models-dir"
             )
-        models_dir = run_dir(args, task) / "models"
-        dest = store.destination(models_dir, task, args.name, args.version)
+        dest = store.destination(run_dir(args, task) / "models", task, args.name, args.version)
     elif args.out is not None:
         dest = Path(args.out)
         if args.version is not None and args.version != dest.name:
             raise store.StoreError(f"--version {args.version} disagrees with --out {dest}")
     else:
-        dest = store.destination(args.models_dir, task, args.name, args.version)
+        dest = store.destination(models_dir(args), task, args.name, args.version)
     if dest.parent.parent.name != task:
         raise store.StoreError(
             f"--out {dest} is not laid out as <models_dir>/{task}/<name>/<version>/, which is "

