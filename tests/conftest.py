@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import os
-import random
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from fastapi.testclient import TestClient
+# The tests set every setting they rely on: none comes from the developer's shell (SEQSERVE_*)
+# or from a .env in the folder pytest runs in. Cleared before anything imports the app, and
+# inherited by the servers and commands the tests start.
+for _key in [k for k in os.environ if k.startswith("SEQSERVE_")]:
+    del os.environ[_key]
 
-from app.main import create_app
-from app.settings import Settings
+import random  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from app.main import create_app  # noqa: E402
+from app.settings import Settings  # noqa: E402
+
+Settings.model_config["env_file"] = None
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The tests set every setting they rely on: none comes from the developer's shell
-    (``SEQSERVE_*``) or from a ``.env`` in the folder pytest runs in. Subprocesses started by
-    the tests inherit this clean environment."""
-    for key in [k for k in os.environ if k.startswith("SEQSERVE_")]:
-        del os.environ[key]
-    Settings.model_config["env_file"] = None
 
 
 POS_WORDS = ["good", "great", "wonderful", "moving", "witty", "brilliant", "charming", "fine"]

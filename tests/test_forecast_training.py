@@ -460,3 +460,19 @@ def test_cli_long_csv_train_evaluate_export(
     assert main(["forecast", "export", "--checkpoint", ckpt, "--out", str(out)]) == 2
     assert f"{out} already exists" in capsys.readouterr().err
     assert (out / "card.json").read_bytes() == before
+
+
+def test_few_calibration_windows_still_give_wider_intervals_at_higher_levels() -> None:
+    """Six windows cannot tell 80% from 95% apart (both would be the largest residual): the
+    levels they do not resolve continue on the tail rule, so 95% stays wider than 80%."""
+    from training.forecast.train import LEVEL_GRID, interval_k, resolved_level
+
+    rng = np.random.default_rng(0)
+    y = rng.lognormal(3, 0.2, (6, 24))
+    med, shift = np.full((6, 24), np.exp(3)), np.zeros(6)
+    q = np.stack([med * 0.8, med, med * 1.25], axis=-1)
+    table = conformal_table(y, med, q, shift)
+    assert resolved_level(6) == 70
+    assert np.all(np.diff(table[:, LEVEL_GRID.index(70) :], axis=1) > 0)
+    assert np.all(interval_k(table, 95) > interval_k(table, 80))
+    assert resolved_level(414) == LEVEL_GRID[-1]  # the shipped models' calibration: unchanged

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import SettingsInvalid, get_settings, load_settings
+from app.settings import Settings, SettingsInvalid, get_settings, load_settings
 
 SERVE = [sys.executable, "-m", "app.cli", "serve", "--port", "1"]  # never reached: fails first
 
@@ -112,7 +112,10 @@ def test_a_flag_override_is_named_as_the_flag(tmp_path: Path) -> None:
         load_settings(models_dir=tmp_path / "nope")
 
 
-def test_dotenv_values_are_checked_the_same_way(tmp_path: Path) -> None:
+def test_dotenv_values_are_checked_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(Settings.model_config, "env_file", ".env")  # conftest turns it off
     (tmp_path / ".env").write_text("SEQSERVE_MAX_BATCH_SIZE=lots\n")
     with pytest.raises(SettingsInvalid, match="SEQSERVE_MAX_BATCH_SIZE='lots' is invalid"):
         load_settings()

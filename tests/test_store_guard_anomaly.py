@@ -97,11 +97,8 @@ def test_anomaly_commands_publish_new_versions_only(tmp_path):
 
     # --force moves the old folder aside (kept under models/.replaced/), never deletes it
     old_onnx = _sha(new / "model.onnx")
-    out = _ok(
-        train_cli(
-            repo, "anomaly", "export", "--checkpoint", ckpt, "--version", nxt, "--force", "--no-nab"
-        )
-    )
+    force = ["--version", nxt, "--force", "--models-dir", "models", "--no-nab"]
+    out = _ok(train_cli(repo, "anomaly", "export", "--checkpoint", dry_ckpt, *force))
     kept = list((models / ".replaced" / "anomaly" / "nab-gru").glob(f"{nxt}-*"))
     assert len(kept) == 1 and _sha(kept[0] / "model.onnx") == old_onnx
     assert str(kept[0]) in out

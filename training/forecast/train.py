@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -371,14 +372,30 @@ def conformal_table(y: np.ndarray, med: np.ndarray, q: np.ndarray, shift: np.nda
     lm = np.log(np.maximum(med[:, :h] + shift[:, None], 1e-12))
     r = np.abs(ly - lm) / log_spread(q[:, :h], shift)
     n = len(r)
+    top = resolved_level(n)
     table = np.zeros((h, len(LEVEL_GRID)))
     for j, lev in enumerate(LEVEL_GRID):
-        if lev == 0:
+        if lev == 0 or lev > top:
             continue
         # finite-sample conformal quantile: ceil((n+1) L) / n
         p = min(1.0, math.ceil((n + 1) * lev / 100.0) / n)
         table[:, j] = np.quantile(r, p, axis=0, method="higher")
-    return np.maximum.accumulate(table, axis=1)
+    table = np.maximum.accumulate(table, axis=1)
+    if top < LEVEL_GRID[-1]:
+        # Too few windows to tell these levels apart (each would be the largest residual, so 80%
+        # and 95% intervals came out equal): continue from the highest level they resolve with
+        # the same exponential tail interval_k uses beyond the grid, so wider stays wider.
+        j_top = LEVEL_GRID.index(top)
+        for j, lev in enumerate(LEVEL_GRID[j_top + 1 :], start=j_top + 1):
+            table[:, j] = table[:, j_top] * math.log(1 - lev / 100) / math.log(1 - top / 100)
+    return table
+
+
+def resolved_level(n: int) -> float:
+    """The highest level of LEVEL_GRID that ``n`` calibration windows resolve: its conformal
+    quantile is below the largest residual, which every higher level would share."""
+    ok = [lev for lev in LEVEL_GRID if 0 < lev and math.ceil((n + 1) * lev / 100.0) < n]
+    return ok[-1] if ok else LEVEL_GRID[1]
 
 
 def interval_k(table: np.ndarray, level: float) -> np.ndarray:
@@ -560,6 +577,14 @@ def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     metrics["interval_coverage"] = cov
     metrics["calibration_coverage"] = cal_cov  # in-sample for the table: ~ the nominal level
     metrics["calibration_windows"] = len(cy)
+    metrics["calibration_levels_resolved_up_to"] = resolved_level(len(cy))
+    if resolved_level(len(cy)) < LEVEL_GRID[-1]:
+        print(
+            f"note: {len(cy)} calibration windows resolve interval levels up to "
+            f"{resolved_level(len(cy)):g}%; wider levels are extrapolated (more or longer "
+            "series, or --calib-windows, calibrate them on data)",
+            file=sys.stderr,
+        )
     metrics["calibration_windows_per_series"] = data["calib_windows_per_series"]
     metrics["calibration_mode"] = cfg.calibration
     # point accuracy there (MASE scaled by each input window's own seasonal-naive MAE)
