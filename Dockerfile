@@ -62,8 +62,9 @@ FROM gpu-base AS gpu
 COPY --from=gpu-builder /opt/venv /opt/venv
 WORKDIR /srv
 COPY app ./app
+COPY contract ./contract
 COPY models ./models
-RUN python3 -m compileall -q app \
+RUN python3 -m compileall -q app contract \
     && useradd --system --uid 10001 --no-create-home seqserve
 USER 10001
 ENV PATH=/opt/venv/bin:$PATH \
@@ -83,9 +84,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /srv
 COPY app ./app
+COPY contract ./contract
 COPY models ./models
 # Byte-code compiled now: the container's root filesystem may be read-only.
-RUN python -m compileall -q app \
+RUN python -m compileall -q app contract \
     && useradd --system --uid 10001 --no-create-home seqserve
 USER 10001
 
