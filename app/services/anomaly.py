@@ -2,7 +2,7 @@
 
 The numpy rules around the graph (scaling from a warm-up, carried-forward missing values,
 normalised errors, the anomaly likelihood, one alarm per event) live in
-``app.services.anomaly_scoring``, shared with the training code that measured them on NAB, so
+``contract.anomaly``, shared with the training code that measured them on NAB, so
 serving returns what the card's figures describe. Scoring is causal: the score at t depends only
 on values up to t, so a prefix of a series gets the scores the whole series gets on it.
 
@@ -22,10 +22,10 @@ import numpy as np
 from app.batching import Batcher, Limits
 from app.errors import InvalidInput, ModelLoadError
 from app.registry import ModelRecord
-from app.services import anomaly_scoring
 from app.services.base import TaskService
 from app.services.common import MAX_ABS_VALUE, check_series, expect
 from app.settings import Settings
+from contract import anomaly as anomaly_scoring
 
 TASK = "anomaly"
 

@@ -1,14 +1,14 @@
-"""Forecasting: windowing, the positive shift, batching, intervals, timestamps.
+"""Forecasting: validation, batching, intervals, timestamps.
 
 The exported graph does the per-window scaling itself and returns the median and quantiles in
-the (shifted) original scale; this module applies the rules the card documents — the same
-rules training used to calibrate and evaluate — so serving never re-derives anything.
+the (shifted) original scale; the rules the card documents (last window, positive shift,
+interval multipliers) come from ``contract.forecast``, the code training calibrated and
+evaluated with, so serving never re-derives anything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -21,6 +21,7 @@ from app.services.base import TaskService
 from app.services.common import check_series, expect, expect_finite
 from app.settings import Settings
 from contract.card import ForecastCard
+from contract.forecast import interval_bounds, interval_k, last_window, log_spread, positive_shift
 
 TASK = "forecast"
 _FREQ = re.compile(r"^\s*(\d*)\s*(s|sec|min|t|h|d|w)\s*$", re.IGNORECASE)
@@ -33,32 +34,6 @@ def freq_seconds(freq: str) -> int | None:
     if not m:
         return None
     return int(m.group(1) or 1) * _UNIT_SECONDS[m.group(2).lower()]
-
-
-def positive_shift(x: np.ndarray, rel_margin: float, abs_floor: float) -> np.ndarray:
-    """Per row: 0 if min > 0, else -min + margin (card: preprocessing.shift.rule)."""
-    lo, hi = x.min(axis=-1), x.max(axis=-1)
-    mag = np.abs(x).max(axis=-1)
-    margin = np.maximum(rel_margin * (hi - lo), rel_margin * mag)
-    margin = np.where(margin > 0, margin, abs_floor)
-    return np.where(lo > 0, 0.0, -lo + margin)
-
-
-def last_window(x: np.ndarray, window: int, period: int) -> np.ndarray:
-    """Most recent ``window`` points; shorter series are left-padded with their first cycle."""
-    if len(x) >= window:
-        return x[-window:]
-    pad = window - len(x)
-    reps = np.tile(x[:period], pad // period + 2)
-    start = (-pad) % period
-    return np.concatenate([reps[start : start + pad], x])
-
-
-def interval_k(table: np.ndarray, grid: np.ndarray, level: float) -> np.ndarray:
-    """Multiplier per horizon step (card: intervals.rule)."""
-    if level <= grid[-1]:
-        return np.array([np.interp(level, grid, row) for row in table])
-    return table[:, -1] * (math.log(1 - level / 100) / math.log(1 - grid[-1] / 100))
 
 
 @dataclass
@@ -160,15 +135,12 @@ class ForecastModel:
         outs = await self.batcher.submit_many(list((raw + shift[:, None]).astype(np.float32)))
         med = np.stack([o[0][:horizon] for o in outs]).astype(np.float64)  # shifted space
         q = np.stack([o[1][:horizon] for o in outs]).astype(np.float64)
-        lo_q = np.log(np.maximum(q[..., 0], 1e-12))
-        hi_q = np.log(np.maximum(q[..., -1], 1e-12))
-        spread = np.maximum(0.5 * (hi_q - lo_q), 1e-6)
+        spread = log_spread(q)
         bounds: dict[str, np.ndarray] = {}
         for level in sorted(levels):
-            k = interval_k(self.table[:horizon], self.grid, level)[None, :]
+            k = interval_k(self.table[:horizon], level, self.grid)
             name = f"{level:g}"
-            bounds[f"lo-{name}"] = med * np.exp(-k * spread) - shift[:, None]
-            bounds[f"hi-{name}"] = med * np.exp(k * spread) - shift[:, None]
+            bounds[f"lo-{name}"], bounds[f"hi-{name}"] = interval_bounds(med, spread, shift, k)
         mean = med - shift[:, None]
         results = []
         for i, s in enumerate(series):

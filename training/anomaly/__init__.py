@@ -1,2 +1,2 @@
 """Anomaly detection: a global GRU next-step forecaster whose normalised errors feed a
-Numenta-style anomaly likelihood (scoring core in ``app.services.anomaly_scoring``)."""
+Numenta-style anomaly likelihood (scoring core in ``contract.anomaly``)."""

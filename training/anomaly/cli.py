@@ -8,7 +8,7 @@
 Training reads M4 hourly and ETTh1 from ../shared/data by default (never NAB; synthetic series
 only when those files are absent); export writes the ONNX graph, curves and card.json and, when
 the NAB data is present, scores the detector with NAB's own scorer through the serving scoring
-core (``app.services.anomaly_scoring``). Models are published through the append-only store
+core (``contract.anomaly``). Models are published through the append-only store
 (``contract.store``): a published version is never overwritten.
 """
 
@@ -101,7 +101,7 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
         "--scoring",
         default=None,
         help="JSON object (or a JSON file) of scoring parameters over the defaults of "
-        "app.services.anomaly_scoring.DEFAULT_SCORING",
+        "contract.anomaly.DEFAULT_SCORING",
     )
     g.add_argument(
         "--experiments", default=None, help="JSON file: list of variants to record in the card"

@@ -7,7 +7,7 @@ random walks, square waves, spiky load, flat stretches). No NAB data and no NAB 
 for training.
 
 Each training sequence is a random crop, normalised exactly as serving normalises a series
-(``app.services.anomaly_scoring.normalise``: scale learnt from its first ``warmup`` points),
+(``contract.anomaly.normalise``: scale learnt from its first ``warmup`` points),
 with the warm-up length itself drawn at random so the net does not depend on one value.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.services.anomaly_scoring import normalise
+from contract.anomaly import normalise
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 M4_PATH = SHARED / "m4_hourly" / "Hourly-train.csv"

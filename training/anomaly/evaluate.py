@@ -1,7 +1,7 @@
 """NAB evaluation of the detector exactly as serving runs it.
 
 The exported ONNX graph runs over every NAB series (batched, right-padded), then the serving
-scoring core (``app.services.anomaly_scoring.prepare`` / ``finish``) turns its outputs into
+scoring core (``contract.anomaly.prepare`` / ``finish``) turns its outputs into
 scores; the scores are written in NAB's results layout
 (``RESULTS_DIR/<category>/<NAME>_<file>.csv`` with ``timestamp,value,anomaly_score``) and NAB's
 own scorer (``../shared/tools/nab/score.sh``) prints the three profile scores.
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.services.anomaly_scoring import finish, prepare, run_graph
+from contract.anomaly import finish, prepare, run_graph
 from training.anomaly.data import NAB_DIR, NabSeries
 
 SCORER = NAB_DIR.parents[1] / "tools" / "nab" / "score.sh"

@@ -1,7 +1,7 @@
 """ONNX export of the anomaly forecaster, parity against PyTorch, NAB evaluation, card.json.
 
 The graph takes the normalised series ``values`` float32 [batch, time, 1] (built by
-``app.services.anomaly_scoring.prepare``) and returns ``mean`` and ``log_scale`` float32
+``contract.anomaly.prepare``) and returns ``mean`` and ``log_scale`` float32
 [batch, time]: the predictive Gaussian for the next normalised value at every step, in one
 recurrent pass (fused ONNX GRU op). Batch and time are dynamic.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from app.services.anomaly_scoring import DEFAULT_SCORING, PAD_VALUE, finish, prepare
+from contract.anomaly import DEFAULT_SCORING, PAD_VALUE, finish, prepare
 from training.anomaly.data import ETTH1_PATH, M4_PATH, NAB_DIR
 from training.anomaly.train import DEFAULT_NAME, config_from_dict
 from training.common.artifacts import dataset_record
@@ -185,8 +185,7 @@ def build_card(
         "onnx": {**onnx_signature(1 + len(cfg.lags)), "opset": opset_of(out / "model.onnx")},
         "threshold": scoring["threshold"],
         "scoring": scoring,
-        "scoring_reference": "app.services.anomaly_scoring (prepare / finish; rules in its "
-        "module docstring)",
+        "scoring_reference": "contract.anomaly (prepare / finish; rules in its module docstring)",
         "pad_value": PAD_VALUE,
         "serving": {
             "per_series": "x = prepare(values, card) -> float32 [T, F]; scores = finish(values, "

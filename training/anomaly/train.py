@@ -128,7 +128,7 @@ def run_chunks(net: Any, u: Any, cfg: AnomalyConfig, opt: Any = None) -> float:
 
     state: Any = None
     total, count = 0.0, 0
-    from app.services.anomaly_scoring import lag_features
+    from contract.anomaly import lag_features
 
     x_all = torch.from_numpy(lag_features(u.numpy(), cfg.lags)[:, :-1].astype(np.float32))
     y_all = u[:, 1:]

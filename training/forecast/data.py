@@ -7,7 +7,8 @@ Two input layouts are understood:
 * A user's "long" CSV (e.g. ETTh1): one timestamp column and one or more value columns; every
   chosen value column becomes one series (rows sorted by timestamp).
 
-Nothing here touches torch, so tests and serving-side references can use it freely.
+Nothing here touches torch. The windowing rule shared with serving (``last_window``) lives
+in ``contract.forecast``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from contract.forecast import last_window
 
 M4_URL = "https://github.com/Mcompetitions/M4-methods/tree/master/Dataset"
 ETTH1_URL = "https://github.com/zhouhaoyi/ETDataset/blob/main/ETT-small/ETTh1.csv"
@@ -117,27 +120,6 @@ def load_series(
     raise ValueError(f"unknown format {fmt!r} (auto, m4, long)")
 
 
-def positive_shift(x: np.ndarray, rel_margin: float = 0.1, abs_floor: float = 1.0) -> np.ndarray:
-    """Shift that makes each row of ``x`` strictly positive (0 when it already is).
-
-    The rule serving uses before calling the graph (and undoes afterwards), per request row:
-
-        shift = 0                  if min(x) > 0
-        shift = -min(x) + margin   otherwise, where
-        margin = max(rel_margin * (max(x) - min(x)), rel_margin * max|x|), or abs_floor if 0
-
-    i.e. the shifted minimum sits ``margin`` above zero, ``margin`` being 10% of the row's
-    range (or of its magnitude when the row is constant), and 1.0 for an all-zero row.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    lo = x.min(axis=-1)
-    hi = x.max(axis=-1)
-    mag = np.abs(x).max(axis=-1)
-    margin = np.maximum(rel_margin * (hi - lo), rel_margin * mag)
-    margin = np.where(margin > 0, margin, abs_floor)
-    return np.where(lo > 0, 0.0, -lo + margin)
-
-
 def split_holdout(series: SeriesSet, horizon: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(history, future): the last ``horizon`` points of every series are held out."""
     hist, fut = [], []
@@ -147,21 +129,6 @@ def split_holdout(series: SeriesSet, horizon: int) -> tuple[list[np.ndarray], li
         hist.append(v[:-horizon])
         fut.append(v[-horizon:])
     return hist, fut
-
-
-def last_window(x: np.ndarray, window: int, period: int) -> np.ndarray:
-    """The most recent ``window`` points; shorter series are left-padded by repeating their
-    first seasonal cycle (so the seasonal phase is kept)."""
-    if len(x) >= window:
-        return x[-window:]
-    if len(x) < period:
-        raise ValueError(f"series of length {len(x)} is shorter than one period ({period})")
-    pad = window - len(x)
-    first = x[:period]
-    reps = np.tile(first, pad // period + 2)
-    # The padding must end just before x[0] with the right phase: x[0] has phase 0.
-    start = (-pad) % period
-    return np.concatenate([reps[start : start + pad], x])
 
 
 class WindowSampler:

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from contract.forecast import LEVEL_GRID, positive_shift
 from training.forecast.data import SeriesSet
+from training.forecast.metrics import score
 from training.forecast.train import (
-    LEVEL_GRID,
     QUANTILES,
     ForecastConfig,
     evaluate_all,
@@ -73,8 +74,6 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 def parity(ens: Any, sess: Any, x: np.ndarray) -> dict[str, Any]:
     """Max relative difference ONNX vs PyTorch on several batch sizes (raw graph inputs)."""
     import torch
-
-    from training.forecast.data import positive_shift
 
     xs = x + positive_shift(x)[:, None]
     out: dict[str, Any] = {"batches": {}}
@@ -251,8 +250,6 @@ def int8_report(
     """Quantize a scratch copy to int8 and measure it; only the MatMul/LSTM weights get
     quantized (onnxruntime has no quantized GRU op), so it is recorded, never shipped."""
     from training.common.onnx_utils import ort_session, quantize_int8
-    from training.forecast.data import positive_shift
-    from training.forecast.metrics import score
 
     x, y, scales = data["val"]
     x64 = x[:64] + positive_shift(x[:64])[:, None]
@@ -292,9 +289,7 @@ def export_model(
     takes its name and version from the checkpoint's configuration, which the caller sets to
     the published ones; the store checks the card and renames the folder into place."""
     from training.common.artifacts import write_card
-    from training.common.curves import plot_curves
-    from training.common.onnx_utils import opset_of, ort_session
-    from training.forecast.data import positive_shift
+    from training.common.onnx_utils import ort_session
 
     cfg = ForecastConfig(**ckpt["config"])
     out = Path(out)
@@ -308,8 +303,6 @@ def export_model(
     par = parity(ens, sess, x)
     log(f"parity: {json.dumps(par)}")
     med_o, q_o = predict(sess, x)
-    from training.forecast.metrics import score
-
     metrics["ensemble_onnx"] = score(y, med_o[:, : cfg.holdout], scales)
 
     int8_info: dict[str, Any] = {"considered": True, "shipped": False}
@@ -317,7 +310,23 @@ def export_model(
         int8_info.update(int8_report(onnx_path, sess, data, cfg, metrics["ensemble_onnx"]))
         log(f"int8: {json.dumps(int8_info)}")
 
-    # figures
+    write_figures(ckpt, cfg, ens, sess, data, (med_o, q_o), table, out)
+    card = build_card(cfg, ckpt, ens, data, metrics, table, onnx_path, sess, par, int8_info)
+    this_run = {
+        "variant": "shipped",
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("extra", "data")},
+        "validation": {
+            **metrics["ensemble_onnx"],
+            "coverage": card["metrics"]["coverage"],
+        },
+    }
+    card["experiments"] = [*(experiments or []), this_run]
+    write_card(out, card)
+    return card
+
+
+def member_history(ckpt: dict[str, Any]) -> list[dict[str, float]]:
+    """One row per epoch with every member's loss, sMAPE and MASE side by side (curves.png)."""
     history: list[dict[str, float]] = []
     for e in range(len(ckpt["history"][0])):
         rec: dict[str, float] = {"epoch": float(e + 1)}
@@ -326,9 +335,26 @@ def export_model(
             rec[f"smape_m{i}"] = h[e]["val_smape"]
             rec[f"mase_m{i}"] = h[e]["val_mase"]
         history.append(rec)
+    return history
+
+
+def write_figures(
+    ckpt: dict[str, Any],
+    cfg: ForecastConfig,
+    ens: Any,
+    sess: Any,
+    data: dict[str, Any],
+    pred: tuple[np.ndarray, np.ndarray],
+    table: np.ndarray,
+    out: Path,
+) -> None:
+    """curves.png, parity.png and examples.png (80% intervals by the serving rule)."""
+    from training.common.curves import plot_curves
+
+    x, y, _ = data["val"]
     n = len(ckpt["history"])
     plot_curves(
-        history,
+        member_history(ckpt),
         out / "curves.png",
         [
             ("train pinball loss (log space)", [f"loss_m{i}" for i in range(n)]),
@@ -338,11 +364,150 @@ def export_model(
         title=f"{cfg.name}: {n} members",
     )
     plot_parity(ens, sess, x, out / "parity.png")
+    med_o, q_o = pred
     lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
     plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["val_ids"])
 
+
+def onnx_section(cfg: ForecastConfig, onnx_path: Path) -> dict[str, Any]:
+    """card.onnx: the graph's file, opset and signature."""
+    from training.common.onnx_utils import opset_of
+
+    return {
+        "file": "model.onnx",
+        "opset": opset_of(onnx_path),
+        "inputs": [
+            {
+                "name": "values",
+                "dtype": "float32",
+                "shape": ["batch", cfg.window],
+                "meaning": "raw last `window` points of each series, oldest first, "
+                "after the preprocessing shift",
+            }
+        ],
+        "outputs": [
+            {
+                "name": "median",
+                "dtype": "float32",
+                "shape": ["batch", cfg.horizon],
+                "meaning": "point forecast (median) in the shifted original scale",
+            },
+            {
+                "name": "quantiles",
+                "dtype": "float32",
+                "shape": ["batch", cfg.horizon, len(QUANTILES)],
+                "meaning": f"quantiles at levels {list(QUANTILES)} (last axis)",
+            },
+        ],
+        "dynamic_axes": {"values": [0], "median": [0], "quantiles": [0]},
+    }
+
+
+def preprocessing_section(cfg: ForecastConfig) -> dict[str, Any]:
+    """card.preprocessing: the rules of ``contract.forecast`` serving applies, in words."""
+    return {
+        "input": f"the most recent `window` ({cfg.window}) observations, oldest first. "
+        f"Series shorter than `window` (but >= seasonal_period) are left-padded by "
+        f"repeating their first seasonal cycle, keeping the phase: "
+        f"pad[i] = x[(i - pad_len) mod seasonal_period].",
+        "shift": {
+            "rule": "per series row x (the values fed to the graph): if min(x) > 0 then "
+            "shift = 0; else margin = max(0.1*(max(x)-min(x)), 0.1*max(|x|)), "
+            "margin = 1.0 if that is 0 (all-zero row), shift = -min(x) + margin. "
+            "Feed x + shift; subtract shift from every output (median, quantiles, "
+            "interval bounds).",
+            "rel_margin": 0.1,
+            "abs_floor": 1.0,
+            "reference": "contract.forecast.positive_shift",
+        },
+        "in_graph": "level = max(mean(last seasonal_period values), 1e-6); "
+        "z = log(max(values/level, 1e-4)); members predict a log-space "
+        "correction on top of the seasonal-naive forecast (last period of z "
+        "repeated); outputs = exp(median over members) * level.",
+    }
+
+
+def intervals_section(
+    cfg: ForecastConfig, table: np.ndarray, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """card.intervals: the conformal table, its levels and how serving turns it into bounds."""
+    return {
+        "method": "normalised split-conformal on log residuals",
+        "rule": "for level L in (0,100), per horizon step h (shifted space): "
+        "spread_h = max((ln q0.9_h - ln q0.1_h)/2, 1e-6); k_h(L) = linear "
+        "interpolation of `table[h]` over `levels` for L <= levels[-1], else "
+        "table[h][-1] * ln(1 - L/100) / ln(1 - levels[-1]/100); "
+        "lo = median*exp(-k_h(L)*spread_h), hi = median*exp(+k_h(L)*spread_h); "
+        "then subtract the shift. Monotone in L; lo <= median <= hi.",
+        "levels": list(LEVEL_GRID),
+        "table": np.round(table, 5).tolist(),
+        "table_horizon": int(table.shape[0]),
+        "beyond_table_horizon": "use the last row of the table",
+        "calibration": calibration_text(cfg, metrics),
+        "calibration_mode": cfg.calibration,
+        "calibration_windows": metrics["calibration_windows"],
+        "calibration_coverage": metrics["calibration_coverage"],
+        "reference": "contract.forecast (log_spread, interval_k, interval_bounds)",
+    }
+
+
+def metrics_section(cfg: ForecastConfig, metrics: dict[str, Any], n_val: int) -> dict[str, Any]:
+    """card.metrics: validation figures of the ensemble, its members and the baselines."""
+    return {
+        "validation": f"last {cfg.holdout * cfg.val_windows} points of every series "
+        f"({n_val} windows of {cfg.holdout}), never trained on",
+        "seasonal_naive": metrics["seasonal_naive"],
+        "naive": metrics["naive"],
+        "members": metrics["members"],
+        "ensemble": metrics["ensemble"],
+        "ensemble_onnx": metrics["ensemble_onnx"],
+        "coverage": {
+            "80": metrics["interval_coverage"]["80"],
+            "95": metrics["interval_coverage"]["95"],
+            "50": metrics["interval_coverage"]["50"],
+            "raw_quantiles_10_90": metrics["quantile_coverage_10_90"],
+        },
+        "definitions": "M4: sMAPE = 200/h sum|y-f|/(|y|+|f|); MASE scaled by the in-sample "
+        f"seasonal-naive MAE (m={cfg.period}); means over series",
+    }
+
+
+def training_section(cfg: ForecastConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """card.training: the run's configuration, the loss in words and the training time."""
+    section: dict[str, Any] = asdict(cfg)
+    section["data"] = Path(cfg.data).name
+    section["loss"] = (
+        "pinball at 0.1/0.5/0.9 in log(value/level) space, median "
+        "weighted x2 (= L1 on the point forecast)"
+    )
+    if any(w == "mase" for _, w in member_plan(cfg)):
+        section["loss"] += (
+            "; members with loss weight 'mase' (members.loss_weights) multiply each window's "
+            "loss by level / the window's own seasonal-naive MAE, divided by the batch median, "
+            f"capped at {cfg.weight_cap:g} and renormalised to mean 1 "
+            "(training.forecast.train.mase_weights), as MASE weighs errors"
+        )
+    section["seconds"] = float(sum(r["seconds"] for h in ckpt["history"] for r in h))
+    return section
+
+
+def build_card(
+    cfg: ForecastConfig,
+    ckpt: dict[str, Any],
+    ens: Any,
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+    table: np.ndarray,
+    onnx_path: Path,
+    sess: Any,
+    par: dict[str, Any],
+    int8_info: dict[str, Any],
+) -> dict[str, Any]:
+    """card.json (without ``experiments``), in the order its sections are read."""
+    x, y, _ = data["val"]
+    n = len(ckpt["history"])
     dataset = dataset_entry(cfg.data, data["series"])
-    card: dict[str, Any] = {
+    return {
         "task": "forecast",
         "name": cfg.name,
         "version": cfg.version,
@@ -362,122 +527,19 @@ def export_model(
             "combination": "elementwise median over members of the log-space "
             "quantiles, computed in-graph",
         },
-        "onnx": {
-            "file": "model.onnx",
-            "opset": opset_of(onnx_path),
-            "inputs": [
-                {
-                    "name": "values",
-                    "dtype": "float32",
-                    "shape": ["batch", cfg.window],
-                    "meaning": "raw last `window` points of each series, oldest first, "
-                    "after the preprocessing shift",
-                }
-            ],
-            "outputs": [
-                {
-                    "name": "median",
-                    "dtype": "float32",
-                    "shape": ["batch", cfg.horizon],
-                    "meaning": "point forecast (median) in the shifted original scale",
-                },
-                {
-                    "name": "quantiles",
-                    "dtype": "float32",
-                    "shape": ["batch", cfg.horizon, len(QUANTILES)],
-                    "meaning": f"quantiles at levels {list(QUANTILES)} (last axis)",
-                },
-            ],
-            "dynamic_axes": {"values": [0], "median": [0], "quantiles": [0]},
-        },
+        "onnx": onnx_section(cfg, onnx_path),
         "window": cfg.window,
         "max_horizon": cfg.horizon,
         "freq": cfg.freq,
         "seasonal_period": cfg.period,
         "quantile_levels": list(QUANTILES),
-        "preprocessing": {
-            "input": f"the most recent `window` ({cfg.window}) observations, oldest first. "
-            f"Series shorter than `window` (but >= seasonal_period) are left-padded by "
-            f"repeating their first seasonal cycle, keeping the phase: "
-            f"pad[i] = x[(i - pad_len) mod seasonal_period].",
-            "shift": {
-                "rule": "per series row x (the values fed to the graph): if min(x) > 0 then "
-                "shift = 0; else margin = max(0.1*(max(x)-min(x)), 0.1*max(|x|)), "
-                "margin = 1.0 if that is 0 (all-zero row), shift = -min(x) + margin. "
-                "Feed x + shift; subtract shift from every output (median, quantiles, "
-                "interval bounds).",
-                "rel_margin": 0.1,
-                "abs_floor": 1.0,
-                "reference": "training.forecast.data.positive_shift",
-            },
-            "in_graph": "level = max(mean(last seasonal_period values), 1e-6); "
-            "z = log(max(values/level, 1e-4)); members predict a log-space "
-            "correction on top of the seasonal-naive forecast (last period of z "
-            "repeated); outputs = exp(median over members) * level.",
-        },
-        "intervals": {
-            "method": "normalised split-conformal on log residuals",
-            "rule": "for level L in (0,100), per horizon step h (shifted space): "
-            "spread_h = max((ln q0.9_h - ln q0.1_h)/2, 1e-6); k_h(L) = linear "
-            "interpolation of `table[h]` over `levels` for L <= levels[-1], else "
-            "table[h][-1] * ln(1 - L/100) / ln(1 - levels[-1]/100); "
-            "lo = median*exp(-k_h(L)*spread_h), hi = median*exp(+k_h(L)*spread_h); "
-            "then subtract the shift. Monotone in L; lo <= median <= hi.",
-            "levels": list(LEVEL_GRID),
-            "table": np.round(table, 5).tolist(),
-            "table_horizon": int(table.shape[0]),
-            "beyond_table_horizon": "use the last row of the table",
-            "calibration": calibration_text(cfg, metrics),
-            "calibration_mode": cfg.calibration,
-            "calibration_windows": metrics["calibration_windows"],
-            "calibration_coverage": metrics["calibration_coverage"],
-            "reference": "training.forecast.train.intervals",
-        },
-        "metrics": {
-            "validation": f"last {cfg.holdout * cfg.val_windows} points of every series "
-            f"({len(y)} windows of {cfg.holdout}), never trained on",
-            "seasonal_naive": metrics["seasonal_naive"],
-            "naive": metrics["naive"],
-            "members": metrics["members"],
-            "ensemble": metrics["ensemble"],
-            "ensemble_onnx": metrics["ensemble_onnx"],
-            "coverage": {
-                "80": metrics["interval_coverage"]["80"],
-                "95": metrics["interval_coverage"]["95"],
-                "50": metrics["interval_coverage"]["50"],
-                "raw_quantiles_10_90": metrics["quantile_coverage_10_90"],
-            },
-            "definitions": "M4: sMAPE = 200/h sum|y-f|/(|y|+|f|); MASE scaled by the in-sample "
-            f"seasonal-naive MAE (m={cfg.period}); means over series",
-        },
+        "preprocessing": preprocessing_section(cfg),
+        "intervals": intervals_section(cfg, table, metrics),
+        "metrics": metrics_section(cfg, metrics, len(y)),
         "parity": par,
         "int8": int8_info,
         "latency_ms_batch64_fp32": latency_ms(sess, x[:64] + positive_shift(x[:64])[:, None]),
-        "training": asdict(cfg),
+        "training": training_section(cfg, ckpt),
         "datasets": [dataset],
         "figures": {"curves": "curves.png", "parity": "parity.png", "examples": "examples.png"},
     }
-    this_run = {
-        "variant": "shipped",
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("extra", "data")},
-        "validation": {
-            **metrics["ensemble_onnx"],
-            "coverage": card["metrics"]["coverage"],
-        },
-    }
-    card["experiments"] = [*(experiments or []), this_run]
-    card["training"]["data"] = Path(cfg.data).name
-    card["training"]["loss"] = (
-        "pinball at 0.1/0.5/0.9 in log(value/level) space, median "
-        "weighted x2 (= L1 on the point forecast)"
-    )
-    if any(w == "mase" for _, w in member_plan(cfg)):
-        card["training"]["loss"] += (
-            "; members with loss weight 'mase' (members.loss_weights) multiply each window's "
-            "loss by level / the window's own seasonal-naive MAE, divided by the batch median, "
-            f"capped at {cfg.weight_cap:g} and renormalised to mean 1 "
-            "(training.forecast.train.mase_weights), as MASE weighs errors"
-        )
-    card["training"]["seconds"] = float(sum(r["seconds"] for h in ckpt["history"] for r in h))
-    write_card(out, card)
-    return card

@@ -24,6 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from contract.forecast import (
+    LEVEL_GRID,
+    interval_bounds,
+    interval_k,
+    last_window,
+    log_spread,
+    positive_shift,
+    tail_ratio,
+)
 from training.common.config_cli import option
 from training.forecast.data import (
     ETTH1_URL,
@@ -31,10 +40,8 @@ from training.forecast.data import (
     SeriesSet,
     WindowSampler,
     calibration_split,
-    last_window,
     load_series,
     origin_windows,
-    positive_shift,
     split_holdout,
 )
 from training.forecast.metrics import baseline_scores, coverage, mase_scale, score
@@ -49,31 +56,6 @@ CALIB_MAX_FRACTION = 0.25
 CALIBRATION_MODES = ("held-out", "in-sample")
 LOSS_WEIGHTS = ("none", "mase")
 WEIGHT_CAP = 10.0  # loss_weight="mase": cap of a window's weight, in medians of the batch
-# Interval levels (percent) at which the conformal table is stored; see interval_rule().
-LEVEL_GRID = (
-    0.0,
-    5,
-    10,
-    15,
-    20,
-    25,
-    30,
-    35,
-    40,
-    45,
-    50,
-    55,
-    60,
-    65,
-    70,
-    75,
-    80,
-    85,
-    90,
-    95,
-    97.5,
-    99.0,
-)
 
 
 @dataclass
@@ -221,6 +203,52 @@ def member_plan(cfg: ForecastConfig) -> list[tuple[int, str]]:
     return plain + [(cfg.seed + i, "mase") for i in range(n_mase)]
 
 
+def cosine_schedule(opt: Any, cfg: ForecastConfig, total: int) -> Any:
+    """Learning rate from ``cfg.lr`` down to ``cfg.lr_final`` over ``total`` steps (cosine)."""
+    import torch
+
+    def factor(step: int) -> float:
+        cos = 1 + math.cos(math.pi * min(step, total) / total)
+        return (cfg.lr_final + 0.5 * (cfg.lr - cfg.lr_final) * cos) / cfg.lr
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train_epoch(
+    cfg: ForecastConfig,
+    net: Any,
+    opt: Any,
+    sched: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    weighting: str,
+) -> float:
+    """One pass over freshly sampled (shifted) windows; returns the mean training loss."""
+    import torch
+
+    from training.forecast.model import level_of, to_log_ratio
+
+    xt = torch.from_numpy(x.astype(np.float32))
+    yt = torch.from_numpy(y.astype(np.float32))
+    wt = None
+    if weighting == "mase":
+        wt = torch.from_numpy(mase_weights(x, cfg.period, cfg.weight_cap).astype(np.float32))
+    losses = []
+    for i in range(len(x) // cfg.batch_size):
+        rows = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+        xb, yb = xt[rows], yt[rows]
+        level = level_of(xb, cfg.period)
+        pred = net(to_log_ratio(xb, level))
+        loss = pinball(pred, to_log_ratio(yb, level), QUANTILES, None if wt is None else wt[rows])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
 def train_member(
     cfg: ForecastConfig,
     sampler: WindowSampler,
@@ -232,7 +260,7 @@ def train_member(
     import torch
 
     from training.common.seed import seed_everything
-    from training.forecast.model import ForecastEnsemble, ForecastNet, level_of, to_log_ratio
+    from training.forecast.model import ForecastEnsemble, ForecastNet
 
     seed_everything(seed)
     rng = np.random.default_rng(seed)
@@ -248,48 +276,19 @@ def train_member(
     )
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     steps_per_epoch = max(1, cfg.windows_per_epoch // cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (
-            (
-                cfg.lr_final
-                + 0.5 * (cfg.lr - cfg.lr_final) * (1 + math.cos(math.pi * min(s, total) / total))
-            )
-            / cfg.lr
-        ),
-    )
+    sched = cosine_schedule(opt, cfg, steps_per_epoch * cfg.epochs)
     history: list[dict[str, float]] = []
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.time()
         net.train()
         x, y = sampler.sample(steps_per_epoch * cfg.batch_size, rng)
         x, y, _ = shifted(x, y)
-        xt = torch.from_numpy(x.astype(np.float32))
-        yt = torch.from_numpy(y.astype(np.float32))
-        wt = None
-        if (loss_weight or cfg.loss_weight) == "mase":
-            w = mase_weights(x, cfg.period, cfg.weight_cap)
-            wt = torch.from_numpy(w.astype(np.float32))
-        losses = []
-        for i in range(steps_per_epoch):
-            xb = xt[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            yb = yt[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            level = level_of(xb, cfg.period)
-            pred = net(to_log_ratio(xb, level))
-            wb = None if wt is None else wt[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            loss = pinball(pred, to_log_ratio(yb, level), QUANTILES, wb)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+        loss = train_epoch(cfg, net, opt, sched, x, y, loss_weight or cfg.loss_weight)
         net.eval()
         m = evaluate_point(ForecastEnsemble([net]), *val, cfg.holdout)
         rec = {
             "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
+            "train_loss": loss,
             "val_smape": m["smape"],
             "val_mase": m["mase"],
             "seconds": time.time() - t0,
@@ -357,20 +356,13 @@ def validation_set(
 # intervals
 
 
-def log_spread(q: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Half the log distance between the 0.9 and 0.1 quantiles (shifted space), floored."""
-    lo = np.log(np.maximum(q[..., 0] + shift[:, None], 1e-12))
-    hi = np.log(np.maximum(q[..., 2] + shift[:, None], 1e-12))
-    return np.maximum(0.5 * (hi - lo), 1e-6)
-
-
 def conformal_table(y: np.ndarray, med: np.ndarray, q: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """Per-horizon quantiles of the normalised log residual |log y - log med| / spread at every
     level of LEVEL_GRID -> [H, len(LEVEL_GRID)], non-decreasing along levels."""
     h = y.shape[1]
     ly = np.log(np.maximum(y + shift[:, None], 1e-12))
     lm = np.log(np.maximum(med[:, :h] + shift[:, None], 1e-12))
-    r = np.abs(ly - lm) / log_spread(q[:, :h], shift)
+    r = np.abs(ly - lm) / log_spread(q[:, :h] + shift[:, None, None])
     n = len(r)
     top = resolved_level(n)
     table = np.zeros((h, len(LEVEL_GRID)))
@@ -387,7 +379,7 @@ def conformal_table(y: np.ndarray, med: np.ndarray, q: np.ndarray, shift: np.nda
         # the same exponential tail interval_k uses beyond the grid, so wider stays wider.
         j_top = LEVEL_GRID.index(top)
         for j, lev in enumerate(LEVEL_GRID[j_top + 1 :], start=j_top + 1):
-            table[:, j] = table[:, j_top] * math.log(1 - lev / 100) / math.log(1 - top / 100)
+            table[:, j] = table[:, j_top] * tail_ratio(lev, top)
     return table
 
 
@@ -398,28 +390,15 @@ def resolved_level(n: int) -> float:
     return ok[-1] if ok else LEVEL_GRID[1]
 
 
-def interval_k(table: np.ndarray, level: float) -> np.ndarray:
-    """Multiplier per horizon for a level in (0, 100): linear interpolation inside the grid,
-    an exponential (Laplace-like) tail above its last point so wider levels stay wider."""
-    if not 0 < level < 100:
-        raise ValueError("level must be in (0, 100)")
-    grid = np.asarray(LEVEL_GRID)
-    if level <= grid[-1]:
-        return np.asarray([np.interp(level, grid, row) for row in table])
-    ratio = math.log(1 - level / 100) / math.log(1 - grid[-1] / 100)
-    return table[:, -1] * ratio
-
-
 def intervals(
     med: np.ndarray, q: np.ndarray, shift: np.ndarray, table: np.ndarray, level: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The serving rule (documented in the card): in shifted space,
-    lo/hi = median * exp(-/+ k_h(level) * spread), spread = (ln q90 - ln q10) / 2; unshift."""
+    """The serving rule (``contract.forecast``, documented in the card) on unshifted model
+    outputs: lo/hi = median * exp(-/+ k_h(level) * spread) in shifted space, then unshifted."""
     h = table.shape[0]
-    k = interval_k(table, level)[None, :]
-    spread = log_spread(q[:, :h], shift)
-    m = med[:, :h] + shift[:, None]
-    return m * np.exp(-k * spread) - shift[:, None], m * np.exp(k * spread) - shift[:, None]
+    k = interval_k(table, level)
+    spread = log_spread(q[:, :h] + shift[:, None, None])
+    return interval_bounds(med[:, :h] + shift[:, None], spread, shift, k)
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,6 +447,12 @@ def prepare(cfg: ForecastConfig) -> dict[str, Any]:
         train_hist, _ = calibration_split(hist, n_calib, cfg.holdout)
     else:
         train_hist = hist
+    shortest = min(len(h) for h in train_hist)
+    if shortest < cfg.period:  # last_window pads with a whole first cycle
+        raise ValueError(
+            f"a series has {shortest} points before its held-out windows, less than one "
+            f"period ({cfg.period})"
+        )
     return {
         "series": series,
         "hist": hist,

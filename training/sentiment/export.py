@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract.text import pad_right
 from training.common.artifacts import dataset_record, write_card
 from training.common.curves import plot_curves
 from training.common.onnx_fp16 import gather_tables_to_fp16
@@ -54,14 +55,6 @@ def export_onnx(model: torch.nn.Module, path: Path, vocab_size: int) -> None:
     )
 
 
-def pad_batch(ids: list[list[int]]) -> np.ndarray:
-    width = max(len(s) for s in ids)
-    out = np.full((len(ids), width), toks.PAD_ID, dtype=np.int64)
-    for r, s in enumerate(ids):
-        out[r, : len(s)] = s
-    return out
-
-
 def parity_check(
     model: torch.nn.Module, onnx_path: Path, vocab_size: int, seed: int = 0
 ) -> dict[str, float]:
@@ -73,7 +66,7 @@ def parity_check(
         seqs = [
             list(rng.integers(2, vocab_size, rng.integers(1, length + 1))) for _ in range(batch)
         ]
-        x = pad_batch(seqs)
+        x = pad_right(seqs, toks.PAD_ID)
         with torch.no_grad():
             ref = model(torch.from_numpy(x)).numpy()
         got = sess.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
@@ -91,7 +84,7 @@ def ort_predict(onnx_path: Path, ids: list[list[int]], batch_size: int = 128) ->
     out: np.ndarray | None = None
     for i in range(0, len(order), batch_size):
         rows = order[i : i + batch_size]
-        p = sess.run([OUTPUT_NAME], {INPUT_NAME: pad_batch([ids[r] for r in rows])})[0]
+        p = sess.run([OUTPUT_NAME], {INPUT_NAME: pad_right([ids[r] for r in rows], toks.PAD_ID)})[0]
         if out is None:
             out = np.zeros((len(ids), p.shape[1]), dtype=np.float32)
         out[rows] = p

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from contract.text import pad_right
 from training.common.curves import plot_curves
 from training.common.seed import seed_everything
 from training.sentiment.model import ClassifierConfig, RNNClassifier
@@ -62,12 +63,7 @@ def make_batches(
 
 
 def pad(ids: list[list[int]], rows: np.ndarray) -> torch.Tensor:
-    seqs = [ids[i] for i in rows]
-    width = max(len(s) for s in seqs)
-    out = np.full((len(seqs), width), PAD_ID, dtype=np.int64)
-    for r, s in enumerate(seqs):
-        out[r, : len(s)] = s
-    return torch.from_numpy(out)
+    return torch.from_numpy(pad_right([ids[i] for i in rows], PAD_ID))
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Anomaly scoring core: the numpy pre- and post-processing around the anomaly graph.
 
 Pure numpy (no torch, no onnxruntime, no web framework), imported by serving and by
-``training.anomaly.evaluate`` alike, so the NAB figures in the card are what serving returns.
+``training.anomaly.evaluate`` alike (it lives in ``contract/`` so neither imports the other),
+so the NAB figures in the card are what serving returns.
 Every parameter comes from the model card (``card["scoring"]`` and ``card["onnx"]``).
 
 The graph is a one-layer GRU run over the whole series in one pass. At step t it reads the
