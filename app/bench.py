@@ -26,21 +26,16 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-SENTENCE = (
-    "the film is a gorgeous , witty and moving portrait of a family that never quite "
-    "manages to say what it means"
-)
-_SERIES = [float(100 + 20 * ((h % 24) > 8) + (h % 7)) for h in range(336)]
-BODIES: dict[str, tuple[str, dict[str, Any]]] = {
-    "sentiment": ("/sentiment", {"text": SENTENCE}),
-    "next-word": ("/next-word", {"text": "The game was released in", "k": 5}),
-    "forecast": ("/forecast", {"series": [{"values": _SERIES}], "horizon": 48}),
-    "anomaly": ("/anomaly", {"series": [{"values": _SERIES * 6}]}),
-    "v2-sentiment": (
-        "/v2/models/{sentiment}/infer",
-        {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [SENTENCE]}]},
-    ),
-}
+
+def endpoints() -> dict[str, tuple[str, str, dict[str, Any]]]:
+    """Every registered bench endpoint (declared with its task): name -> (task, path, body)."""
+    from app.tasks import tasks
+
+    return {
+        endpoint: (spec.name, path, body)
+        for spec in tasks().values()
+        for endpoint, (path, body) in spec.bench.items()
+    }
 
 
 @dataclass
@@ -187,16 +182,16 @@ def local_server(
             proc.kill()
 
 
-def _default_sentiment(url: str) -> str:
+def _default_model(url: str, task: str) -> str:
     with urllib.request.urlopen(url + "/v1/models", timeout=5) as r:
-        ref: str = json.load(r)["defaults"]["sentiment"]
+        ref: str = json.load(r)["defaults"][task]
     return ref.split(":")[0]
 
 
 def bench(url: str, endpoint: str, concurrency: int, requests: int, warmup: int = 50) -> Result:
-    path, payload = BODIES[endpoint]
-    if "{sentiment}" in path:
-        path = path.format(sentiment=_default_sentiment(url))
+    task, path, payload = endpoints()[endpoint]
+    if "{model}" in path:
+        path = path.format(model=_default_model(url, task))
     body = json.dumps(payload).encode()
     warm = Result(endpoint, concurrency, 0.0)
     asyncio.run(_run(url, path, body, concurrency, warmup, warm, tqdm(disable=True)))

@@ -23,9 +23,12 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import __version__
+
+if TYPE_CHECKING:
+    from app.tasks import TaskSpec
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -36,6 +39,13 @@ def _settings(args: argparse.Namespace) -> Any:
     if getattr(args, "models_dir", None):
         return load_settings(models_dir=args.models_dir)
     return get_settings()
+
+
+def _tasks() -> dict[str, TaskSpec]:
+    """The registered tasks: their predict entries and bench endpoints make the sub-commands."""
+    from app.tasks import tasks
+
+    return tasks()
 
 
 def _add_models_dir(p: argparse.ArgumentParser, nested: bool = False) -> None:
@@ -62,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="start the HTTP server (settings from SEQSERVE_* variables)")
     s.add_argument(
-        "--host", default="127.0.0.1", help="interface to bind, 0.0.0.0 in containers (default: %(default)s)"
+        "--host",
+        default="127.0.0.1",
+        help="interface to bind, 0.0.0.0 in containers (default: %(default)s)",
     )
     s.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
     s.add_argument(
@@ -90,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "in <models_dir>/defaults.json. A newly published model never becomes a default by "
         "itself: pin it here, then reload running servers (POST /admin/reload or SIGHUP).",
     )
-    md.add_argument("task", nargs="?", help="sentiment, next-word, forecast or anomaly")
+    names = list(_tasks())
+    md.add_argument("task", nargs="?", help=", ".join(names[:-1]) + f" or {names[-1]}")
     md.add_argument("ref", nargs="?", help="NAME or NAME:VERSION (NAME alone: its newest version)")
     _add_models_dir(md, nested=True)
     _add_models_dir(m)
@@ -98,39 +111,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="one-off predictions in this process (no server)")
     psub = p.add_subparsers(dest="task", required=True, metavar="TASK")
-    ps = psub.add_parser("sentiment", help="classify texts (arguments, or one per line of --file)")
-    ps.add_argument("texts", nargs="*", help="texts to classify")
-    ps.add_argument("--file", type=Path, help="a text file, one text per line ('-': stdin)")
-    pn = psub.add_parser("next-word", help="suggest the next words of a text")
-    pn.add_argument("text", help="the text so far")
-    pn.add_argument("--k", type=int, default=5, help="number of candidates")
-    pn.add_argument("--complete", type=int, default=0, help="also continue the text greedily")
-    pf = psub.add_parser("forecast", help="forecast one series read from a CSV column")
-    pf.add_argument("--csv", type=Path, required=True, help="CSV file with a header row")
-    pf.add_argument("--column", help="the value column (default: the last column)")
-    pf.add_argument("--time-col", help="an ISO 8601 timestamp column: adds forecast timestamps")
-    pf.add_argument("--horizon", type=int, help="steps ahead (default: the model's maximum)")
-    pf.add_argument(
-        "--level", type=float, nargs="+", default=[80.0, 95.0], help="interval levels in percent"
-    )
-    pf.add_argument("--json", action="store_true", help="JSON instead of CSV")
-    pa = psub.add_parser("anomaly", help="score every value of a series read from a CSV column")
-    pa.add_argument("--csv", type=Path, required=True, help="CSV file with a header row")
-    pa.add_argument("--column", help="the value column (default: the last column)")
-    pa.add_argument("--time-col", help="an ISO 8601 timestamp column, passed to the detector")
-    pa.add_argument("--only-anomalies", action="store_true", help="print flagged rows only")
-    for q in (ps, pn, pf, pa):
+    specs = _tasks()
+    for name, spec in specs.items():
+        if spec.predict is None:
+            continue
+        q = psub.add_parser(name, help=spec.predict.help)
+        spec.predict.add_arguments(q)
         q.add_argument("--model", help='"name" or "name:version" (default: the task default)')
         _add_models_dir(q)
+        q.set_defaults(predict_run=spec.predict.run)
     p.set_defaults(func=cmd_predict)
 
+    endpoints = [e for spec in specs.values() for e in spec.bench]  # the first is the default
     b = sub.add_parser("bench", help="load-test one endpoint and print latency and throughput")
     b.add_argument("--url", help="a running server (default: start one for the run)")
     b.add_argument(
         "--endpoint",
         nargs="+",
-        default=["sentiment"],
-        choices=["sentiment", "next-word", "forecast", "anomaly", "v2-sentiment"],
+        default=endpoints[:1],
+        choices=endpoints,
         help="endpoints to measure, one after the other",
     )
     b.add_argument(
@@ -308,54 +307,12 @@ def _headline(card: dict[str, Any]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from app import predict
-    from app.services.forecast import SeriesInput
-
     st = _settings(args)
     if st.state_secret is None:  # one process, no tokens handed out: no restart to survive
         from pydantic import SecretStr
 
         st = st.model_copy(update={"state_secret": SecretStr(os.urandom(16).hex())})
-    if args.task == "sentiment":
-        texts = predict.read_texts(args.texts, args.file)
-        if not texts:
-            print("seqserve: give texts as arguments or --file", file=sys.stderr)
-            return 2
-        rows = predict.run_with_container(st, lambda c: predict.sentiment(c, texts, args.model))
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-        return 0
-    if args.task == "next-word":
-        res = predict.run_with_container(
-            st, lambda c: predict.next_word(c, args.text, args.model, args.k, args.complete)
-        )
-        print(json.dumps(res, ensure_ascii=False, indent=1))
-        return 0
-    if args.task == "anomaly":
-        data = predict.read_series_csv(args.csv, args.column, args.time_col, missing_ok=True)
-        ref, rows, warnings = predict.run_with_container(
-            st, lambda c: predict.anomaly(c, args.csv, data, args.time_col, args.model)
-        )
-        for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
-        shown = [r for r in rows if r["anomaly"]] if args.only_anomalies else rows
-        predict.write_csv(shown, fields=list(rows[0]))
-        return 0
-    data = predict.read_series_csv(args.csv, args.column, args.time_col)
-    col = data.column
-    series = SeriesInput(
-        col, data.values, *predict.start_and_freq(args.csv, args.time_col, data.stamps)
-    )
-    ref, rows, warnings = predict.run_with_container(
-        st, lambda c: predict.forecast(c, series, args.horizon, args.level, args.model)
-    )
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    if args.json:
-        print(json.dumps({"model": ref, "series": col, "forecast": rows}, indent=1))
-    else:
-        predict.write_csv(rows)
-    return 0
+    return int(args.predict_run(args, st))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

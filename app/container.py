@@ -14,24 +14,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app import metrics
 from app.errors import ModelLoadError, ModelNotFound, SeqServeError
 from app.limits import InflightLimiter
 from app.registry import ModelRecord, Registry
-from app.services.anomaly import AnomalyService
 from app.services.base import TaskModel, TaskService
-from app.services.forecast import ForecastService
-from app.services.next_word import NextWordService
-from app.services.sentiment import SentimentService
 from app.settings import Settings
+from app.tasks import ServiceContext, tasks
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str]
+S = TypeVar("S", bound=TaskService[Any])
 
 
 @dataclass
@@ -74,18 +71,28 @@ class Container:
     settings: Settings
     registry: Registry
     limiter: InflightLimiter
-    sentiment: SentimentService
-    next_word: NextWordService
-    forecast: ForecastService
-    anomaly: AnomalyService
+    services: dict[str, TaskService[Any]]  # one per registered task, by task name
     started: float = field(default_factory=time.time)
     load_seconds: float = 0.0
     fingerprints: dict[Key, str] = field(default_factory=dict)
     _reload_lock: asyncio.Lock | None = None
 
-    @property
-    def services(self) -> dict[str, TaskService[Any]]:
-        return {s.task: s for s in (self.sentiment, self.next_word, self.forecast, self.anomaly)}
+    def get(self, kind: type[S]) -> S:
+        """The service of type ``kind`` (``c.get(SentimentService)``): typed, and no task name."""
+        for service in self.services.values():
+            if isinstance(service, kind):
+                return service
+        raise LookupError(f"no registered task has a {kind.__name__}")
+
+    if not TYPE_CHECKING:  # typed code uses get(); this keeps scripts' ``c.next_word`` working
+
+        def __getattr__(self, name: str) -> TaskService[Any]:
+            """``c.next_word``: a task's service by its name written as an identifier."""
+            services = self.__dict__.get("services") or {}
+            task = name.replace("_", "-")
+            if task in services:
+                return services[task]
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -97,15 +104,9 @@ class Container:
             settings.default_models,
         )
         metrics.set_build_info()
-        c = cls(
-            settings,
-            registry,
-            InflightLimiter(settings.max_concurrent_requests),
-            SentimentService(registry, settings),
-            NextWordService(registry, settings, state_secret(settings)),
-            ForecastService(registry, settings),
-            AnomalyService(registry, settings),
-        )
+        limiter = InflightLimiter(settings.max_concurrent_requests)
+        context = ServiceContext(registry, settings, limiter)
+        c = cls(settings, registry, limiter, build_services(context))
         plan = c.prepare()
         if plan.failed and settings.require_all_models:
             raise ModelLoadError(
@@ -265,11 +266,15 @@ class Container:
             await service.close()
 
 
-def state_secret(settings: Settings) -> bytes:
-    if settings.state_secret is not None:
-        return settings.state_secret.get_secret_value().encode()
-    log.warning(
-        "SEQSERVE_STATE_SECRET is not set: next-word state tokens are signed with a random key "
-        "made now, so they stop working after a restart and are not accepted by other replicas"
-    )
-    return secrets.token_bytes(32)
+def build_services(context: ServiceContext) -> dict[str, TaskService[Any]]:
+    """One service per registered task; a factory that builds another task's service is an
+    error at start-up (its models would be filed under the wrong task)."""
+    services: dict[str, TaskService[Any]] = {}
+    for name, spec in tasks().items():
+        service = spec.service(context)
+        if service.task != name:
+            raise ModelLoadError(
+                f"task {name!r}: its service factory built a service of task {service.task!r}"
+            )
+        services[name] = service
+    return services

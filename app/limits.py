@@ -7,10 +7,6 @@ from app import metrics
 
 
 class InflightLimiter:
-    # Requests in flight in this process, over every limiter: the inline fast path of the
-    # batchers runs a request on the event loop only when it is the only one.
-    total = 0
-
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.current = 0
@@ -20,16 +16,9 @@ class InflightLimiter:
         if self.current >= self.limit:
             return False
         self.current += 1
-        InflightLimiter.total += 1
         metrics.IN_FLIGHT.inc()
         return True
 
     def release(self) -> None:
         self.current -= 1
-        InflightLimiter.total -= 1
         metrics.IN_FLIGHT.dec()
-
-
-def alone() -> bool:
-    """True when at most one request (the caller's) is in flight in this process."""
-    return InflightLimiter.total <= 1

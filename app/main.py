@@ -12,20 +12,11 @@ from fastapi import FastAPI
 from app import __version__, metrics, signals
 from app.api import errors
 from app.api.middleware import EdgeMiddleware
-from app.api.routes import (
-    admin,
-    anomaly,
-    docs,
-    forecast,
-    health,
-    models,
-    next_word,
-    sentiment,
-    v2,
-)
+from app.api.routes import admin, docs, health, models, v2
 from app.container import Container
 from app.observability import configure_logging
 from app.settings import Settings, SettingsInvalid, get_settings
+from app.tasks import tasks
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
     )
     # Inference routes first: routing tries routes in order, and these are the hot ones.
-    for module in (sentiment, next_word, forecast, anomaly, v2, health, models, admin, docs):
+    for spec in tasks().values():
+        app.include_router(spec.router)
+    for module in (v2, health, models, admin, docs):
         app.include_router(module.router)
     return app
 

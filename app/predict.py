@@ -1,14 +1,18 @@
 """``seqserve predict``: one-off predictions from the terminal, without starting a server.
 
 The models load in this process through the same container, task services and batchers the
-server uses, so a result here is the result the API would give.
+server uses, so a result here is the result the API would give. Each task's entry (its
+arguments and its ``run``) is registered with the task (``app.tasks``); the command line
+iterates over the registered tasks.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import datetime as dt
+import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +21,10 @@ from typing import Any, TypeVar
 
 from app.container import Container
 from app.errors import InvalidInput
-from app.services.forecast import SeriesInput
+from app.services.anomaly import AnomalyService
+from app.services.forecast import ForecastService, SeriesInput
+from app.services.next_word import NextWordService
+from app.services.sentiment import SentimentService
 from app.settings import Settings
 
 T = TypeVar("T")
@@ -52,7 +59,7 @@ async def sentiment(c: Container, texts: list[str], model: str | None) -> list[d
     with tqdm(total=len(texts), unit="text", file=sys.stderr, disable=len(texts) <= size) as bar:
         for start in range(0, len(texts), size):
             chunk = texts[start : start + size]
-            rec, preds = await c.sentiment.classify(chunk, "texts", model)
+            rec, preds = await c.get(SentimentService).classify(chunk, "texts", model)
             for text, p in zip(chunk, preds, strict=True):
                 out.append(
                     {
@@ -71,7 +78,7 @@ async def sentiment(c: Container, texts: list[str], model: str | None) -> list[d
 async def next_word(
     c: Container, text: str, model: str | None, k: int, complete: int
 ) -> dict[str, Any]:
-    rec, r = await c.next_word.predict(
+    rec, r = await c.get(NextWordService).predict(
         text,
         model,
         k=k,
@@ -153,7 +160,7 @@ async def forecast(
     levels: list[float],
     model: str | None,
 ) -> tuple[str, list[dict[str, Any]], list[str]]:
-    rec, results = await c.forecast.forecast([series], horizon, levels, model)
+    rec, results = await c.get(ForecastService).forecast([series], horizon, levels, model)
     r = results[0]
     rows = []
     for h in range(len(r.mean)):
@@ -184,7 +191,7 @@ async def anomaly(
 
     times = parse_stamps(path, time_col or "", series.stamps) if series.stamps else None
     x = np.asarray(series.values, dtype=np.float64)
-    rec, results = await c.anomaly.score([AnomalyInput(series.column, x, times)], model)
+    rec, results = await c.get(AnomalyService).score([AnomalyInput(series.column, x, times)], model)
     r = results[0]
     flagged = set(r.anomalies.tolist())
     rows = []
@@ -195,3 +202,82 @@ async def anomaly(
         row.update(value=v, score=float(r.scores[i]), anomaly=int(i in flagged))
         rows.append(row)
     return rec.ref, rows, r.warnings
+
+
+# --- the command-line entries, one pair per task (registered in app/tasks/<task>.py) ---------
+
+
+def sentiment_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("texts", nargs="*", help="texts to classify")
+    p.add_argument("--file", type=Path, help="a text file, one text per line ('-': stdin)")
+
+
+def run_sentiment(args: argparse.Namespace, st: Settings) -> int:
+    texts = read_texts(args.texts, args.file)
+    if not texts:
+        print("seqserve: give texts as arguments or --file", file=sys.stderr)
+        return 2
+    rows = run_with_container(st, lambda c: sentiment(c, texts, args.model))
+    for row in rows:
+        print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def next_word_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("text", help="the text so far")
+    p.add_argument("--k", type=int, default=5, help="number of candidates")
+    p.add_argument("--complete", type=int, default=0, help="also continue the text greedily")
+
+
+def run_next_word(args: argparse.Namespace, st: Settings) -> int:
+    res = run_with_container(
+        st, lambda c: next_word(c, args.text, args.model, args.k, args.complete)
+    )
+    print(json.dumps(res, ensure_ascii=False, indent=1))
+    return 0
+
+
+def forecast_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv", type=Path, required=True, help="CSV file with a header row")
+    p.add_argument("--column", help="the value column (default: the last column)")
+    p.add_argument("--time-col", help="an ISO 8601 timestamp column: adds forecast timestamps")
+    p.add_argument("--horizon", type=int, help="steps ahead (default: the model's maximum)")
+    p.add_argument(
+        "--level", type=float, nargs="+", default=[80.0, 95.0], help="interval levels in percent"
+    )
+    p.add_argument("--json", action="store_true", help="JSON instead of CSV")
+
+
+def run_forecast(args: argparse.Namespace, st: Settings) -> int:
+    data = read_series_csv(args.csv, args.column, args.time_col)
+    col = data.column
+    series = SeriesInput(col, data.values, *start_and_freq(args.csv, args.time_col, data.stamps))
+    ref, rows, warnings = run_with_container(
+        st, lambda c: forecast(c, series, args.horizon, args.level, args.model)
+    )
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"model": ref, "series": col, "forecast": rows}, indent=1))
+    else:
+        write_csv(rows)
+    return 0
+
+
+def anomaly_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--csv", type=Path, required=True, help="CSV file with a header row")
+    p.add_argument("--column", help="the value column (default: the last column)")
+    p.add_argument("--time-col", help="an ISO 8601 timestamp column, passed to the detector")
+    p.add_argument("--only-anomalies", action="store_true", help="print flagged rows only")
+
+
+def run_anomaly(args: argparse.Namespace, st: Settings) -> int:
+    data = read_series_csv(args.csv, args.column, args.time_col, missing_ok=True)
+    ref, rows, warnings = run_with_container(
+        st, lambda c: anomaly(c, args.csv, data, args.time_col, args.model)
+    )
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    shown = [r for r in rows if r["anomaly"]] if args.only_anomalies else rows
+    write_csv(shown, fields=list(rows[0]))
+    return 0

@@ -17,7 +17,7 @@ import functools
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -27,22 +27,12 @@ from app.api.errors import error_payload
 from app.api.routes.docs import ASSET_PATHS as DOCS_ASSET_PATHS
 from app.errors import Overloaded
 from app.observability import CURRENT, RequestInfo, request_id_from
+from app.tasks import inference_routes as task_inference_routes
 
 access_log = logging.getLogger("seqserve.access")
 
-KNOWN_ROUTES = {
-    "/sentiment",
-    "/next-word",
-    "/next-word/score",
-    "/forecast",
-    "/anomaly",
-    "/healthz",
-    "/readyz",
-    "/v1/models",
-    "/metrics",
-    "/admin/reload",
-}
-INFERENCE_ROUTES = {"/sentiment", "/next-word", "/next-word/score", "/forecast", "/anomaly"}
+# Routes of the service itself; every registered task adds its inference routes (app.tasks).
+OPERATION_ROUTES = frozenset({"/healthz", "/readyz", "/v1/models", "/metrics", "/admin/reload"})
 # probes and scrapes: not logged per request
 QUIET_ROUTES = {"/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready"}
 OPEN_PATHS = {
@@ -68,15 +58,14 @@ def _count(route: str, model: str, status: int) -> Any:
     return metrics.REQUESTS.labels(route, model, str(status))
 
 
-def is_inference(path: str) -> bool:
+def is_inference(path: str, inference_routes: frozenset[str]) -> bool:
     """Task routes and the v2 ``.../infer`` routes: admission control and disconnect watching."""
-    return path in INFERENCE_ROUTES or (path.startswith("/v2/models/") and path.endswith("/infer"))
+    return path in inference_routes or (path.startswith("/v2/models/") and path.endswith("/infer"))
 
 
-@functools.lru_cache(maxsize=4096)
-def route_of(path: str) -> str:
+def route_of(path: str, known: frozenset[str]) -> str:
     """The route template a path belongs to (a bounded label set for metrics and logs)."""
-    if path in KNOWN_ROUTES:
+    if path in known:
         return path
     if path.startswith("/v1/models/"):
         return "/v1/models/{name}"
@@ -115,9 +104,17 @@ class EdgeMiddleware:
         api_keys: Sequence[str] = (),
         max_body_bytes: int = 0,
         access_log: bool = True,
+        inference_routes: frozenset[str] | None = None,
     ) -> None:
         self.app = app
         self.access_log = access_log
+        # The registered tasks' routes, read once: a task registered later is not seen.
+        routes = task_inference_routes() if inference_routes is None else inference_routes
+        self.inference_routes = routes
+        known = OPERATION_ROUTES | routes
+        self.route_of: Callable[[str], str] = functools.lru_cache(maxsize=4096)(
+            functools.partial(route_of, known=known)
+        )
         self.api_keys = [k.encode() for k in api_keys]
         self.max_body_bytes = max_body_bytes
 
@@ -148,7 +145,7 @@ class EdgeMiddleware:
             await self._handle(scope, receive, send_wrapper, path)
         finally:
             CURRENT.reset(token)
-            route = route_of(path)
+            route = self.route_of(path)
             elapsed = time.perf_counter() - t0
             model = info.model or ""
             _seconds(route, model).observe(elapsed)
@@ -188,10 +185,10 @@ class EdgeMiddleware:
                     path,
                 )
                 return
-        inference = is_inference(path)
+        inference = is_inference(path, self.inference_routes)
         limiter = getattr(container, "limiter", None) if inference else None
         if limiter is not None and not limiter.try_acquire():
-            metrics.REJECTED.labels(route_of(path), "in_flight_limit").inc()
+            metrics.REJECTED.labels(self.route_of(path), "in_flight_limit").inc()
             await reply(
                 send,
                 429,
@@ -254,7 +251,7 @@ class EdgeMiddleware:
             if not gone or me is None:
                 raise
             me.uncancel()
-            metrics.REJECTED.labels(route_of(path), "client_gone").inc()
+            metrics.REJECTED.labels(self.route_of(path), "client_gone").inc()
         finally:
             watcher.cancel()
 

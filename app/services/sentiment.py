@@ -7,7 +7,7 @@ long review does not make short texts pay for its padding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,13 +15,13 @@ from tokenizers import Tokenizer
 
 from app.batching import Batcher, Limits
 from app.errors import InputTooLarge, InvalidInput
-from app.limits import alone
 from app.observability import Timer
-from app.registry import ModelRecord
+from app.registry import ModelRecord, Registry
 from app.services.base import TaskService
 from app.services.common import check_text, expect, expect_finite
 from app.settings import Settings
 from contract.card import SentimentCard
+from contract.text import pad_sorted
 
 TASK = "sentiment"
 
@@ -33,18 +33,6 @@ class Prediction:
     probabilities: dict[str, float]
     tokens: int
     truncated: bool
-
-
-def pad_sorted(seqs: list[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sort by length and right-pad; returns (matrix, order) so results can be put back."""
-    if len(seqs) == 1:
-        return seqs[0][None, :], np.zeros(1, dtype=np.int64)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    width = max(len(s) for s in seqs)
-    out = np.full((len(seqs), width), pad_id, dtype=np.int64)
-    for row, idx in enumerate(order):
-        out[row, : len(seqs[idx])] = seqs[idx]
-    return out, order
 
 
 def length_buckets(
@@ -76,8 +64,11 @@ def length_buckets(
 class SentimentModel:
     """One loaded sentiment model version with its tokenizer and batcher."""
 
-    def __init__(self, rec: ModelRecord, settings: Settings) -> None:
+    def __init__(
+        self, rec: ModelRecord, settings: Settings, alone: Callable[[], bool] = lambda: False
+    ) -> None:
         self.record = rec
+        self.alone = alone
         card = rec.spec
         assert isinstance(card, SentimentCard)
         self.labels: list[str] = list(card.labels)
@@ -103,7 +94,7 @@ class SentimentModel:
     def _small(self, seqs: Sequence[np.ndarray]) -> bool:
         # Inline only when this request is the only one in flight: under concurrent load the
         # requests must meet in the batcher (batches are what make throughput).
-        return alone() and sum(len(s) for s in seqs) <= self.inline_tokens
+        return self.alone() and sum(len(s) for s in seqs) <= self.inline_tokens
 
     def encode(self, texts: list[str]) -> list[tuple[np.ndarray, int]]:
         """(ids cut to max_length, full token count) per text."""
@@ -167,10 +158,19 @@ class SentimentModel:
 
 
 class SentimentService(TaskService[SentimentModel]):
+    """``alone`` says whether the caller's request is the only one in flight (the edge's
+    limiter knows): only then may a tiny request skip the batcher. Without it, never."""
+
     task = TASK
 
+    def __init__(
+        self, registry: Registry, settings: Settings, alone: Callable[[], bool] = lambda: False
+    ) -> None:
+        super().__init__(registry, settings)
+        self.alone = alone
+
     def build(self, rec: ModelRecord) -> SentimentModel:
-        return SentimentModel(rec, self.settings)
+        return SentimentModel(rec, self.settings, self.alone)
 
     def validate(self, texts: list[str], field: str) -> list[str]:
         """The texts, normalized (see ``normalize_text``), or a typed error naming the field."""

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef
-from app.services.anomaly import AnomalyInput
+from app.services.anomaly import AnomalyInput, AnomalyService
 
 router = APIRouter(tags=["anomaly"])
 
@@ -84,7 +84,7 @@ async def anomaly(
         )
         for i, s in enumerate(request.series)
     ]
-    rec, results = await container.anomaly.score(series, request.model)
+    rec, results = await container.get(AnomalyService).score(series, request.model)
     out: list[dict[str, Any]] = []
     warnings: list[str] = []
     for r in results:

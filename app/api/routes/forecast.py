@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef
 from app.services.common import MAX_ABS_VALUE
-from app.services.forecast import SeriesInput
+from app.services.forecast import ForecastService, SeriesInput
 
 router = APIRouter(tags=["forecast"])
 
@@ -97,7 +97,7 @@ async def forecast(
         SeriesInput(s.id if s.id is not None else str(i), s.values, s.start, s.freq)
         for i, s in enumerate(request.series)
     ]
-    rec, results = await container.forecast.forecast(
+    rec, results = await container.get(ForecastService).forecast(
         series, request.horizon, request.level, request.model
     )
     out: list[dict[str, Any]] = []

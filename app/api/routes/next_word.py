@@ -5,35 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 
 from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef, StrictRequest
+from app.services.next_word import NextWordService
+from app.tasks.next_word_schema import NextWordRequest
 
 router = APIRouter(tags=["next-word"])
-
-
-class NextWordRequest(StrictRequest):
-    text: str = Field(description="text typed so far (or, with `state`, only the new words)")
-    k: int = Field(5, ge=1, le=100, description="number of candidates")
-    state: str | None = Field(
-        None, description="token from a previous response: continue from there"
-    )
-    complete: int = Field(
-        0, ge=0, le=100, description="also continue the text with this many words"
-    )
-    temperature: float = Field(
-        0.0, ge=0.0, le=5.0, description="0 = greedy completion; > 0 samples"
-    )
-    top_k: int | None = Field(None, ge=1, le=1000, description="sample only among the top_k words")
-    seed: int | None = Field(None, ge=0, description="makes sampled completions reproducible")
-    model: str | None = Field(None, description='"name" or "name:version"')
-
-    @model_validator(mode="after")
-    def _sampling_needs_temperature(self) -> NextWordRequest:
-        if self.top_k is not None and self.temperature == 0:
-            raise ValueError("top_k applies to sampling: set temperature > 0 as well")
-        return self
 
 
 class Candidate(BaseModel):
@@ -81,7 +60,7 @@ EXAMPLES = {
 async def next_word(
     request: Annotated[NextWordRequest, Body(openapi_examples=EXAMPLES)], container: ContainerDep
 ) -> NextWordResponse:
-    rec, res = await container.next_word.predict(
+    rec, res = await container.get(NextWordService).predict(
         request.text,
         request.model,
         k=request.k,
@@ -113,7 +92,7 @@ async def score(
     ],
     container: ContainerDep,
 ) -> ScoreResponse:
-    rec, res = await container.next_word.score(request.text, request.model)
+    rec, res = await container.get(NextWordService).score(request.text, request.model)
     return ScoreResponse(
         tokens=res.tokens,
         log_likelihood=res.log_likelihood,

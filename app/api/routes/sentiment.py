@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from app.api.deps import ContainerDep
 from app.api.schemas import ERROR_RESPONSES, ModelRef, StrictRequest
-from app.services.sentiment import Prediction
+from app.services.sentiment import Prediction, SentimentService
 
 router = APIRouter(tags=["sentiment"])
 
@@ -79,7 +79,7 @@ async def sentiment(
         ([request.text], "text") if request.text is not None else (request.texts, "texts")
     )
     assert texts is not None
-    rec, preds = await container.sentiment.classify(texts, field, request.model)
+    rec, preds = await container.get(SentimentService).classify(texts, field, request.model)
     model = {"name": rec.name, "version": rec.version}
     body = (
         {**_result(preds[0]), "model": model}
