@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import math
+import socket
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
 
 from training.cli import main
 
@@ -21,8 +27,65 @@ def train_and_export_lm(
     """Dry-run ``lm train`` on the given files, then ``lm export`` its best checkpoint to
     ``model_dir`` (``<models_dir>/next-word/<name>/<version>``, which must not exist yet)."""
     common = ["--train", str(train), "--dev", str(valid), "--threads", "1"]
-    train = ["lm", "train", *common, "--dry-run", "--no-export", "--run-dir", str(run_dir)]
-    assert main([*train, *train_args]) == 0
+    train_cmd = ["lm", "train", *common, "--dry-run", "--no-export", "--run-dir", str(run_dir)]
+    assert main([*train_cmd, *train_args]) == 0
     checkpoint = str(run_dir / "best.pt")
     export = ["lm", "export", *common, "--checkpoint", checkpoint, "--out", str(model_dir)]
     assert main([*export, *export_args]) == 0
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now, for a server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def read_labelled_tsv(path: Path, names: dict[str, str]) -> tuple[list[str], list[str]]:
+    """SST-2-style ``sentence<TAB>label`` rows as texts and served label names."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["sentence"] for r in rows], [names[r["label"]] for r in rows]
+
+
+def measured_accuracy(
+    client: TestClient, texts: list[str], labels: list[str], batch: int, model: str | None = None
+) -> float:
+    """Accuracy of the served model measured through POST /sentiment, ``batch`` texts a call."""
+    right = 0
+    for i in range(0, len(texts), batch):
+        payload: dict[str, Any] = {"texts": texts[i : i + batch]}
+        if model:
+            payload["model"] = model
+        r = client.post("/sentiment", json=payload)
+        assert r.status_code == 200, r.text
+        got = [res["label"] for res in r.json()["results"]]
+        right += sum(g == y for g, y in zip(got, labels[i : i + batch], strict=True))
+    return right / len(texts)
+
+
+def text_chunks(path: Path, max_tokens: int, max_chars: int) -> list[str]:
+    """A text file as whole lines grouped under per-text limits (a newline is one <eos>)."""
+    chunks: list[str] = []
+    lines: list[str] = []
+    tokens = chars = 0
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        n = len(line.split()) + 1
+        if lines and (tokens + n > max_tokens or chars + len(line) > max_chars):
+            chunks.append("".join(lines))
+            lines, tokens, chars = [], 0, 0
+        lines.append(line)
+        tokens, chars = tokens + n, chars + len(line)
+    return chunks + ["".join(lines)] if lines else chunks
+
+
+def measured_perplexity(client: TestClient, chunks: list[str]) -> tuple[float, int]:
+    """Perplexity over ``chunks`` measured through POST /next-word/score (each chunk starts
+    from a fresh <eos> state), and the number of tokens scored."""
+    total_ll, total_tokens = 0.0, 0
+    for text in chunks:
+        r = client.post("/next-word/score", json={"text": text})
+        assert r.status_code == 200, r.text
+        total_ll += r.json()["log_likelihood"]
+        total_tokens += r.json()["tokens"]
+    return math.exp(-total_ll / total_tokens), total_tokens

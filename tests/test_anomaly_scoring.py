@@ -1,4 +1,4 @@
-"""The anomaly scoring core (app.services.anomaly_scoring): causality, bad inputs, ranges.
+"""The anomaly scoring core (contract.anomaly): causality, bad inputs, ranges.
 
 A causal stand-in for the graph (an exponential moving average of the input as the mean, a
 fixed scale) runs the tests without any model; the shipped ONNX graph, when present, is run
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.services import anomaly_scoring as sc
+from contract import anomaly as sc
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "models" / "anomaly").glob("*/*/card.json"))
@@ -202,7 +202,7 @@ def test_scoring_core_imports_no_heavy_libraries():
     import sys
 
     code = (
-        "import sys, app.services.anomaly_scoring; "
+        "import sys, contract.anomaly; "
         "bad = [m for m in ('torch', 'onnxruntime', 'fastapi') if m in sys.modules]; "
         "print(','.join(bad))"
     )

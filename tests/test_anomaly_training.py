@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.services import anomaly_scoring as sc
+from contract import anomaly as sc
 from training.anomaly import data as D
 
 

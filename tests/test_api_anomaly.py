@@ -14,11 +14,14 @@ from app.main import create_app
 from app.settings import Settings
 
 WARMUP = 60  # the fixture's card
+MAX_SERIES, MAX_VALUES = 5, 5000  # small request limits, so the tests can go past them
 
 
 @pytest.fixture(scope="module")
 def an(tiny_anomaly_models: Path) -> Iterator[TestClient]:
-    settings = Settings(models_dir=tiny_anomaly_models, max_series=5, max_series_values=5000)
+    settings = Settings(
+        models_dir=tiny_anomaly_models, max_series=MAX_SERIES, max_series_values=MAX_VALUES
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -127,8 +130,8 @@ def test_timestamps_checked_and_irregular_spacing_reported(an: TestClient) -> No
             422,
             "more than once",
         ),
-        ({"series": [{"values": [1.0] * 5001}]}, 413, "limit is 5000"),
-        ({"series": [{"values": [1.0]}] * 6}, 413, "limit is 5"),
+        ({"series": [{"values": [1.0] * (MAX_VALUES + 1)}]}, 413, f"limit is {MAX_VALUES}"),
+        ({"series": [{"values": [1.0]}] * (MAX_SERIES + 1)}, 413, f"limit is {MAX_SERIES}"),
         ({"series": [{"values": ["a"]}]}, 422, "values[0]"),
         ({"series": [{"values": [1.0, "2.5"]}]}, 422, "values[1]"),  # no silent coercion
         ({"series": [{"values": [1.0, True]}]}, 422, "values[1]"),

@@ -11,13 +11,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.services.forecast import last_window, positive_shift
 from app.settings import Settings
+from contract.forecast import last_window, positive_shift
+
+MAX_SERIES = 50  # a small request limit, so a test can go past it
 
 
 @pytest.fixture(scope="module")
 def fc_client(tiny_forecast_models: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(models_dir=tiny_forecast_models, max_series=50))) as c:
+    settings = Settings(models_dir=tiny_forecast_models, max_series=MAX_SERIES)
+    with TestClient(create_app(settings)) as c:
         yield c
 
 
@@ -130,7 +133,11 @@ def _err(client: TestClient, payload: object) -> tuple[int, str]:
         ({"series": [{"values": [1.0, None, 2.0] + _wave(40)}]}, 422, "series[0].values[1]"),
         ({"series": [{"values": [1.0, "a"] + _wave(40)}]}, 422, "series[0].values[1]"),
         ({"series": []}, 422, "series is empty"),
-        ({"series": [{"values": _wave(50)}] * 51}, 413, "51 items; the limit is 50"),
+        (
+            {"series": [{"values": _wave(50)}] * (MAX_SERIES + 1)},
+            413,
+            f"{MAX_SERIES + 1} items; the limit is {MAX_SERIES}",
+        ),
         (
             {"series": [{"values": _wave(50), "start": "2020-01-01", "freq": "M"}]},
             422,
@@ -156,7 +163,7 @@ def test_nan_and_infinity_literals_are_422(fc_client: TestClient, literal: bytes
 
 
 def test_serving_rules_match_training_reference() -> None:
-    from training.forecast import data as ref
+    from contract import forecast as ref
 
     rng = np.random.default_rng(1)
     x = rng.normal(0, 5, (6, 48))
@@ -179,8 +186,8 @@ def test_card_documents_the_contract(tiny_forecast_models: Path) -> None:
 def test_intervals_match_training_reference_rule(
     fc_client: TestClient, tiny_forecast_models: Path
 ) -> None:
+    from contract.forecast import positive_shift as ref_shift
     from training.common.onnx_utils import ort_session
-    from training.forecast.data import positive_shift as ref_shift
     from training.forecast.train import intervals as ref_intervals
 
     folder = tiny_forecast_models / "forecast" / "tiny-fc" / "1"

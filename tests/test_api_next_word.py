@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.services.next_word import detokenize
 from app.settings import Settings
+from tests.helpers import measured_perplexity, text_chunks
+
+MAX_TOKENS = 200  # a small context limit, so a test can go past it
 
 
 @pytest.fixture(scope="module")
 def lm_client(tiny_lm_models: Path) -> Iterator[TestClient]:
     settings = Settings(
-        models_dir=tiny_lm_models, state_secret="test-secret", max_context_tokens=200
+        models_dir=tiny_lm_models, state_secret="test-secret", max_context_tokens=MAX_TOKENS
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -139,7 +142,11 @@ def test_token_from_another_secret_is_rejected(tiny_lm_models: Path, lm_client: 
         ({"text": "Happy", "top_k": 5}, 422, "set temperature > 0"),
         ({"text": 5}, 422, "text: Input should be a valid string"),
         ({"text": "Happy", "k": "5"}, 422, "k: Input should be a valid integer"),
-        ({"text": "word " * 201}, 413, "201 tokens; the limit is 200"),
+        (
+            {"text": "word " * (MAX_TOKENS + 1)},
+            413,
+            f"{MAX_TOKENS + 1} tokens; the limit is {MAX_TOKENS}",
+        ),
         ({"text": "Happy", "model": "nope"}, 404, "nope"),
         ({"texts": ["Happy"]}, 422, "text: Field required"),
     ],
@@ -163,4 +170,33 @@ def test_detokenize() -> None:
         detokenize(["a", "well", "@-@", "known", "band", ",", "1", "@,@", "000", "fans", "."])
         == "a well-known band, 1,000 fans."
     )
-    assert np.isfinite(1.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The well-known band played for 1,000 people.",
+        "I don't think John's car cost 3.5 million dollars in the U.S., Mr. Smith said.",
+    ],
+)
+def test_served_tokens_detokenize_to_the_typed_text(lm_client: TestClient, text: str) -> None:
+    """What the served tokenizer cuts typed text into reads back as that text (the words are
+    all in the fixture vocabulary, so none becomes <unk>)."""
+    body = lm_client.post("/next-word", json={"text": text}).json()
+    assert "<unk>" not in body["tokens"], body["tokens"]
+    assert detokenize(body["tokens"]) == text
+
+
+def test_fixture_lm_perplexity_measured_through_the_api(
+    lm_client: TestClient, tiny_lm_models: Path
+) -> None:
+    """The tiny model's validation perplexity measured again through /next-word/score, a line
+    per request; the card (the export's own measurement on the same text) must agree."""
+    valid = tiny_lm_models.parent / "valid.txt"  # written next to the models by the fixture
+    perplexity, tokens = measured_perplexity(lm_client, text_chunks(valid, 1, 1))
+    card = json.loads((tiny_lm_models / "next-word" / "tiny-lm" / "1" / "card.json").read_text())
+    [valid_record] = [d for d in card["datasets"] if d["role"] == "valid"]
+    assert tokens == valid_record["tokens"]  # the served tokenizer cuts the lines as training did
+    assert math.isfinite(perplexity) and perplexity > 1
+    # the export carries the state across lines; a request per line starts each from <eos>
+    assert perplexity == pytest.approx(card["metrics"]["valid_perplexity"], rel=0.05)

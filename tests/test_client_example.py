@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.conftest import MODELS, REPO
+from tests.conftest import MODELS, REPO, TEST_DEADLINE_MS
 
 
 def _load_client_module() -> ModuleType:
@@ -36,7 +36,12 @@ cl = _load_client_module()
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Any]:
-    with TestClient(create_app(Settings(models_dir=MODELS, state_secret="t"))) as tc:
+    settings = Settings(
+        models_dir=MODELS,
+        state_secret="t",
+        request_deadline_ms=TEST_DEADLINE_MS,
+    )
+    with TestClient(create_app(settings)) as tc:
         yield cl.SeqServeClient(client=tc)
 
 

@@ -15,7 +15,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import yaml
 
 from app.settings import Settings
 from tests.conftest import MODELS, REPO
+from tests.helpers import free_port
 
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE = REPO / "docker-compose.yml"
@@ -185,12 +185,6 @@ def test_dockerignore_keeps_data_runs_caches_tests_and_secrets_out() -> None:
     assert not ignored & {"app", "models", "pyproject.toml", "constraints-serve.txt"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.slow
 def test_container_cmd_outside_docker_reaches_readyz(
     dockerfile: tuple[dict[str, str], dict[str, Stage], Stage], tmp_path: Path
@@ -199,7 +193,7 @@ def test_container_cmd_outside_docker_reaches_readyz(
     venv), the repo's models/ for /srv/models, and a free port instead of 8000."""
     _, _, final = dockerfile
     cmd = json.loads(final.last("CMD") or "null")
-    port = _free_port()
+    port = free_port()
     argv = [sys.executable] + [str(port) if a == "8000" else a for a in cmd[1:]]
     image_env = {k: v for k, v in final.env.items() if k != "PATH"}
     assert image_env["SEQSERVE_MODELS_DIR"] == "/srv/models"
@@ -426,3 +420,27 @@ def test_kubernetes_manifests_fit_together() -> None:
     assert {"SEQSERVE_STATE_SECRET", "SEQSERVE_API_KEYS"} <= secret and not config & secret
     grace = float(kinds["ConfigMap"]["data"]["SEQSERVE_SHUTDOWN_GRACE_SECONDS"])
     assert pod["spec"]["terminationGracePeriodSeconds"] > grace + 5  # + the preStop pause
+
+
+def test_the_images_copy_every_package_serving_imports(
+    dockerfile: tuple[dict[str, str], dict[str, Stage], Stage],
+) -> None:
+    """The runtime stages copy source folders one by one: every first-party package the server
+    imports must be among them (contract/ was once missing, and the image would not start)."""
+    code = (
+        "import sys, app.main, app.cli; "
+        f"repo = {str(REPO)!r}; "
+        "print(' '.join(sorted({m.split('.')[0] for m, mod in list(sys.modules.items()) "
+        "if (getattr(mod, '__file__', None) or '').startswith(repo + '/')})))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    imported = set(out.stdout.split())
+    assert {"app", "contract"} <= imported and "training" not in imported
+    for name in ("cpu", "gpu"):
+        copies = [rest for kw, rest in dockerfile[1][name].instructions if kw == "COPY"]
+        copied = {c.split()[0] for c in copies if not c.startswith("--from=")}
+        assert imported <= copied, f"{name} image lacks {sorted(imported - copied)}"

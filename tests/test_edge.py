@@ -64,9 +64,9 @@ def test_no_keys_means_open(tiny_sentiment_models: Path, caplog: pytest.LogCaptu
 def test_body_over_the_cap_is_413_before_it_is_read(tiny_sentiment_models: Path) -> None:
     settings = Settings(models_dir=tiny_sentiment_models, max_body_bytes=4096)
     with TestClient(create_app(settings)) as c:
-        r = c.post("/sentiment", json={"text": "good " * 2000})
+        r = c.post("/sentiment", json={"text": "good " * settings.max_body_bytes})
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
-        assert "4096 bytes" in r.json()["error"]["message"]
+        assert f"{settings.max_body_bytes} bytes" in r.json()["error"]["message"]
 
         def chunks():  # no Content-Length: the cap applies while streaming
             for _ in range(100):

@@ -15,24 +15,21 @@ import numpy as np
 import pytest
 import torch
 
+from contract.forecast import LEVEL_GRID, interval_k, last_window, positive_shift
 from training.cli import main
 from training.forecast.data import (
     WindowSampler,
     calibration_split,
-    last_window,
     load_series,
-    positive_shift,
     split_holdout,
 )
 from training.forecast.metrics import coverage, mase, mase_scale, naive, seasonal_naive, smape
 from training.forecast.model import ForecastEnsemble, ForecastNet, median_over_members
 from training.forecast.train import (
-    LEVEL_GRID,
     ForecastConfig,
     calibration_set,
     calibration_windows_per_series,
     conformal_table,
-    interval_k,
     intervals,
     mase_weights,
     member_plan,
@@ -465,7 +462,7 @@ def test_cli_long_csv_train_evaluate_export(
 def test_few_calibration_windows_still_give_wider_intervals_at_higher_levels() -> None:
     """Six windows cannot tell 80% from 95% apart (both would be the largest residual): the
     levels they do not resolve continue on the tail rule, so 95% stays wider than 80%."""
-    from training.forecast.train import LEVEL_GRID, interval_k, resolved_level
+    from training.forecast.train import resolved_level
 
     rng = np.random.default_rng(0)
     y = rng.lognormal(3, 0.2, (6, 24))

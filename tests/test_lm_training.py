@@ -15,9 +15,10 @@ import torch
 
 from tests.helpers import train_and_export_lm
 from training.cli import main
-from training.lm.data import EOS, UNK, build_vocab, read_tokens
+from training.lm.data import build_vocab, read_tokens
 from training.lm.model import LMConfig, RNNModel
 from training.lm.tokenizer import build_tokenizer, round_trip_mismatches
+from training.lm.tokens import EOS, UNK
 
 onnxruntime = pytest.importorskip("onnxruntime")
 

@@ -21,7 +21,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MODELS, REPO
+from tests.helpers import free_port
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
 
@@ -64,12 +64,6 @@ pytestmark = [
         reason="nginx binary not found: apt-get install nginx (.ci/run installs it)",
     ),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def render_nginx_conf(upstreams: list[str], listen_port: int) -> str:
@@ -148,7 +142,7 @@ class Cluster:
 @contextmanager
 def replica(workdir: Path, name: str) -> Iterator[Replica]:
     """``python -m app.cli serve`` on a loopback port, one process, the shipped models."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # each replica counts its own requests
     env.update(SEQSERVE_MODELS_DIR=str(MODELS), SEQSERVE_STATE_SECRET=SECRET)
@@ -181,7 +175,7 @@ def cluster() -> Iterator[Cluster]:
     try:
         with ExitStack() as stack:
             replicas = [stack.enter_context(replica(workdir, f"replica{i}")) for i in (1, 2)]
-            port = _free_port()
+            port = free_port()
             conf = workdir / "nginx.conf"
             conf.write_text(render_nginx_conf([r.addr for r in replicas], port))
             # The flags of docker-compose.yml's lb entrypoint, with this prefix and config.

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from benchmarks import nab
-from tests.conftest import MODELS, REPO
+from tests.conftest import MODELS, REPO, TEST_DEADLINE_MS
 from training.anomaly.data import NabSeries, read_nab
 from training.anomaly.evaluate import SCORER, run_scorer, write_results
 
@@ -43,7 +43,12 @@ def test_shipped_detector_through_the_api_matches_its_card(tmp_path: Path) -> No
     from app.main import create_app
     from app.settings import Settings
 
-    settings = Settings(models_dir=MODELS, max_body_bytes=64 << 20, state_secret="t")  # type: ignore[arg-type]
+    settings = Settings(
+        models_dir=MODELS,
+        max_body_bytes=64 << 20,
+        state_secret="t",
+        request_deadline_ms=TEST_DEADLINE_MS,  # long NAB files on a loaded machine
+    )
     with TestClient(create_app(settings)) as c:
         nab_series = read_nab(SHARED / "data" / "nab")
         scores_per = []

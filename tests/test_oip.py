@@ -397,9 +397,12 @@ def test_malformed_binary_requests(
     assert r.status_code == 400 and needle in r.json()["error"], r.json()
 
 
+BODY_CAP = 2000  # a small body limit, so a test can go past it
+
+
 @pytest.fixture(scope="module")
 def keyed_client() -> Iterator[TestClient]:
-    settings = Settings(models_dir=MODELS, api_keys=["k1"], max_body_bytes=2000)  # type: ignore[list-item]
+    settings = Settings(models_dir=MODELS, api_keys=["k1"], max_body_bytes=BODY_CAP)  # type: ignore[list-item]
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -409,7 +412,9 @@ def test_edge_errors_have_the_protocol_shape(keyed_client: TestClient) -> None:
     r = keyed_client.post(f"{SENT}/infer", json={"inputs": [text_input("great")]})
     assert r.status_code == 401 and set(r.json()) == {"error"}
     auth = {"Authorization": "Bearer k1"}
-    r = keyed_client.post(f"{SENT}/infer", json={"inputs": [text_input("x" * 5000)]}, headers=auth)
+    r = keyed_client.post(
+        f"{SENT}/infer", json={"inputs": [text_input("x" * 2 * BODY_CAP)]}, headers=auth
+    )
     assert r.status_code == 413 and "limit" in r.json()["error"]
     r = keyed_client.post(f"{SENT}/infer", json={"inputs": [text_input("great")]}, headers=auth)
     assert r.status_code == 200

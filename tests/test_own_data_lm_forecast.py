@@ -187,11 +187,11 @@ def test_text_format_detection_and_plain_tokens(tmp_path: Path) -> None:
 
 
 def test_lm_card_never_claims_wikitext_for_other_files(tmp_path: Path) -> None:
-    from training.lm.export import _dataset_record
+    from training.lm.card_sections import text_record
 
     path = tmp_path / "train.txt"  # named like WikiText-2's file, but other bytes
     path.write_text(" = Not WikiText = \n a few words . \n")
-    rec = _dataset_record(path, "wikitext")
+    rec = text_record(path, "wikitext")
     assert "dataset" not in rec and "url" not in rec and rec["lines"] == 2
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
+from tests.helpers import free_port
 
 README = REPO / "README.md"
 # What the README's commands are written against; the test swaps in its own port.
@@ -151,12 +151,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return {**env, **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def setup_commands() -> list[Command]:

@@ -17,12 +17,7 @@ import pytest
 
 from contract.store import publish_folder
 from tests.conftest import MODELS, REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.helpers import free_port
 
 
 def _post_raw(port: int, path: str, body: bytes, chunk_pause: float = 0.0) -> str:
@@ -46,7 +41,7 @@ def _post_raw(port: int, path: str, body: bytes, chunk_pause: float = 0.0) -> st
 
 @pytest.mark.slow
 def test_sigterm_lets_requests_in_flight_and_uploads_finish(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "SEQSERVE_MODELS_DIR": str(MODELS),
@@ -106,7 +101,7 @@ def test_sighup_reloads_the_models_folder(tmp_path: Path, tiny_sentiment_models:
 
     models = tmp_path / "models"
     shutil.copytree(tiny_sentiment_models, models)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SEQSERVE_MODELS_DIR": str(models), "SEQSERVE_STATE_SECRET": "t"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],

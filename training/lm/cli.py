@@ -38,7 +38,8 @@ from training.common.config_cli import (
     run_dir,
 )
 from training.lm.evaluate import EvalConfig
-from training.lm.export import ExportConfig, checkpoint_name, default_name
+from training.lm.export import checkpoint_name, default_name
+from training.lm.export_config import ExportConfig
 from training.lm.model import LMConfig
 from training.lm.train import DRY_RUN_LINES, DRY_RUN_SIZE, TrainConfig
 
@@ -132,7 +133,8 @@ def _publish(checkpoint: Path, dest: Path, cfg: ExportConfig, args: argparse.Nam
     import torch
 
     from training.common.try_it import try_it_lines
-    from training.lm.export import data_files, export_model, try_it_requests
+    from training.lm.card_sections import try_it_requests
+    from training.lm.export import data_files, export_model
 
     with publish(args, TASK, dest) as pub:
         card = export_model(checkpoint, pub.staging, cfg, dest.parent.name, dest.name)

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-EOS = "<eos>"
-UNK = "<unk>"
+from training.lm.tokenizer import pretokenize
+from training.lm.tokens import EOS, TEXT_FORMATS, UNK
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "wikitext2"
-TEXT_FORMATS = ("wikitext", "plain")
 # auto-detection: text is taken as already tokenized when splitting it the plain way changes
 # fewer than this share of its whitespace-separated words (WikiText-2: 0.2 %; prose: 10-30 %)
 PRETOKENIZED_MAX_CHANGED = 0.05
@@ -37,8 +37,6 @@ def _splitter(text_format: str) -> Callable[[str], list[str]]:
     if text_format == "wikitext":
         return str.split
     if text_format == "plain":
-        from training.lm.tokenizer import pretokenize  # the tokenizer module imports this one
-
         return pretokenize
     raise ValueError(f"unknown text format {text_format!r} (choose from {TEXT_FORMATS})")
 
@@ -70,8 +68,6 @@ def count_lines(path: str | Path) -> int:
 def detect_text_format(path: str | Path, max_lines: int = DETECT_LINES) -> str:
     """``wikitext`` when the file reads as already tokenized (splitting its words the plain
     way changes almost none of them), else ``plain``."""
-    from training.lm.tokenizer import pretokenize
-
     words = changed = 0
     with open(path, encoding="utf-8") as fh:
         for i, line in enumerate(fh):

@@ -28,7 +28,7 @@ from pathlib import Path
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 
-from training.lm.data import EOS, UNK
+from training.lm.tokens import EOS, UNK
 
 # (pattern, replacement) applied in order by the normalizer. \w is Unicode-aware (Oniguruma).
 NORMALIZE_RULES: list[tuple[str, str]] = [

@@ -30,7 +30,6 @@ from training.common.curves import plot_curves
 from training.common.seed import seed_everything
 from training.lm.data import (
     DEFAULT_DATA_DIR,
-    TEXT_FORMATS,
     batchify,
     bptt_chunks,
     build_vocab,
@@ -40,6 +39,7 @@ from training.lm.data import (
     read_tokens,
 )
 from training.lm.model import LMConfig, RNNModel, State, repackage
+from training.lm.tokens import TEXT_FORMATS
 
 DRY_RUN_LINES = (300, 60)  # train / valid lines used by --dry-run
 DRY_RUN_SIZE = 32  # --dry-run caps the embedding and hidden sizes at this
@@ -116,12 +116,14 @@ def evaluate_loss(model: RNNModel, data: torch.Tensor, bptt: int) -> float:
 
 
 def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """A checkpoint written whole or not at all (``lm export`` may read it any time)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
 def _write_json_atomic(obj: Any, path: Path) -> None:
+    """JSON written whole or not at all (read while training runs)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
@@ -136,195 +138,257 @@ def _fit_cutoffs(cutoffs: list[int], vocab_size: int) -> list[int]:
     return [max(1, vocab_size // 4), max(2, vocab_size // 2)]
 
 
-def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
+@dataclass
+class Corpus:
+    """The run's data as the model sees it, and what the card will say about it."""
 
-    if cfg.dry_run:  # the saved configuration says what really ran
-        cfg.max_train_lines, cfg.max_valid_lines = DRY_RUN_LINES
-        cfg.epochs = 1
-        model_cfg.emb_size = min(model_cfg.emb_size, DRY_RUN_SIZE)
-        model_cfg.hidden_size = min(model_cfg.hidden_size, DRY_RUN_SIZE)
-    max_train, max_valid = cfg.max_train_lines, cfg.max_valid_lines
-    if cfg.text_format == "auto":
-        cfg.text_format = detect_text_format(cfg.train_file)
-        print(f"text format: {cfg.text_format} (detected; --text-format to override)", flush=True)
-    train_tokens = read_tokens(cfg.train_file, max_train, cfg.text_format)
-    valid_tokens = read_tokens(cfg.valid_file, max_valid, cfg.text_format)
-    vocab = build_vocab(train_tokens)
-    model_cfg.vocab_size = len(vocab)
-    if model_cfg.softmax == "adaptive":
-        fitted = _fit_cutoffs(model_cfg.cutoffs, len(vocab))
-        if fitted != model_cfg.cutoffs and not cfg.dry_run:
-            print(
-                f"adaptive softmax cutoffs {model_cfg.cutoffs} do not fit a vocabulary of "
-                f"{len(vocab)}: using {fitted}",
-                flush=True,
-            )
-        model_cfg.cutoffs = fitted
-    train_data = batchify(encode(train_tokens, vocab), cfg.batch_size)
-    valid_data = batchify(encode(valid_tokens, vocab), cfg.eval_batch_size)
-    # what the card will say about the data: files, lines and tokens really used
-    data_used: dict[str, dict[str, Any]] = {}
-    for split, path, limit, tokens in (
-        ("train", cfg.train_file, max_train, train_tokens),
-        ("valid", cfg.valid_file, max_valid, valid_tokens),
+    vocab: list[str]
+    train: torch.Tensor  # [batch_size streams, steps]
+    valid: torch.Tensor  # [eval_batch_size streams, steps]
+    used: dict[str, dict[str, Any]]  # per split: file, lines and tokens really used
+
+
+def _apply_dry_run(model_cfg: LMConfig, cfg: TrainConfig) -> None:
+    """Shrink the run to seconds; done on the configs so the saved ones say what really ran."""
+    cfg.max_train_lines, cfg.max_valid_lines = DRY_RUN_LINES
+    cfg.epochs = 1
+    model_cfg.emb_size = min(model_cfg.emb_size, DRY_RUN_SIZE)
+    model_cfg.hidden_size = min(model_cfg.hidden_size, DRY_RUN_SIZE)
+
+
+def _fit_softmax(model_cfg: LMConfig, vocab_size: int, quiet: bool) -> None:
+    """Size the model's output to the vocabulary (adaptive cutoffs scaled down if needed)."""
+    model_cfg.vocab_size = vocab_size
+    if model_cfg.softmax != "adaptive":
+        return
+    fitted = _fit_cutoffs(model_cfg.cutoffs, vocab_size)
+    if fitted != model_cfg.cutoffs and not quiet:
+        print(
+            f"adaptive softmax cutoffs {model_cfg.cutoffs} do not fit a vocabulary of "
+            f"{vocab_size}: using {fitted}",
+            flush=True,
+        )
+    model_cfg.cutoffs = fitted
+
+
+def _data_used(cfg: TrainConfig, tokens: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """What the card will say about the data: files, lines and tokens really used."""
+    used: dict[str, dict[str, Any]] = {}
+    for split, path, limit in (
+        ("train", cfg.train_file, cfg.max_train_lines),
+        ("valid", cfg.valid_file, cfg.max_valid_lines),
     ):
         lines = count_lines(path)
-        data_used[split] = {
+        used[split] = {
             "file": str(path),
             "lines_in_file": lines,
             "lines_used": lines if limit is None else min(lines, limit),
-            "tokens": len(tokens),  # <eos> included
+            "tokens": len(tokens[split]),  # <eos> included
             "text_format": cfg.text_format,
         }
-    title = f"word-level LM on {Path(cfg.train_file).name}"
+    return used
 
-    resumed: dict[str, Any] | None = None
-    if cfg.resume:
-        resumed = torch.load(cfg.resume, weights_only=True)
-        if resumed["vocab"] != vocab:
-            raise ValueError(f"{cfg.resume} was trained with another vocabulary than this data")
-        model_cfg = LMConfig.from_dict(resumed["model_config"])
-    model = RNNModel(model_cfg)
-    n_params = sum(p.numel() for p in model.parameters())
-    print(
-        f"vocab {len(vocab)}  train tokens {train_data.numel()}  valid tokens "
-        f"{valid_data.numel()}  params {n_params}",
-        flush=True,
+
+def read_corpus(model_cfg: LMConfig, cfg: TrainConfig) -> Corpus:
+    """Read both files in the run's text format (detected when ``auto``), build the vocabulary
+    from the training text and size the model's output to it."""
+    if cfg.text_format == "auto":
+        cfg.text_format = detect_text_format(cfg.train_file)
+        print(f"text format: {cfg.text_format} (detected; --text-format to override)", flush=True)
+    tokens = {
+        "train": read_tokens(cfg.train_file, cfg.max_train_lines, cfg.text_format),
+        "valid": read_tokens(cfg.valid_file, cfg.max_valid_lines, cfg.text_format),
+    }
+    vocab = build_vocab(tokens["train"])
+    _fit_softmax(model_cfg, len(vocab), quiet=cfg.dry_run)
+    return Corpus(
+        vocab=vocab,
+        train=batchify(encode(tokens["train"], vocab), cfg.batch_size),
+        valid=batchify(encode(tokens["valid"], vocab), cfg.eval_batch_size),
+        used=_data_used(cfg, tokens),
     )
-    print(f"model {model_cfg}\ntrain {cfg}", flush=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
 
-    history: list[dict[str, float]] = []
-    best_loss = math.inf
-    epoch_offset, minutes_offset = 0.0, 0.0
-    if resumed is not None:  # carry on the curves from where the checkpoint was saved
-        model.load_state_dict(resumed["state_dict"])
-        history = list(resumed["history"])
-        best_loss = float(resumed["valid_loss"])
-        epoch_offset = float(resumed["epoch"])
-        minutes_offset = history[-1]["elapsed_minutes"] if history else 0.0
+
+class Run:
+    """One training run's moving parts: model, optimizer, learning rate, best loss, history.
+
+    ``end_of_period`` runs after every epoch (or ``--eval-interval`` batches): validate, save
+    the best checkpoint, and anneal the learning rate on a plateau."""
+
+    def __init__(
+        self,
+        model_cfg: LMConfig,
+        cfg: TrainConfig,
+        corpus: Corpus,
+        out: Path,
+        resumed: dict[str, Any] | None,
+    ) -> None:
+        self.model_cfg, self.cfg, self.corpus, self.out = model_cfg, cfg, corpus, out
+        self.model = RNNModel(model_cfg)
+        n_params = sum(p.numel() for p in self.model.parameters())
         print(
-            f"resuming from {cfg.resume}: epoch {epoch_offset:g}, valid ppl "
-            f"{math.exp(best_loss):.2f}, lr {cfg.lr:g}",
+            f"vocab {len(corpus.vocab)}  train tokens {corpus.train.numel()}  valid tokens "
+            f"{corpus.valid.numel()}  params {n_params}",
             flush=True,
         )
-    best_path = out / "best.pt"
-    lr = cfg.lr
-    annealed = False
-    started = time.monotonic()
-    n_chunks = math.ceil((train_data.size(1) - 1) / cfg.bptt)
+        print(f"model {model_cfg}\ntrain {cfg}", flush=True)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr)
+        self.history: list[dict[str, float]] = []
+        self.best_loss = math.inf
+        self.epoch_offset, self.minutes_offset = 0.0, 0.0
+        self.best_path = out / "best.pt"
+        self.lr = cfg.lr
+        self.annealed = False
+        if resumed is not None:
+            self._resume(resumed)
+        self.started = time.monotonic()
 
-    def checkpoint(epoch: float, valid_loss: float) -> dict[str, Any]:
+    def _resume(self, resumed: dict[str, Any]) -> None:
+        """Carry on the weights and the curves from where the checkpoint was saved."""
+        self.model.load_state_dict(resumed["state_dict"])
+        self.history = list(resumed["history"])
+        self.best_loss = float(resumed["valid_loss"])
+        self.epoch_offset = float(resumed["epoch"])
+        self.minutes_offset = self.history[-1]["elapsed_minutes"] if self.history else 0.0
+        print(
+            f"resuming from {self.cfg.resume}: epoch {self.epoch_offset:g}, valid ppl "
+            f"{math.exp(self.best_loss):.2f}, lr {self.cfg.lr:g}",
+            flush=True,
+        )
+        if not self.best_path.exists():  # annealing may reload the best weights
+            _save_atomic(self.checkpoint(self.epoch_offset, self.best_loss), self.best_path)
+
+    def checkpoint(self, epoch: float, valid_loss: float) -> dict[str, Any]:
+        """Plain data only (config dicts, vocabulary, tensors): no pickled modules."""
         return {
-            "model_config": model_cfg.to_dict(),
-            "train_config": asdict(cfg),
-            "vocab": vocab,
-            "state_dict": model.state_dict(),
+            "model_config": self.model_cfg.to_dict(),
+            "train_config": asdict(self.cfg),
+            "vocab": self.corpus.vocab,
+            "state_dict": self.model.state_dict(),
             "epoch": epoch,
             "valid_loss": valid_loss,
-            "history": history,
-            "data": data_used,
+            "history": self.history,
+            "data": self.corpus.used,
         }
 
-    def end_of_period(epoch_pos: float, train_loss: float, tokens: int, seconds: float) -> bool:
-        """Validate, save if best, anneal on a plateau; True when training should stop."""
-        nonlocal best_loss, lr, annealed
-        valid_loss = evaluate_loss(model, valid_data, cfg.bptt)
-        model.train()
-        elapsed_min = (time.monotonic() - started) / 60
-        improved = valid_loss < best_loss
-        epoch_pos += epoch_offset
-        history.append(
+    def _record(
+        self,
+        epoch_pos: float,
+        train_loss: float,
+        valid_loss: float,
+        tokens: int,
+        seconds: float,
+        elapsed_min: float,
+    ) -> None:
+        """Append the period's row to the history and print it."""
+        improved = valid_loss < self.best_loss
+        minutes = elapsed_min + self.minutes_offset
+        self.history.append(
             {
                 "epoch": round(epoch_pos, 3),
-                "lr": lr,
+                "lr": self.lr,
                 "train_loss": train_loss,
                 "valid_loss": valid_loss,
                 "train_ppl": math.exp(train_loss),
                 "valid_ppl": math.exp(valid_loss),
                 "train_seconds": seconds,
                 "tokens_per_second": tokens / seconds,
-                "elapsed_minutes": elapsed_min + minutes_offset,
+                "elapsed_minutes": minutes,
             }
         )
         print(
-            f"| epoch {epoch_pos:6.2f} | lr {lr:g} | {seconds:6.1f}s "
+            f"| epoch {epoch_pos:6.2f} | lr {self.lr:g} | {seconds:6.1f}s "
             f"({tokens / seconds:,.0f} tok/s) | train ppl {math.exp(train_loss):8.2f} | "
-            f"valid ppl {math.exp(valid_loss):8.2f} | {elapsed_min + minutes_offset:5.1f} min |"
+            f"valid ppl {math.exp(valid_loss):8.2f} | {minutes:5.1f} min |"
             f"{' best' if improved else ''}",
             flush=True,
         )
-        plateau = valid_loss > best_loss - cfg.anneal_threshold
+
+    def _anneal(self, improved: bool, plateau: bool, forced: bool) -> bool:
+        """Divide the learning rate; True when it falls below ``min_lr`` (stop)."""
+        if not improved:  # got worse: continue from the best weights, not the overfit ones
+            best = torch.load(self.best_path, weights_only=True)
+            self.model.load_state_dict(best["state_dict"])
+        self.lr /= self.cfg.anneal_factor
+        self.annealed = True
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        print(
+            f"annealing lr to {self.lr:g} ({'forced' if forced and not plateau else 'plateau'})",
+            flush=True,
+        )
+        if self.lr < self.cfg.min_lr:
+            print("learning rate below min_lr: stopping", flush=True)
+            return True
+        return False
+
+    def end_of_period(
+        self, epoch_pos: float, train_loss: float, tokens: int, seconds: float
+    ) -> bool:
+        """Validate, save if best, anneal on a plateau; True when training should stop."""
+        cfg = self.cfg
+        valid_loss = evaluate_loss(self.model, self.corpus.valid, cfg.bptt)
+        self.model.train()
+        elapsed_min = (time.monotonic() - self.started) / 60
+        improved = valid_loss < self.best_loss
+        epoch_pos += self.epoch_offset
+        self._record(epoch_pos, train_loss, valid_loss, tokens, seconds, elapsed_min)
+        plateau = valid_loss > self.best_loss - cfg.anneal_threshold
         if improved:
-            best_loss = valid_loss
-            _save_atomic(checkpoint(epoch_pos, valid_loss), best_path)
-        _write_json_atomic(history, out / "history.json")
+            self.best_loss = valid_loss
+            _save_atomic(self.checkpoint(epoch_pos, valid_loss), self.best_path)
+        _write_json_atomic(self.history, self.out / "history.json")
         plot_curves(
-            history,
-            out / "curves.png",
+            self.history,
+            self.out / "curves.png",
             [
                 ("loss (nats/token)", ["train_loss", "valid_loss"]),
                 ("perplexity", ["train_ppl", "valid_ppl"]),
             ],
-            title=title,
+            title=f"word-level LM on {Path(cfg.train_file).name}",
         )
         if cfg.max_minutes and elapsed_min >= cfg.max_minutes:
             print(f"time budget of {cfg.max_minutes} min reached", flush=True)
             return True
         forced = (
             cfg.anneal_after_minutes > 0
-            and not annealed
+            and not self.annealed
             and elapsed_min >= cfg.anneal_after_minutes
         )
         if plateau or forced:
-            if not improved:  # got worse: continue from the best weights, not the overfit ones
-                best = torch.load(best_path, weights_only=True)
-                model.load_state_dict(best["state_dict"])
-            lr /= cfg.anneal_factor
-            annealed = True
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            print(
-                f"annealing lr to {lr:g} ({'forced' if forced and not plateau else 'plateau'})",
-                flush=True,
-            )
-            if lr < cfg.min_lr:
-                print("learning rate below min_lr: stopping", flush=True)
-                return True
+            return self._anneal(improved, plateau, forced)
         return False
 
-    if resumed is not None and not best_path.exists():  # annealing may reload the best weights
-        _save_atomic(checkpoint(epoch_offset, best_loss), best_path)
-    stop = False
-    for epoch in range(1, cfg.epochs + 1):
+    def epoch(self, epoch: int) -> bool:
+        """One pass over the training streams (truncated BPTT, state carried between chunks);
+        True when ``end_of_period`` says to stop."""
+        cfg, model, data = self.cfg, self.model, self.corpus.train
+        n_chunks = math.ceil((data.size(1) - 1) / cfg.bptt)
         model.train()
         state: State = model.init_hidden(cfg.batch_size)
         total, count = 0.0, 0
         t0 = time.monotonic()
         bar = tqdm(
-            bptt_chunks(train_data, cfg.bptt),
+            bptt_chunks(data, cfg.bptt),
             total=n_chunks,
             desc=f"epoch {epoch}",
             mininterval=30 if not cfg.dry_run else 0.1,
         )
+        stop = False
         for batch, (inputs, targets) in enumerate(bar, start=1):
             state = repackage(state)
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss, state = model.loss(inputs, targets, state)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            optimizer.step()
+            self.optimizer.step()
             total += loss.item() * targets.numel()
             count += targets.numel()
             bar.set_postfix(
                 loss=f"{total / count:.3f}", ppl=f"{math.exp(total / count):.1f}", refresh=False
             )
             if batch == n_chunks or (cfg.eval_interval and batch % cfg.eval_interval == 0):
-                stop = end_of_period(
+                stop = self.end_of_period(
                     epoch - 1 + batch / n_chunks, total / count, count, time.monotonic() - t0
                 )
                 total, count = 0.0, 0
@@ -332,11 +396,32 @@ def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[st
                 if stop:
                     break
         bar.close()
-        if stop:
+        return stop
+
+
+def train(model_cfg: LMConfig, cfg: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Train into ``out_dir`` (``best.pt``, ``history.json``, ``curves.png``); return the best
+    validation loss and the checkpoint's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    if cfg.dry_run:
+        _apply_dry_run(model_cfg, cfg)
+    corpus = read_corpus(model_cfg, cfg)
+    resumed: dict[str, Any] | None = None
+    if cfg.resume:
+        resumed = torch.load(cfg.resume, weights_only=True)
+        if resumed["vocab"] != corpus.vocab:
+            raise ValueError(f"{cfg.resume} was trained with another vocabulary than this data")
+        model_cfg = LMConfig.from_dict(resumed["model_config"])
+    run = Run(model_cfg, cfg, corpus, out, resumed)
+    for epoch in range(1, cfg.epochs + 1):
+        if run.epoch(epoch):
             break
     return {
-        "best_valid_loss": best_loss,
-        "best_valid_ppl": math.exp(best_loss),
-        "checkpoint": str(best_path),
-        "history": history,
+        "best_valid_loss": run.best_loss,
+        "best_valid_ppl": math.exp(run.best_loss),
+        "checkpoint": str(run.best_path),
+        "history": run.history,
     }
