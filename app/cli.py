@@ -60,7 +60,21 @@ def _add_models_dir(p: argparse.ArgumentParser, nested: bool = False) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands whose arguments come from the task registry (importing it loads FastAPI and the
+# services, ~0.6 s): other commands, --version and --help build the parser without it.
+TASK_COMMANDS = ("predict", "bench")
+
+
+def _needs_tasks(argv: Sequence[str] | None) -> bool:
+    if argv is None:
+        return True
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return command in TASK_COMMANDS
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given ``argv``, the task registry is imported only when the
+    command needs it."""
     parser = argparse.ArgumentParser(
         prog="seqserve",
         description="Serve recurrent models with onnxruntime.",
@@ -102,14 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
         "in <models_dir>/defaults.json. A newly published model never becomes a default by "
         "itself: pin it here, then reload running servers (POST /admin/reload or SIGHUP).",
     )
-    names = list(_tasks())
-    md.add_argument("task", nargs="?", help=", ".join(names[:-1]) + f" or {names[-1]}")
+    md.add_argument("task", nargs="?", help="a task, as `seqserve models list` names them")
     md.add_argument("ref", nargs="?", help="NAME or NAME:VERSION (NAME alone: its newest version)")
     _add_models_dir(md, nested=True)
     _add_models_dir(m)
     m.set_defaults(func=cmd_models, json=True, models_command=None)
 
     p = sub.add_parser("predict", help="one-off predictions in this process (no server)")
+    b = sub.add_parser("bench", help="load-test one endpoint and print latency and throughput")
+    if _needs_tasks(argv):
+        _add_task_commands(p, b)
+    return parser
+
+
+def _add_task_commands(p: argparse.ArgumentParser, b: argparse.ArgumentParser) -> None:
+    """``predict`` and ``bench``: one predict sub-command and bench endpoints per task."""
     psub = p.add_subparsers(dest="task", required=True, metavar="TASK")
     specs = _tasks()
     for name, spec in specs.items():
@@ -123,7 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     endpoints = [e for spec in specs.values() for e in spec.bench]  # the first is the default
-    b = sub.add_parser("bench", help="load-test one endpoint and print latency and throughput")
     b.add_argument("--url", help="a running server (default: start one for the run)")
     b.add_argument(
         "--endpoint",
@@ -148,7 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the full benchmark (benchmarks/run.py: wrk, baselines, plots)",
     )
     b.set_defaults(func=cmd_bench)
-    return parser
 
 
 def _version_line() -> str:
@@ -162,7 +181,8 @@ def _version_line() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     from app.errors import SeqServeError
 
     try:

@@ -212,3 +212,19 @@ def test_missing_models_dir_flag_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("seqserve: --models-dir=") and err.count("\n") == 1
     assert f"no folder {tmp_path / 'nope'}" in err
+
+
+def test_commands_without_tasks_do_not_load_the_server() -> None:
+    """--version, --help, serve and models build their parser without the task registry (which
+    imports FastAPI and the services: ~0.6 s on every call)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from app.cli import build_parser; "
+        "build_parser(['models', 'list']); build_parser(['--version']); "
+        "print('app.tasks' in sys.modules, 'fastapi' in sys.modules); "
+        "build_parser(['predict', 'sentiment', 'x']); print('app.tasks' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True"]
