@@ -1,6 +1,6 @@
 """Run training commands in a throw-away copy of the repository and prove the shipped models
 are untouched: the sha256 of every file under ``models/`` (and ``models/defaults.json``) is the
-same after as before. Used by ``tests/test_store_guard_<task>.py``."""
+same after as before. Used by ``tests/training/test_store_guard_<task>.py``."""
 
 from __future__ import annotations
 

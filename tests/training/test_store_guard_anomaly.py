@@ -2,7 +2,7 @@
 version (or under the run folder for --dry-run) and never changes a shipped model folder.
 
 Runs with or without ../shared: without it the default training files are missing and the
-trainer uses synthetic series (a note says so; tests/test_anomaly_training.py checks that path).
+trainer uses synthetic series (a note says so; tests/training/test_anomaly_training.py checks that path).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 
 from contract import anomaly as sc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "models" / "anomaly").glob("*/*/card.json"))
 
 CARD = {

@@ -2,7 +2,7 @@
 real `seqserve serve`, and the cheap `seqserve` commands of its command-line section.
 
 Blocks that train (`seqserve-train`, and the curls that query the models they make) are run by
-the training tests (tests/test_own_data*.py, tests/test_store_guard_*.py); every other shell
+the training tests (tests/training/test_own_data*.py, tests/training/test_store_guard_*.py); every other shell
 command is listed in NOT_RUN with the reason, so a new kind of command needs a decision here.
 """
 
@@ -32,14 +32,14 @@ README_HOST = "localhost:8000"
 # Commands shown but not run here, by how they start: why not, and what covers them instead.
 NOT_RUN = {
     "seqserve serve --host": "a second server on a fixed port; the set-up command's `seqserve "
-    "serve` is started below, and tests/test_load_balancer.py runs two workers behind nginx",
-    "seqserve bench": "a load test of seconds to minutes; tests/test_cli.py runs a short one",
+    "serve` is started below, and tests/deploy/test_load_balancer.py runs two workers behind nginx",
+    "seqserve bench": "a load test of seconds to minutes; tests/app/test_cli.py runs a short one",
     "seqserve models default ": "pins a default, i.e. writes models/defaults.json; "
-    "tests/test_model_store.py runs it on a copy",
+    "tests/contract/test_model_store.py runs it on a copy",
     "seqserve-train": "training: the task engineers' tests run the README's training commands",
-    "cp .env.example": "writes .env for Docker Compose; tests/test_deploy.py checks the files",
-    "docker compose": "needs a Docker engine; tests/test_deploy.py validates the compose file",
-    "kubectl": "needs a cluster; tests/test_deploy.py validates the manifests",
+    "cp .env.example": "writes .env for Docker Compose; tests/deploy/test_deploy.py checks the files",
+    "docker compose": "needs a Docker engine; tests/deploy/test_deploy.py validates the compose file",
+    "kubectl": "needs a cluster; tests/deploy/test_deploy.py validates the manifests",
 }
 # `seqserve` commands cheap enough to run as written (a second or two each, no server, no
 # writes): their first words, and how many words at most (`models default` alone only reads).

@@ -1,7 +1,7 @@
 """Forecast training: metrics, preprocessing, the graph on odd inputs, ONNX parity, and the CLI
 on tiny fixture datasets (M4-wide and an ETTh1-like long CSV). Runs without ../shared/data.
 
-    pytest tests/test_forecast_training.py -q
+    pytest tests/training/test_forecast_training.py -q
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from app.settings import Settings
 from contract import card as cards
 from contract import store
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 SERIES = {"series": [{"id": "s", "values": [float(i % 24) for i in range(400)]}]}
 
 

@@ -82,7 +82,7 @@ def test_without_torch_the_command_says_how_to_install_it() -> None:
 
 def test_library_warnings_stay_out_of_the_terminal_unless_verbose(tmp_path: Path) -> None:
     """The ONNX tracer warns on every recurrent export; users see it only with --verbose."""
-    data = Path(__file__).resolve().parents[1] / "examples" / "data" / "shop_hourly.csv"
+    data = Path(__file__).resolve().parents[2] / "examples" / "data" / "shop_hourly.csv"
     argv = ["anomaly", "train", "--dry-run", "--data", str(data), "--no-nab"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}
 

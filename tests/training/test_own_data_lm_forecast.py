@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import REPO
-from tests.test_own_data import _relocate
+from tests.training.test_own_data import _relocate
 from training.cli import main as train_main
 
 SOURCES = (REPO / "README.md",)  # the sections the user reads are the ones tested

@@ -123,7 +123,7 @@ def test_dotenv_values_are_checked_the_same_way(
 
 def _run(argv: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SEQSERVE_")}
-    clean["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    clean["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     return subprocess.run(
         argv, cwd=tmp_path, env={**clean, **env}, capture_output=True, text=True, timeout=60
     )

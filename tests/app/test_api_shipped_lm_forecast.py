@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from app.settings import Settings
 from tests.helpers import measured_perplexity, text_chunks
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 LIMITS = Settings()  # what the ``client`` fixture runs with (conftest clears SEQSERVE_*)
 
 

@@ -95,7 +95,7 @@ def test_normalized_text_is_always_encodable_and_tokenizable(text: str) -> None:
     Tokenizer.from_file(str(_TOKENIZER)).encode(clean)
 
 
-_TOKENIZER = next(Path(__file__).resolve().parents[1].glob("models/sentiment/*/*/tokenizer.json"))
+_TOKENIZER = next(Path(__file__).resolve().parents[2].glob("models/sentiment/*/*/tokenizer.json"))
 
 
 @given(st.lists(st.integers(1, 3000), min_size=1, max_size=64))
@@ -115,7 +115,7 @@ def test_length_buckets_keep_short_texts_apart_from_a_long_one() -> None:
     assert np.array_equal(sorted(next(r for r in runs if 0 in r)), [0, 1, 3, 4])
 
 
-IMDB_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb" / "dev.tsv"
+IMDB_DEV = Path(__file__).resolve().parents[3] / "shared" / "data" / "imdb" / "dev.tsv"
 
 
 @pytest.mark.skipif(not IMDB_DEV.exists(), reason="needs ../shared/data/imdb/dev.tsv")

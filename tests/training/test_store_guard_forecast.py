@@ -7,7 +7,7 @@ export with the default destination, then a taken version (refused, exit 2) and 
 Runs on the M4 file when ../shared has it, and always on examples/data/shop_hourly.csv with
 ../shared removed from the copy. The whole file takes about a minute.
 
-    pytest tests/test_store_guard_forecast.py -q
+    pytest tests/training/test_store_guard_forecast.py -q
 """
 
 from __future__ import annotations
