@@ -107,61 +107,19 @@ def train_member(
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = RNNClassifier(model_cfg)
-    if init_embeddings is not None:
-        with torch.no_grad():
-            have = ~np.isnan(init_embeddings).any(1)
-            model.embedding.weight[torch.from_numpy(have)] = torch.from_numpy(init_embeddings[have])
+    model = _init_model(model_cfg, init_embeddings)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_decay)
     rng = np.random.default_rng(cfg.seed)
+    targets = _Targets(train_y, soft_targets, distill_weight)
     history: list[dict[str, float]] = []
     best_acc, best_epoch, bad = -1.0, 0, 0
     ckpt_path = out_dir / f"seed{cfg.seed}.pt"
     for epoch in range(1, cfg.epochs + 1):
-        model.train()
         t0 = time.perf_counter()
-        total_loss, correct, seen, labelled = 0.0, 0, 0, 0
-        batches = make_batches(train_ids, cfg.batch_size, rng)
-        bar = tqdm(batches, desc=f"seed {cfg.seed} epoch {epoch}", leave=False, mininterval=2)
-        for rows in bar:
-            x = pad(train_ids, rows)
-            if cfg.word_dropout > 0:
-                drop = (torch.rand(x.shape) < cfg.word_dropout) & (x != PAD_ID)
-                x = x.masked_fill(drop, UNK_ID)
-            y = torch.from_numpy(train_y[rows])
-            logits = model(x)
-            loss = distill_loss(
-                logits,
-                y,
-                None if soft_targets is None else torch.from_numpy(soft_targets[rows]),
-                distill_weight,
-            )
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            total_loss += loss.item() * len(rows)
-            correct += int((logits.argmax(-1) == y).sum())
-            seen += len(rows)
-            labelled += int((y >= 0).sum())
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+        train_stats = _train_epoch(model, opt, cfg, train_ids, targets, rng, epoch)
         sched.step()
-        dev_p = predict_proba(model, dev_ids)
-        dev_loss = float(-np.mean(np.log(dev_p[np.arange(len(dev_y)), dev_y] + 1e-12)))
-        hits = dev_p.argmax(1) == dev_y
-        rec = {
-            "epoch": epoch,
-            "train_loss": total_loss / seen,
-            "train_accuracy": correct / max(labelled, 1),
-            "dev_loss": dev_loss,
-            "dev_accuracy": float(hits.mean()),
-            "seconds": time.perf_counter() - t0,
-        }
-        if dev_groups:
-            for name, idx in dev_groups.items():
-                rec[f"dev_accuracy_{name}"] = float(hits[idx].mean())
-            rec["dev_accuracy"] = float(np.mean([hits[idx].mean() for idx in dev_groups.values()]))
+        rec = _epoch_record(epoch, train_stats, model, dev_ids, dev_y, dev_groups, t0)
         dev_acc = rec["dev_accuracy"]
         history.append(rec)
         print(
@@ -169,27 +127,12 @@ def train_member(
         )
         if dev_acc > best_acc:
             best_acc, best_epoch, bad = dev_acc, epoch, 0
-            torch.save(
-                {
-                    "model_config": asdict(model_cfg),
-                    "train_config": asdict(cfg),
-                    "state_dict": model.state_dict(),
-                    "epoch": epoch,
-                    "dev_accuracy": dev_acc,
-                },
-                ckpt_path,
-            )
+            _save_checkpoint(ckpt_path, model, model_cfg, cfg, epoch, dev_acc)
         else:
             bad += 1
             if bad >= cfg.patience:
                 break
-    (out_dir / f"seed{cfg.seed}.history.json").write_text(json.dumps(history, indent=1))
-    plot_curves(
-        history,
-        out_dir / f"seed{cfg.seed}.curves.png",
-        [("loss", ["train_loss", "dev_loss"]), ("accuracy", ["train_accuracy", "dev_accuracy"])],
-        title=f"{model_cfg.cell} seed {cfg.seed}",
-    )
+    _write_history(out_dir, history, model_cfg, cfg)
     return {
         "seed": cfg.seed,
         "best_epoch": best_epoch,
@@ -199,6 +142,136 @@ def train_member(
         "seconds": sum(h["seconds"] for h in history),
         "history": history,
     }
+
+
+@dataclass
+class _Targets:
+    """What one member learns from: hard labels (-1 = none), optional teacher probabilities
+    (NaN row = none) and the teacher's share of the loss."""
+
+    hard: np.ndarray
+    soft: np.ndarray | None
+    distill_weight: float
+
+
+def _init_model(model_cfg: ClassifierConfig, init_embeddings: np.ndarray | None) -> RNNClassifier:
+    """A fresh member; rows of ``init_embeddings`` that are not NaN overwrite the random
+    embedding start, so pretrained vectors help where they exist and cost nothing elsewhere."""
+    model = RNNClassifier(model_cfg)
+    if init_embeddings is not None:
+        with torch.no_grad():
+            have = ~np.isnan(init_embeddings).any(1)
+            model.embedding.weight[torch.from_numpy(have)] = torch.from_numpy(init_embeddings[have])
+    return model
+
+
+def _train_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    train_ids: list[list[int]],
+    targets: _Targets,
+    rng: np.random.Generator,
+    epoch: int,
+) -> dict[str, float]:
+    """One pass over the training rows in length-bucketed batches; returns the mean loss and
+    the accuracy on rows that have a hard label (teacher-only rows have nothing to be right
+    about)."""
+    model.train()
+    total_loss, correct, seen, labelled = 0.0, 0, 0, 0
+    batches = make_batches(train_ids, cfg.batch_size, rng)
+    bar = tqdm(batches, desc=f"seed {cfg.seed} epoch {epoch}", leave=False, mininterval=2)
+    for rows in bar:
+        x = _word_dropout(pad(train_ids, rows), cfg.word_dropout)
+        y = torch.from_numpy(targets.hard[rows])
+        logits = model(x)
+        loss = distill_loss(
+            logits,
+            y,
+            None if targets.soft is None else torch.from_numpy(targets.soft[rows]),
+            targets.distill_weight,
+        )
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        total_loss += loss.item() * len(rows)
+        correct += int((logits.argmax(-1) == y).sum())
+        seen += len(rows)
+        labelled += int((y >= 0).sum())
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}")
+    return {"train_loss": total_loss / seen, "train_accuracy": correct / max(labelled, 1)}
+
+
+def _word_dropout(x: torch.Tensor, rate: float) -> torch.Tensor:
+    """Replace a ``rate`` fraction of real (non-pad) tokens by [UNK], so the model learns what
+    to do with words it never saw."""
+    if rate <= 0:
+        return x
+    drop = (torch.rand(x.shape) < rate) & (x != PAD_ID)
+    return x.masked_fill(drop, UNK_ID)
+
+
+def _epoch_record(
+    epoch: int,
+    train_stats: dict[str, float],
+    model: nn.Module,
+    dev_ids: list[list[int]],
+    dev_y: np.ndarray,
+    dev_groups: dict[str, np.ndarray] | None,
+    t0: float,
+) -> dict[str, float]:
+    """The epoch's history row. With ``dev_groups``, ``dev_accuracy`` (the selection figure)
+    is the mean of the groups' accuracies, so no one domain dominates checkpoint selection."""
+    dev_p = predict_proba(model, dev_ids)
+    dev_loss = float(-np.mean(np.log(dev_p[np.arange(len(dev_y)), dev_y] + 1e-12)))
+    hits = dev_p.argmax(1) == dev_y
+    rec = {
+        "epoch": epoch,
+        **train_stats,
+        "dev_loss": dev_loss,
+        "dev_accuracy": float(hits.mean()),
+        "seconds": time.perf_counter() - t0,
+    }
+    if dev_groups:
+        for name, idx in dev_groups.items():
+            rec[f"dev_accuracy_{name}"] = float(hits[idx].mean())
+        rec["dev_accuracy"] = float(np.mean([hits[idx].mean() for idx in dev_groups.values()]))
+    return rec
+
+
+def _save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    model_cfg: ClassifierConfig,
+    cfg: TrainConfig,
+    epoch: int,
+    dev_acc: float,
+) -> None:
+    """Weights plus both configurations, so ``load_member`` can rebuild the member alone."""
+    torch.save(
+        {
+            "model_config": asdict(model_cfg),
+            "train_config": asdict(cfg),
+            "state_dict": model.state_dict(),
+            "epoch": epoch,
+            "dev_accuracy": dev_acc,
+        },
+        path,
+    )
+
+
+def _write_history(
+    out_dir: Path, history: list[dict[str, float]], model_cfg: ClassifierConfig, cfg: TrainConfig
+) -> None:
+    """Per-epoch figures as JSON and as curves, to judge over- and under-fitting afterwards."""
+    (out_dir / f"seed{cfg.seed}.history.json").write_text(json.dumps(history, indent=1))
+    plot_curves(
+        history,
+        out_dir / f"seed{cfg.seed}.curves.png",
+        [("loss", ["train_loss", "dev_loss"]), ("accuracy", ["train_accuracy", "dev_accuracy"])],
+        title=f"{model_cfg.cell} seed {cfg.seed}",
+    )
 
 
 def distill_loss(
