@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import math
 import socket
+import subprocess
+import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,3 +92,19 @@ def measured_perplexity(client: TestClient, chunks: list[str]) -> tuple[float, i
         total_ll += r.json()["log_likelihood"]
         total_tokens += r.json()["tokens"]
     return math.exp(-total_ll / total_tokens), total_tokens
+
+
+def wait_ready(base: str, proc: subprocess.Popen[Any], log: Path, timeout: float = 90) -> None:
+    """Poll ``base``/readyz until it answers 200; fail with the server's log if the process
+    exits or the time runs out (servers started by the tests take seconds on a loaded box)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"not ready in {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)

@@ -23,7 +23,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import REPO
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +43,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
             stderr=subprocess.STDOUT,
         )
     url = f"127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, log.read_text()[-2000:]
-        try:
-            with urllib.request.urlopen(f"http://{url}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "server not ready"
-        time.sleep(0.2)
+    wait_ready(f"http://{url}", proc, log)
     yield url, log
     proc.send_signal(signal.SIGTERM)
     try:

@@ -14,7 +14,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import REPO
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_ready
 
 README = REPO / "README.md"
 # What the README's commands are written against; the test swaps in its own port.
@@ -177,17 +176,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, (cwd / "serve.log").read_text()
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "seqserve serve not ready in 90 s"
-            time.sleep(0.2)
+        wait_ready(base, proc, cwd / "serve.log")
         yield f"localhost:{port}"
     finally:
         proc.terminate()
