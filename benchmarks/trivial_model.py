@@ -48,6 +48,7 @@ def write(root: Path) -> Path:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.save(str(folder / "tokenizer.json"))
     card = {
+        "schema_version": 2,
         "task": "sentiment",
         "name": "trivial",
         "version": "1",
@@ -62,8 +63,8 @@ def write(root: Path) -> Path:
         },
         "onnx": {
             "file": "model.onnx",
-            "inputs": {"input_ids": {"dtype": "int64", "shape": ["batch", "sequence"]}},
-            "outputs": {"probabilities": {"dtype": "float32", "shape": ["batch", 2]}},
+            "inputs": [{"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]}],
+            "outputs": [{"name": "probabilities", "dtype": "float32", "shape": ["batch", 2]}],
         },
     }
     (folder / "card.json").write_text(json.dumps(card, indent=1))
