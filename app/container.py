@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from app import metrics
 from app.errors import ModelLoadError, ModelNotFound, SeqServeError
@@ -76,13 +76,18 @@ class Container:
     load_seconds: float = 0.0
     fingerprints: dict[Key, str] = field(default_factory=dict)
     _reload_lock: asyncio.Lock | None = None
+    _by_type: dict[type, TaskService[Any]] = field(default_factory=dict, repr=False)
 
     def get(self, kind: type[S]) -> S:
-        """The service of type ``kind`` (``c.get(SentimentService)``): typed, and no task name."""
-        for service in self.services.values():
-            if isinstance(service, kind):
-                return service
-        raise LookupError(f"no registered task has a {kind.__name__}")
+        """The service of type ``kind`` (``c.get(SentimentService)``): typed, and no task name.
+        Runs on every request: one dict lookup once the type has been seen."""
+        hit = self._by_type.get(kind)
+        if hit is None:
+            hit = next((s for s in self.services.values() if isinstance(s, kind)), None)
+            if hit is None:
+                raise LookupError(f"no registered task has a {kind.__name__}")
+            self._by_type[kind] = hit
+        return cast(S, hit)
 
     if not TYPE_CHECKING:  # typed code uses get(); this keeps scripts' ``c.next_word`` working
 
@@ -114,9 +119,7 @@ class Container:
                 + "; ".join(f"{k}: {v}" for k, v in plan.failed.items())
             )
         c.commit(plan)
-        for task, ref in settings.default_models.items():  # a typo in the settings: fail fast
-            if task in registry.tasks():
-                registry.get(task, ref)
+        registry.check_defaults(settings.default_models)  # a typo in the settings: fail fast
         c.load_seconds = time.perf_counter() - t0
         if not registry.records:
             log.error(

@@ -143,9 +143,10 @@ class Registry:
             )
         self.check_defaults()
 
-    def check_defaults(self) -> None:
-        """Fail fast on a default that names no loaded model (strict loading)."""
-        for task, ref in self.defaults.items():
+    def check_defaults(self, defaults: dict[str, str] | None = None) -> None:
+        """Fail fast on a default (of ``defaults``, else every default) that names no loaded
+        model: strict loading, and a typo in the settings."""
+        for task, ref in (self.defaults if defaults is None else defaults).items():
             if task in self.tasks():
                 self.get(task, ref)
 

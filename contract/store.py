@@ -97,6 +97,18 @@ class Publication:
         return text
 
 
+def check_destination(dest: Path, task: str) -> Path:
+    """``dest`` is ``<models_dir>/<task>/<name>/<version>`` with a valid name and version."""
+    if dest.parent.parent.name != task:
+        raise StoreError(
+            f"{dest} is not laid out as <models_dir>/{task}/<name>/<version>/, which is what "
+            "the server reads"
+        )
+    check_name(dest.parent.name)
+    check_version(dest.name)
+    return dest
+
+
 def refuse_existing(dest: Path, force: bool) -> None:
     """Fail early (before hours of training) when ``dest`` is taken and ``force`` is not set."""
     if dest.exists() and not force:
@@ -109,14 +121,16 @@ def refuse_existing(dest: Path, force: bool) -> None:
         )
 
 
-def _aside(dest: Path) -> Path:
+def _kept_path(dest: Path, under: str) -> Path:
+    """A free ``<models_dir>/<under>/<task>/<name>/<version>-<utc time>[-n]`` for ``dest``."""
     models_dir, task, name = dest.parent.parent.parent, dest.parent.parent.name, dest.parent.name
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    target = models_dir / REPLACED_DIR / task / name / f"{dest.name}-{stamp}"
+    target = models_dir / under / task / name / f"{dest.name}-{stamp}"
     n = 1
     while target.exists():
         n += 1
         target = target.with_name(f"{dest.name}-{stamp}-{n}")
+    target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
 
@@ -139,10 +153,7 @@ def _stamp_card(folder: Path, task: str, name: str, version: str) -> None:
 
 def _keep_unpublished(staging: Path, dest: Path) -> Path:
     """Move a finished export that could not be published where the user can find it."""
-    models_dir, task, name = dest.parent.parent.parent, dest.parent.parent.name, dest.parent.name
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    target = models_dir / UNPUBLISHED_DIR / task / name / f"{dest.name}-{stamp}-{os.getpid()}"
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = _kept_path(dest, UNPUBLISHED_DIR)
     os.rename(staging, target)
     return target
 
@@ -161,8 +172,7 @@ def _commit(pub: Publication, force: bool, renumber: bool) -> None:
                     f"{dest} was published by someone else while this model was being made; "
                     f"nothing was overwritten and the new model is kept in {kept}"
                 )
-            pub.moved_aside = _aside(dest)
-            pub.moved_aside.parent.mkdir(parents=True, exist_ok=True)
+            pub.moved_aside = _kept_path(dest, REPLACED_DIR)
             os.rename(dest, pub.moved_aside)
         try:
             os.rename(pub.staging, dest)
@@ -191,15 +201,8 @@ def publishing(
     ``<models_dir>/.unpublished/`` and says so. ``force`` moves the old version aside first
     (and back, should the final rename fail).
     """
-    dest = Path(dest).absolute()
+    dest = check_destination(Path(dest).absolute(), task)
     name, version = dest.parent.name, dest.name
-    check_name(name)
-    check_version(version)
-    if dest.parent.parent.name != task:
-        raise StoreError(
-            f"{dest} is not laid out as <models_dir>/{task}/<name>/<version>/, which is what "
-            "the server reads"
-        )
     if not renumber:
         refuse_existing(dest, force)
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import types
 import typing
@@ -107,6 +108,20 @@ def add_config_flags(
         parser.add_argument(_flag(f), **kw)
 
 
+def read_json_file(path: str | Path | None, flag: str, *, expect: type | None = None) -> Any:
+    """A JSON file a flag names, read before any work so a bad file fails at once (None when
+    the flag is not given); a missing or malformed file is a one-line UsageError."""
+    if not path:
+        return None
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{flag} {path}: {exc}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise UsageError(f"{flag} {path}: expected a JSON {expect.__name__}")
+    return value
+
+
 def unset_flags(parser: argparse.ArgumentParser, dests: tuple[str, ...], when_unset: str) -> None:
     """Make the flags writing ``dests`` unset by default, their value then coming from
     elsewhere (the data file, the run, the checkpoint, the card), and say so in their help."""
@@ -117,8 +132,9 @@ def unset_flags(parser: argparse.ArgumentParser, dests: tuple[str, ...], when_un
             action.help = f"{said}; not set: {when_unset}"
 
 
-def config_from_args(cls: type[C], args: argparse.Namespace, **overrides: Any) -> C:
-    """The dataclass built from the parsed flags (fields without a flag keep their default)."""
+def config_from_args(cls: type[C], args: Any, **overrides: Any) -> C:
+    """The dataclass ``cls`` filled from the same-named values of ``args`` (parsed flags or
+    another configuration), then ``overrides``; fields without a value keep their default."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = {k: v for k, v in vars(args).items() if k in names}
     values.update(overrides)
@@ -289,12 +305,6 @@ def publish_target(args: argparse.Namespace, task: str) -> Path:
             raise store.StoreError(f"--version {args.version} disagrees with --out {dest}")
     else:
         dest = store.destination(models_dir(args), task, args.name, args.version)
-    if dest.parent.parent.name != task:
-        raise store.StoreError(
-            f"--out {dest} is not laid out as <models_dir>/{task}/<name>/<version>/, which is "
-            "what the server reads"
-        )
-    store.check_name(dest.parent.name)
-    store.check_version(dest.name)
+    store.check_destination(dest, task)
     store.refuse_existing(dest, getattr(args, "force", False))
     return dest

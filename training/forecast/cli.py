@@ -35,6 +35,7 @@ from training.common.config_cli import (
     prepare_training,
     publish,
     publish_target,
+    read_json_file,
     run_dir,
     unset_flags,
 )
@@ -235,10 +236,4 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _experiments(args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    path = getattr(args, "experiments", None)
-    if not path:
-        return None
-    runs = json.loads(Path(path).read_text())
-    if not isinstance(runs, list):
-        raise SystemExit(f"{path}: expected a JSON list of variants")
-    return runs
+    return read_json_file(getattr(args, "experiments", None), "--experiments", expect=list)

@@ -151,9 +151,3 @@ def jsonable(cfg: Any) -> dict[str, Any]:
         return v
 
     return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
-
-
-def pick(cls: type[Any], source: Any) -> Any:
-    """The ``cls`` dataclass filled from the same-named fields of another dataclass."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in vars(source).items() if k in names})

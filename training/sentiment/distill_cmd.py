@@ -12,7 +12,7 @@ import numpy as np
 
 from training.common.config_cli import config_from_args
 from training.sentiment import tokenizer as toks
-from training.sentiment.config import DataConfig, pick
+from training.sentiment.config import DataConfig
 from training.sentiment.data import TextDataset, label_list
 from training.sentiment.inputs import label_mapping, read_files, read_texts
 
@@ -21,7 +21,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     """Fine-tune the transformer teacher on the labelled texts (it never ships)."""
     from training.sentiment.teacher import TeacherConfig, base_model_dir, fine_tune
 
-    data = pick(DataConfig, args)
+    data = config_from_args(DataConfig, args)
     train, dev = read_files(
         data, [args.train, args.dev], label_mapping(args.label_names, args.train)
     )
@@ -54,7 +54,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from training.sentiment.teacher import predict_logits
 
     torch.set_num_threads(args.threads)
-    texts = read_texts(pick(DataConfig, args), args.train)
+    texts = read_texts(config_from_args(DataConfig, args), args.train)
     if args.max_words:
         texts = [t for t in texts if len(t.split()) <= args.max_words]
     texts = list(dict.fromkeys(texts))
@@ -97,7 +97,7 @@ def cmd_word_vectors(args: argparse.Namespace) -> int:
     from training.sentiment.word_vectors import embed_words, pca, write_word2vec
 
     torch.set_num_threads(args.threads)
-    texts = read_texts(pick(DataConfig, args), args.train)
+    texts = read_texts(config_from_args(DataConfig, args), args.train)
     tok = toks.train_tokenizer(texts, min_frequency=args.min_freq, vocab_size=args.vocab_size)
     words = [w for w, _ in sorted(tok.get_vocab().items(), key=lambda kv: kv[1])][2:]
     folder = args.encoder or base_model_dir()

@@ -10,10 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from training.common.config_cli import keep_dry_runs_out_of_models, publish_target
+from training.common.config_cli import (
+    config_from_args,
+    keep_dry_runs_out_of_models,
+    publish_target,
+    read_json_file,
+)
 from training.common.try_it import try_it_lines
 from training.sentiment import tokenizer as toks
-from training.sentiment.config import DEFAULT_NAME, TASK, DataConfig, ExportOptions, jsonable, pick
+from training.sentiment.config import DEFAULT_NAME, TASK, DataConfig, ExportOptions, jsonable
 from training.sentiment.data import TextDataset
 from training.sentiment.inputs import DATA_FIELDS, concat, file_groups, label_mapping, read_files
 
@@ -36,12 +41,7 @@ def run_paths(value: str | list[str]) -> list[Path]:
 
 def read_experiments(path: Path | None) -> Any:
     """``--experiments`` read before any work, so a bad file fails now, not after training."""
-    if path is None:
-        return None
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"--experiments {path}: {exc}") from None
+    return read_json_file(path, "--experiments")
 
 
 def publish(
@@ -114,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = argparse.Namespace(**{**vars(args), "run_dir": run_dirs[0]})
     keep_dry_runs_out_of_models(target, bool(summary.get("dry_run")), run_dirs[0])
     dest = publish_target(target, TASK)
-    opts = pick(ExportOptions, args)
+    opts = config_from_args(ExportOptions, args)
     experiments = read_experiments(opts.experiments)
     data = saved_data(args, summary.get("config", {}))
     dev_paths = args.dev or run_paths(summary["dev_path"])

@@ -22,7 +22,6 @@ from training.sentiment.config import (
     ExportOptions,
     SentimentConfig,
     jsonable,
-    pick,
 )
 from training.sentiment.data import KNOWN_BINARY_SETS, TextDataset, label_list
 from training.sentiment.export_cmd import publish, read_experiments, resolve_name
@@ -113,35 +112,13 @@ def load_training_data(cfg: SentimentConfig) -> TrainingData:
 
 def _member_config(cfg: SentimentConfig, seed: int) -> TrainConfig:
     """One ensemble member's training settings (they differ only in the seed)."""
-    return TrainConfig(
-        epochs=cfg.epochs,
-        patience=cfg.patience,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        lr_decay=cfg.lr_decay,
-        weight_decay=cfg.weight_decay,
-        clip=cfg.clip,
-        word_dropout=cfg.word_dropout,
-        max_length=cfg.max_length,
-        seed=seed,
-        threads=cfg.threads,
-        limit_train=cfg.limit,
-    )
+    return config_from_args(TrainConfig, cfg, seed=seed, limit_train=cfg.limit)
 
 
 def _model_config(cfg: SentimentConfig, vocab_size: int, labels: list[str]) -> ClassifierConfig:
     """The classifier's shape from the run's flags and the trained vocabulary."""
-    return ClassifierConfig(
-        vocab_size=vocab_size,
-        num_labels=len(labels),
-        cell=cfg.cell,
-        bidirectional=cfg.bidirectional,
-        layers=cfg.layers,
-        emb_dim=cfg.emb_dim,
-        hidden=cfg.hidden,
-        dropout=cfg.dropout,
-        pooling=cfg.pooling,
-        pad_id=toks.PAD_ID,
+    return config_from_args(
+        ClassifierConfig, cfg, vocab_size=vocab_size, num_labels=len(labels), pad_id=toks.PAD_ID
     )
 
 
@@ -309,7 +286,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     resolve_name(args, default_name(cfg))
     dest = prepare_training(args, TASK)  # run folder and destination, before training
-    opts = pick(ExportOptions, args)
+    opts = config_from_args(ExportOptions, args)
     experiments = read_experiments(opts.experiments)  # a bad file fails now, not after training
     data = load_training_data(cfg)
     folder = run_dir(args, TASK)
