@@ -9,25 +9,80 @@ loop drowning in a burst of requests does not slow the model down. With ``max_ba
 the batcher is a pass-through: one item per inference call. ``inline_if`` (optional) marks work
 small enough to run directly on the event loop when it is alone — a sub-millisecond model costs
 less than the thread hop around it. The thread starts on first use, never at import time.
+
+Memory is bounded by construction: with ``cost`` (an item's working memory, e.g. rows x tokens
+x bytes per token) and ``max_batch_cost``, the collector stops adding items once the next one
+would pass the budget and keeps it for the next batch; one item alone always runs (services
+read long inputs in pieces, so an item's cost is one piece's, see ``app.services.next_word``).
+Batchers given the same ``MemoryPool`` also share the budget: a batch waits in its thread until
+the batches of other models running meanwhile leave room, so one process stays within one
+budget whatever mix of tasks arrives.
+
+The deadline is per request, not per call: inside a request (``app.observability.CURRENT``)
+every call gets what is left of ``deadline_s`` since the request started, so a request of many
+steps (a completion, a text in pieces) gives up as a whole; outside one (in-process use) each
+call gets the full ``deadline_s``. Work is taken oldest request first (by the request's start),
+so the later steps of a multi-step request (a completion) do not queue behind newer requests:
+under overload the oldest finish and the newest time out, instead of all of them timing out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from app import metrics
 from app.errors import DeadlineExceeded, InferenceError, QueueFull
-from app.observability import note_batch, note_time
+from app.observability import CURRENT, note_batch, note_time
+
+# After a batch this long (or one costing an eighth of the budget), ``on_idle`` runs once the
+# model has been idle this long: big batches free big buffers, and the allocator keeps them.
+BIG_BATCH_S = 0.05
+IDLE_S = 0.5
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+
+class MemoryPool:
+    """A budget shared by the batches of several batchers (threads): ``take(cost)`` blocks until
+    the cost fits beside what is running; a cost larger than the whole budget runs alone."""
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.used = 0.0
+        self._cond = threading.Condition()
+
+    def take(self, cost: float) -> float:
+        cost = min(cost, self.budget)  # an oversized batch waits for an empty pool, then runs
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + cost <= self.budget)
+            self.used += cost
+        return cost
+
+    def give(self, cost: float) -> None:
+        with self._cond:
+            self.used -= cost
+            self._cond.notify_all()
+
+
+_POOLS: dict[float, MemoryPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(budget: float) -> MemoryPool:
+    """The process's pool for ``budget`` (one per budget value: every model of one settings
+    object shares it)."""
+    with _POOLS_LOCK:
+        return _POOLS.setdefault(budget, MemoryPool(budget))
 
 
 @dataclass(frozen=True)
@@ -51,22 +106,38 @@ class Batcher(Generic[In, Out]):
         max_wait_ms: float = 0.0,
         inline_if: Callable[[Sequence[In]], bool] | None = None,
         limits: Limits | None = None,
+        cost: Callable[[In], float] | None = None,
+        max_batch_cost: float = 0.0,
+        on_idle: Callable[[], None] | None = None,
+        pool: MemoryPool | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        if max_batch_cost < 0:
+            raise ValueError("max_batch_cost must be >= 0")
         self.predict = predict
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
         # One inference thread per batcher; requests reach it through a thread-safe queue.
         # Each item travels with the future of (output, batch seconds, batch size).
-        self._queue: queue.SimpleQueue[tuple[In, asyncio.Future[Any]] | None] = queue.SimpleQueue()
+        # Ordered by (request start, arrival): None (close) sorts last.
+        self._queue: queue.PriorityQueue[tuple[float, int, tuple[In, asyncio.Future[Any]] | None]]
+        self._queue = queue.PriorityQueue()
+        self._seq = itertools.count()
         self._thread: threading.Thread | None = None
+        self.cost = cost
+        self.max_batch_cost = max_batch_cost if cost is not None else 0.0  # 0 = no budget
+        self._held: tuple[In, asyncio.Future[Any]] | None = None  # did not fit the last batch
+        self._last_cost = 0.0
+        self.pool = pool if self.max_batch_cost else None
+        self.on_idle = on_idle  # e.g. runtime.release_free_memory, after big batches
+        self._big_batch_ran = False
         self.inline_if = inline_if
         self._busy = False  # a batch is running in the executor
         limits = limits or Limits()
         self.max_waiting = limits.max_waiting  # items accepted and not finished; 0 = unbounded
-        self.deadline_s = limits.deadline_s  # per submit; 0 = none
+        self.deadline_s = limits.deadline_s  # per request (remaining_s); 0 = none
         self.pending = 0
         # Labelled metric children resolved once (a labels() lookup per request adds up).
         self._queue_depth = metrics.QUEUE_DEPTH.labels(name)
@@ -83,6 +154,9 @@ class Batcher(Generic[In, Out]):
         ``deadline_s`` it gives up (DeadlineExceeded, a 503) and its queued items are dropped.
         A caller that is cancelled (its client went away) leaves nothing behind either.
         """
+        remaining = self.remaining_s()
+        if remaining is not None and remaining <= 0:
+            self._deadline_passed()
         # An idle model takes any one request (a big /forecast may exceed the bound alone).
         if self._may_inline(items):
             # Give requests that arrived meanwhile one loop turn to show up; if none did, this
@@ -99,19 +173,32 @@ class Batcher(Generic[In, Out]):
         self.pending += len(items)
         self._queue_depth.inc(len(items))
         try:
-            if not self.deadline_s:
+            if remaining is None:
                 return await self._submit(items)
             try:
-                async with asyncio.timeout(self.deadline_s):
+                async with asyncio.timeout(remaining):
                     return await self._submit(items)
             except TimeoutError:
-                metrics.REJECTED.labels(self.name, "deadline").inc()
-                raise DeadlineExceeded(
-                    f"not answered within the {self.deadline_s:g} s deadline; the server is busy"
-                ) from None
+                self._deadline_passed()
         finally:
             self.pending -= len(items)
             self._queue_depth.dec(len(items))
+
+    def remaining_s(self) -> float | None:
+        """Seconds left for the current request (None: no deadline). Inside a request the
+        deadline counts from its start, across all its calls; outside one, per call."""
+        if not self.deadline_s:
+            return None
+        info = CURRENT.get()
+        if info is None:
+            return self.deadline_s
+        return self.deadline_s - (time.monotonic() - info.started)
+
+    def _deadline_passed(self) -> NoReturn:
+        metrics.REJECTED.labels(self.name, "deadline").inc()
+        raise DeadlineExceeded(
+            f"not answered within the {self.deadline_s:g} s deadline; the server is busy"
+        )
 
     def admit(self, n: int) -> None:
         """Raise QueueFull if ``n`` more items would pass the bound. Services call it before
@@ -132,10 +219,12 @@ class Batcher(Generic[In, Out]):
     async def _submit(self, items: Sequence[In]) -> list[Out]:
         loop = asyncio.get_running_loop()
         self._ensure_worker()
+        info = CURRENT.get()
+        started = info.started if info is not None else time.monotonic()
         futures: list[asyncio.Future[tuple[Out, float, int]]] = []
         for item in items:
             fut: asyncio.Future[tuple[Out, float, int]] = loop.create_future()
-            self._queue.put((item, fut))
+            self._queue.put((started, next(self._seq), (item, fut)))
             futures.append(fut)
         t0 = time.perf_counter()
         try:
@@ -172,27 +261,56 @@ class Batcher(Generic[In, Out]):
     def _collect(self) -> list[tuple[In, asyncio.Future[Any]]] | None:
         """Worker thread: the next batch (None: closed). Batches form here, in the inference
         thread, so a busy event loop never slows the collecting."""
-        first = self._queue.get()
+        first, self._held = self._held, None
+        if first is None:
+            first = self._next_when_idle()
         if first is None:
             return None
         batch = [first]
+        cost = self._cost_of(first[0])
+        self._last_cost = cost
         deadline = time.monotonic() + self.max_wait
         while len(batch) < self.max_batch_size:
             try:
-                nxt = self._queue.get_nowait()
+                nxt = self._queue.get_nowait()[2]
             except queue.Empty:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 try:
-                    nxt = self._queue.get(timeout=remaining)
+                    nxt = self._queue.get(timeout=remaining)[2]
                 except queue.Empty:
                     break
             if nxt is None:
-                self._queue.put(None)  # close after this batch
+                self._close_queue()  # close after this batch
                 break
+            if self.max_batch_cost and not nxt[1].done():
+                more = self._cost_of(nxt[0])
+                if cost + more > self.max_batch_cost:
+                    self._held = nxt  # first of the next batch: the budget holds
+                    break
+                cost += more
+                self._last_cost = cost
             batch.append(nxt)
         return batch
+
+    def _next_when_idle(self) -> tuple[In, asyncio.Future[Any]] | None:
+        """The next queued item (None: closed); after a big batch, once the model has been
+        idle for ``IDLE_S``, ``on_idle`` runs first (it gives freed memory back)."""
+        if self._big_batch_ran and self.on_idle is not None:
+            try:
+                return self._queue.get(timeout=IDLE_S)[2]
+            except queue.Empty:
+                self._big_batch_ran = False
+                with contextlib.suppress(Exception):  # best effort: never stop the worker
+                    self.on_idle()
+        return self._queue.get()[2]
+
+    def _cost_of(self, item: In) -> float:
+        return self.cost(item) if self.cost is not None and self.max_batch_cost else 0.0
+
+    def _close_queue(self) -> None:
+        self._queue.put((math.inf, next(self._seq), None))
 
     def _work(self) -> None:
         while (batch := self._collect()) is not None:
@@ -200,14 +318,25 @@ class Batcher(Generic[In, Out]):
             if not live:
                 continue
             self._busy = True
+            taken = self.pool.take(self._last_cost) if self.pool is not None else 0.0
+            if taken:  # callers may have left while the batch waited for room
+                live = [(item, fut) for item, fut in live if not fut.done()]
             t0 = time.perf_counter()
             try:
-                outs: list[Out] | BaseException = self._run_batch([i for i, _ in live])
+                outs: list[Out] | BaseException = (
+                    self._run_batch([i for i, _ in live]) if live else []
+                )
             except Exception as exc:  # every waiter of the batch learns of the failure
                 outs = exc
             finally:
                 self._busy = False
+                if self.pool is not None:
+                    self.pool.give(taken)
             seconds = time.perf_counter() - t0
+            if seconds >= BIG_BATCH_S or (
+                self.max_batch_cost and self._last_cost >= self.max_batch_cost / 8
+            ):
+                self._big_batch_ran = True
             # One hop back per batch and event loop (results are set on the loop's thread).
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
             for k, (_, fut) in enumerate(live):
@@ -219,7 +348,7 @@ class Batcher(Generic[In, Out]):
 
     async def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
+            self._close_queue()
             await asyncio.to_thread(self._thread.join, 5)
 
 

@@ -196,23 +196,34 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """One worker: uvicorn serves in this process (SIGHUP reloads, a failed start-up exits 3).
+    Several: ``app.supervisor`` runs them, forwards SIGHUP to every worker as a reload, and
+    exits 3 when one fails to start."""
     import uvicorn
 
+    from app.protocol import uvicorn_kwargs
     from app.settings import get_settings
+    from app.worker_sync import RUN_DIR_ENV
 
     # Checked here, in the parent, before any worker starts: a bad setting is one line and
     # exit 2 (from main), not a traceback per worker.
     settings = get_settings()
     setup_metrics_dir(args.workers)
-    uvicorn.run(
-        "app.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-    )
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_level": args.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds),
+        **uvicorn_kwargs(settings),  # how requests are read (app.protocol): it has the last word
+    }
+    if args.workers > 1:
+        from app.supervisor import serve_workers
+
+        return serve_workers("app.main:app", options)
+    os.environ.pop(RUN_DIR_ENV, None)  # one worker has no siblings to tell about reloads
+    uvicorn.run("app.main:app", **options)  # exits 3 itself when the app fails to start
     return 0
 
 

@@ -6,6 +6,16 @@ know nothing about HTTP: ``app.api.errors`` maps each kind to a status code in o
 
 from __future__ import annotations
 
+ECHO_CHARS = 100  # longest user value an error message repeats back
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """A user-supplied value as an error message shows it: ``repr`` (so control characters and
+    lone surrogates come back escaped, valid UTF-8) cut to ``limit`` characters with an ellipsis,
+    so a 1 MB model name never comes back as a 1 MB error body."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
 
 class SeqServeError(Exception):
     code = "error"
@@ -36,11 +46,17 @@ class ModelNotFound(SeqServeError):
     ) -> None:
         where = f" for task {task!r}" if task else ""
         hint = f"; available: {', '.join(available)}" if available else ""
-        super().__init__(f"no model {ref!r}{where}{hint}")
+        super().__init__(f"no model {echo(ref)}{where}{hint}")
 
 
 class InvalidStateToken(SeqServeError):
     code = "invalid_state"
+
+
+class StateTokenExpired(InvalidStateToken):
+    """A well-signed state token older than ``state_max_age_s``."""
+
+    code = "state_expired"
 
 
 class Overloaded(SeqServeError):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app import __version__, metrics, signals
+from app import __version__, metrics, signals, worker_sync
 from app.api import errors
 from app.api.middleware import EdgeMiddleware
+from app.api.offload import large_body_gate, offload_large_bodies
 from app.api.routes import admin, docs, health, models, v2
 from app.container import Container
 from app.observability import configure_logging
@@ -37,13 +39,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "SEQSERVE_API_KEYS is not set: the inference and model endpoints are open to "
                 "anyone who can reach this port"
             )
-        container = Container.build(settings)
+        loading_since = time.time()
+        try:
+            container = Container.build(settings)
+        except Exception as exc:  # with several workers the master prints it once, and exits 3
+            worker_sync.record_startup_failure(exc)
+            raise
         app.state.container = container
         app.state.draining = False
-        restore = signals.install(lambda: setattr(app.state, "draining", True), container.reload)
+        run_dir = worker_sync.RunDir.from_env()
+        reloads = worker_sync.WorkerReloads(container.reload, run_dir, loading_since)
+        app.state.reloads = reloads
+        restore = signals.install(
+            lambda: setattr(app.state, "draining", True), container.reload, reloads.answer_pending
+        )
+        # After the handler: a registered worker may be signalled at once. A reload asked
+        # while this one was loading (its siblings did not wait for it) is caught up here.
+        if reloads.register():
+            await reloads.answer_pending()
         try:
             yield
         finally:
+            reloads.unregister()
             restore()
             app.state.container = None
             await container.close()
@@ -60,14 +77,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.container = None
     app.state.draining = False
+    app.state.large_bodies = large_body_gate(settings.memory_budget_mb)
     errors.install(app)
     app.add_middleware(
         EdgeMiddleware,
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,
+        body_timeout_s=settings.body_timeout_s,
+        admission_wait_s=settings.max_admission_wait_ms / 1000,
+        max_waiting=settings.max_waiting_requests,
     )
     # Inference routes first: routing tries routes in order, and these are the hot ones.
+    # Large JSON bodies are parsed and validated in a worker thread (probes stay prompt).
+    for router in [spec.router for spec in tasks().values()] + [v2.router, admin.router]:
+        offload_large_bodies(router)
     for spec in tasks().values():
         app.include_router(spec.router)
     for module in (v2, health, models, admin, docs):

@@ -26,6 +26,9 @@ class RequestInfo:
     model: str | None = None
     timings: dict[str, float] = field(default_factory=dict)  # seconds, by phase
     batch_sizes: list[int] = field(default_factory=list)
+    # When the request started (time.monotonic()): every step of a multi-step request (a
+    # completion, a long text in pieces) shares one deadline counted from here.
+    started: float = field(default_factory=time.monotonic)
 
     def add(self, phase: str, seconds: float) -> None:
         self.timings[phase] = self.timings.get(phase, 0.0) + seconds
@@ -98,12 +101,41 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Plain lines for a terminal: the usual prefix and message, then the ``extra`` fields as
+    ``key=value`` on the same line (``request method=POST route=/sentiment status=200
+    latency_ms=3.1 request_id=... model=sst2-bilstm:1``)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @staticmethod
+    def _value(value: Any) -> str:
+        if isinstance(value, str):
+            text = value
+        else:
+            text = json.dumps(value, default=str, separators=(",", ":"))
+        if not text or any(c.isspace() for c in text):
+            return json.dumps(text)  # quoted so the line still splits on spaces
+        return text
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        skip = JsonFormatter.RESERVED | {"asctime"}
+        extra = {k: v for k, v in vars(record).items() if k not in skip}
+        fields = " ".join(f"{k}={self._value(v)}" for k, v in extra.items() if v is not None)
+        if not fields:
+            return line
+        head, sep, rest = line.partition("\n")  # a traceback stays below the one line
+        return f"{head} {fields}{sep}{rest}"
+
+
 def configure_logging(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

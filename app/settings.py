@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Ge
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -61,6 +61,22 @@ def split_mapping(value: Any) -> Any:
     if bad:
         raise ValueError(f"{bad[0].strip()!r} is not task=name")
     return {k.strip(): v.strip() for k, _, v in pairs}
+
+
+SECRET_LISTS = ("api_keys", "admin_keys", "state_previous_secrets")
+MIN_SECRET_BYTES = 32
+GENERATE_SECRET = "generate one with: openssl rand -hex 32"
+
+
+def check_secret(value: SecretStr) -> None:
+    """An HMAC key must be long enough to guess at no better than brute force."""
+    size = len(value.get_secret_value().encode())
+    if size == 0:
+        raise ValueError(
+            f"it is empty; leave it unset for a random per-process key, or {GENERATE_SECRET}"
+        )
+    if size < MIN_SECRET_BYTES:
+        raise ValueError(f"it has {size} bytes, fewer than {MIN_SECRET_BYTES}; {GENERATE_SECRET}")
 
 
 class Settings(BaseSettings):
@@ -111,11 +127,39 @@ class Settings(BaseSettings):
     max_concurrent_requests: int = Field(
         512, ge=1, description="requests in flight before the service answers 429 (overloaded)"
     )
+    max_admission_wait_ms: float = Field(
+        1000.0,
+        ge=0.0,
+        description="an inference request (its body read) that finds every in-flight slot "
+        "taken waits up to this long for one, in arrival order, before 429; clients that resend "
+        "at once then wait instead of spinning the server. 0: 429 at once",
+    )
+    max_waiting_requests: int = Field(
+        1024,
+        ge=0,
+        description="most inference requests waiting for an in-flight slot (their bodies: 64 MB "
+        "in total at most); past it, 429 at once, before the body is read",
+    )
     max_body_bytes: int = Field(
         8_000_000,
         ge=1024,
         description="largest request body, in bytes; larger bodies get 413 before they are read "
         "whole (all 414 M4 series in one /forecast body are ~3 MB)",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="a client must send a request's headers within this many seconds of "
+        "connecting (or of the request's first byte on a kept-alive connection), else 408 and "
+        "the connection is closed; a total deadline, so a byte-a-second trickle is cut off too. "
+        "0: no limit",
+    )
+    body_timeout_s: float = Field(
+        10.0,
+        ge=0.0,
+        description="a request's whole body must arrive within this many seconds of its headers, "
+        "else 408 and the connection is closed; bodies are read before the request takes an "
+        "in-flight slot, so slow uploads never hold inference. 0: no limit",
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -136,6 +180,13 @@ class Settings(BaseSettings):
         50_000, ge=1, description="longest /next-word text accepted, in characters"
     )
     max_context_tokens: int = Field(5_000, ge=1, description="most tokens in one /next-word text")
+    memory_budget_mb: int = Field(
+        256,
+        ge=16,
+        description="working memory one model batch may use, in MB: batches stop growing at it "
+        "and long /next-word texts are scored in pieces that fit it (exact: the state is "
+        "carried); one request alone always runs",
+    )
     max_series: int = Field(2000, ge=1, description="most series in one /forecast request")
     max_series_values: int = Field(100_000, ge=1, description="longest series accepted, in values")
     forecast_max_batch_size: int = Field(
@@ -185,10 +236,44 @@ class Settings(BaseSettings):
         description="earlier state secrets, comma-separated or a JSON list: tokens they signed "
         "still verify (key rotation); new tokens are always signed with SEQSERVE_STATE_SECRET",
     )
+    state_max_age_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="next-word state tokens older than this many seconds are refused (400, "
+        "code state_expired); 0: tokens do not expire",
+    )
+
+    @field_validator("api_keys", "admin_keys")
+    @classmethod
+    def _no_empty_key(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(not key.get_secret_value().strip() for key in value):
+            raise ValueError("it has an empty key")
+        return value
+
+    @field_validator("state_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_secret(value)
+        return value
+
+    @field_validator("state_previous_secrets")
+    @classmethod
+    def _long_previous_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for key in value:
+            check_secret(key)
+        return value
 
     @field_validator("providers", "api_keys", "admin_keys", "state_previous_secrets", mode="before")
     @classmethod
-    def _split_list(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name in SECRET_LISTS and isinstance(value, str):
+            # a stray comma (",k", "k1,,k2") would make an empty key: refused (one trailing
+            # comma, "k1,k2,", is still read as the end of the list)
+            items = value.strip().removesuffix(",").split(",")
+            if value.strip() and not value.strip().startswith("["):
+                if any(not item.strip() for item in items):
+                    raise ValueError("it has an empty item (a stray comma?)")
         return split_list(value)
 
     @field_validator("default_models", mode="before")
@@ -231,6 +316,9 @@ EXPECTS = {
     "log_format": "json or text",
 }
 SECRET_LIST = 'a comma-separated list such as key1,key2 (or a JSON list such as ["key1","key2"])'
+EXPECTS["api_keys"] = EXPECTS["admin_keys"] = SECRET_LIST + ", each key non-empty"
+EXPECTS["state_secret"] = f"a secret of at least {MIN_SECRET_BYTES} bytes ({GENERATE_SECRET})"
+EXPECTS["state_previous_secrets"] = f"{SECRET_LIST}, each secret at least {MIN_SECRET_BYTES} bytes"
 
 
 def expects(name: str) -> str:

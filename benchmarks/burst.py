@@ -71,10 +71,10 @@ def main() -> int:
     args = ap.parse_args()
     env = {
         **os.environ,
-        "SEQSERVE_STATE_SECRET": "burst",
+        "SEQSERVE_STATE_SECRET": "burst-" + "0" * 32,
         **dict(e.split("=", 1) for e in args.env),
     }
-    env = {"SEQSERVE_STATE_SECRET": "burst", **dict(e.split("=", 1) for e in args.env)}
+    env = {"SEQSERVE_STATE_SECRET": "burst-" + "0" * 32, **dict(e.split("=", 1) for e in args.env)}
     server = serve_process.start(args.port, env)
     try:
         url = f"http://127.0.0.1:{args.port}"

@@ -258,7 +258,7 @@ def main() -> int:
         (args.out / "results.md").write_text(markdown(saved))
         plot(saved, args.out / "results.png")
         return 0
-    secret = {"SEQSERVE_STATE_SECRET": "benchmark"}
+    secret = {"SEQSERVE_STATE_SECRET": "benchmark-" + "0" * 32}
     variants = [
         ("seqserve", "app.main:app", {**secret}),
         ("seqserve-no-batching", "app.main:app", {**secret, "SEQSERVE_MAX_BATCH_SIZE": "1"}),

@@ -80,7 +80,7 @@ def main() -> int:
     env = {
         "SEQSERVE_MODELS_DIR": str(models),
         "SEQSERVE_ADMIN_KEYS": json.dumps([ADMIN_KEY]),
-        "SEQSERVE_STATE_SECRET": "soak",
+        "SEQSERVE_STATE_SECRET": "soak-" + "0" * 32,
         "SEQSERVE_RELOAD_GRACE_SECONDS": "2",
     }
     server = serve_process.start(args.port, env)

@@ -41,6 +41,17 @@ LEVEL_GRID = (
 )
 
 
+def level_label(level: float) -> str:
+    """The name of an interval level in outputs (``lo-<label>``, ``hi-<label>``).
+
+    Six significant digits (``80``, ``95``, ``99.5``, ``97.5``) when they give the level back
+    exactly, else the shortest decimal that does (``80.0000000001``, ``99.99999999``), so two
+    different levels never share a label and no level below 100 is labelled ``100``.
+    """
+    text = f"{level:g}"
+    return text if float(text) == level else repr(float(level))
+
+
 def positive_shift(
     x: np.ndarray, rel_margin: float = REL_MARGIN, abs_floor: float = ABS_FLOOR
 ) -> np.ndarray:

@@ -50,8 +50,22 @@ def is_oip(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+MAX_MESSAGE_CHARS = 1000  # a backstop: messages echo user values through errors.echo already
+
+
+def safe_message(message: str) -> str:
+    """The message as it can go out: valid UTF-8 (a lone surrogate shows as ``\\ud800``) and
+    at most MAX_MESSAGE_CHARS long, whatever a layer below put in it."""
+    if not message.isascii():
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "\u2026"
+    return message
+
+
 def error_payload(path: str, code: str, message: str) -> dict[str, Any]:
     """The error body in the shape of the API the path belongs to (the edge uses it too)."""
+    message = safe_message(message)
     return {"error": message} if is_oip(path) else error_body(code, message)
 
 
@@ -69,6 +83,8 @@ def _location(loc: tuple[object, ...]) -> str:
     for part in loc:
         if part == "body" and not out:
             continue
+        if isinstance(part, str) and (len(part) > 40 or not part.isprintable()):
+            part = errors.echo(part, 40)  # an unknown field's name is the user's text
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "body"
 

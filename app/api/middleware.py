@@ -5,7 +5,12 @@ Everything here happens before a request's body is read or any work is queued:
 - draining: once shutdown has begun, readiness answers 503 (requests already sent finish),
 - API keys for the inference and model endpoints (health, readiness and metrics stay open),
 - a body-size cap (413 from ``Content-Length``, or as soon as a streamed body passes it),
-- admission control: past the in-flight limit an inference request gets 429 + Retry-After,
+- a body deadline: the whole body within ``body_timeout_s`` of the headers, else 408 and the
+  connection closes (the headers' deadline is in ``app.protocol``),
+- admission control: an inference request takes an in-flight slot only once its body is in
+  (slow uploads never hold one); past the limit it waits a little in a bounded waiting room
+  (``app.limits``), else gets 429 + Retry-After - at once, before its body is read, when the
+  waiting room is full too,
 - a request id (the client's ``X-Request-ID`` or a new one) echoed in the response, a
   ``Server-Timing`` header (tokenize / queue / inference) and one JSON log line per request.
 """
@@ -26,6 +31,7 @@ from app import metrics
 from app.api.errors import error_payload
 from app.api.routes.docs import ASSET_PATHS as DOCS_ASSET_PATHS
 from app.errors import Overloaded
+from app.limits import MAX_WAITING_BYTES, InflightLimiter
 from app.observability import CURRENT, RequestInfo, request_id_from
 from app.tasks import inference_routes as task_inference_routes
 
@@ -46,6 +52,9 @@ OPEN_PATHS = {
     "/v2/health/ready",
     *DOCS_ASSET_PATHS,
 }
+RETRY_AFTER = [(b"retry-after", b"1")]
+# After an answer given while the body is still (partly) unread: close rather than read on.
+CLOSE = [(b"connection", b"close")]
 
 
 @functools.cache
@@ -105,6 +114,9 @@ class EdgeMiddleware:
         max_body_bytes: int = 0,
         access_log: bool = True,
         inference_routes: frozenset[str] | None = None,
+        body_timeout_s: float = 0.0,
+        admission_wait_s: float = 0.0,
+        max_waiting: int = 0,
     ) -> None:
         self.app = app
         self.access_log = access_log
@@ -117,6 +129,9 @@ class EdgeMiddleware:
         )
         self.api_keys = [k.encode() for k in api_keys]
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.admission_wait_s = admission_wait_s
+        self.max_waiting = max_waiting
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -187,35 +202,67 @@ class EdgeMiddleware:
                 return
         inference = is_inference(path, self.inference_routes)
         limiter = getattr(container, "limiter", None) if inference else None
-        if limiter is not None and not limiter.try_acquire():
-            metrics.REJECTED.labels(self.route_of(path), "in_flight_limit").inc()
-            await reply(
-                send,
-                429,
-                "overloaded",
-                Overloaded(limiter.limit).message,
-                [(b"retry-after", b"1")],
-                path,
-            )
+        if limiter is not None and limiter.full and not self._may_wait(limiter, 0):
+            # Refused before the body is read or parsed: the cheapest answer there is.
+            await self._overloaded(send, path, limiter.limit)
+            return
+        if not (self.max_body_bytes and scope.get("method") in ("POST", "PUT", "PATCH")):
+            await self._admitted(scope, None, receive, send, limiter, path)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await reply(send, 413, "body_too_large", self._too_large_message(), CLOSE, path)
+            return
+        # The body is read (within its deadline) before the request takes an in-flight slot:
+        # slow or stalled uploads hold a connection, never a slot for inference.
+        try:
+            async with asyncio.timeout(self.body_timeout_s or None):
+                body = await self._read_capped(receive)
+        except TimeoutError:
+            metrics.REJECTED.labels(self.route_of(path), "body_timeout").inc()
+            message = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            await reply(send, 408, "request_timeout", message, CLOSE, path)
+            return
+        if body is None:
+            await reply(send, 413, "body_too_large", self._too_large_message(), CLOSE, path)
+        elif inference:
+            await self._admitted(scope, body, receive, send, limiter, path)
+        else:
+            await self.app(scope, _replay(body, receive), send)
+
+    async def _admitted(
+        self,
+        scope: dict[str, Any],
+        body: bytes | None,
+        receive: Any,
+        send: Any,
+        limiter: InflightLimiter | None,
+        path: str,
+    ) -> None:
+        """Run an inference request inside an in-flight slot: one free now, or one freed within
+        ``admission_wait_s`` while it waits in the (bounded) waiting room; else 429."""
+        if limiter is not None and not await limiter.acquire(
+            self.admission_wait_s, len(body or b""), self.max_waiting, MAX_WAITING_BYTES
+        ):
+            await self._overloaded(send, path, limiter.limit)
             return
         try:
-            if not (self.max_body_bytes and scope.get("method") in ("POST", "PUT", "PATCH")):
-                await self.app(scope, receive, send)
-                return
-            length = dict(scope.get("headers", [])).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                await reply(send, 413, "body_too_large", self._too_large_message(), path=path)
-                return
-            body = await self._read_capped(receive)
             if body is None:
-                await reply(send, 413, "body_too_large", self._too_large_message(), path=path)
-            elif inference:
-                await self._run_until_disconnect(scope, body, receive, send, path)
+                await self.app(scope, receive, send)
             else:
-                await self.app(scope, _replay(body, receive), send)
+                await self._run_until_disconnect(scope, body, receive, send, path)
         finally:
             if limiter is not None:
                 limiter.release()
+
+    def _may_wait(self, limiter: InflightLimiter, size: int) -> bool:
+        return self.admission_wait_s > 0 and limiter.room_for(
+            size, self.max_waiting, MAX_WAITING_BYTES
+        )
+
+    async def _overloaded(self, send: Any, path: str, limit: int) -> None:
+        metrics.REJECTED.labels(self.route_of(path), "in_flight_limit").inc()
+        await reply(send, 429, "overloaded", Overloaded(limit).message, RETRY_AFTER, path)
 
     def _too_large_message(self) -> str:
         return f"request body is larger than the limit of {self.max_body_bytes} bytes"

@@ -23,10 +23,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.errors import InvalidInput
+from app.errors import InvalidInput, echo
 
 HEADER_LENGTH = "inference-header-content-length"
 HEADER_LENGTH_RAW = HEADER_LENGTH.encode()
+# Most dimensions a tensor may have (numpy's own limit is 64; every task takes at most 2).
+MAX_DIMS = 16
+MAX_DIM = 2**31 - 1  # one dimension's largest size
 
 # datatype -> (numpy dtype, numpy kinds accepted from JSON data)
 DTYPES: dict[str, tuple[Any, str]] = {
@@ -129,10 +132,13 @@ def parse_request(body: bytes, header_length: str | None = None) -> InferRequest
     """An inference request from the raw body (JSON, or JSON + binary tensors)."""
     binary = b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        # isascii: str.isdigit also accepts '²' and other digits int() refuses
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(
+            body
+        ):
             raise InvalidInput(
-                f"Inference-Header-Content-Length is {header_length!r} but the body has "
-                f"{len(body)} bytes"
+                f"Inference-Header-Content-Length is {echo(header_length)} but the body has "
+                f"{len(body)} bytes; it must be the JSON header's length in bytes (ASCII digits)"
             )
         n = int(header_length)
         body, binary = body[:n], body[n:]
@@ -143,6 +149,8 @@ def parse_request(body: bytes, header_length: str | None = None) -> InferRequest
     req_id = doc.get("id")
     if req_id is not None and not isinstance(req_id, str):
         raise InvalidInput("id must be a string")
+    if req_id is not None and not _is_unicode(req_id):
+        raise InvalidInput("id must be valid Unicode text: it holds a lone surrogate (\\ud800...)")
     params = _parameters(doc, "request")
     raw_inputs = doc.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -160,9 +168,10 @@ def parse_request(body: bytes, header_length: str | None = None) -> InferRequest
             f"the body has {len(binary) - offset} bytes of binary data that no input claims"
         )
     outputs = None
-    if doc.get("outputs"):  # absent, null or []: every output, as Triton reads it
+    if doc.get("outputs") is not None:
         if not isinstance(doc["outputs"], list):
             raise InvalidInput("outputs must be a list of {'name': ...} objects")
+    if doc.get("outputs"):  # absent, null or []: every output, as Triton reads it
         all_binary = bool(params.get("binary_data_output", False))
         outputs = []
         for i, item in enumerate(doc["outputs"]):
@@ -175,11 +184,27 @@ def parse_request(body: bytes, header_length: str | None = None) -> InferRequest
     return InferRequest(inputs, req_id, params, outputs)
 
 
+def _is_unicode(text: str) -> bool:
+    """False for a string holding a lone surrogate (valid JSON, not encodable as UTF-8)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _shape(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIM for d in value
     ):
-        raise InvalidInput(f"{where}.shape must be a list of non-negative integers")
+        raise InvalidInput(
+            f"{where}.shape must be a list of integers from 0 to {MAX_DIM} (the size of each "
+            "dimension)"
+        )
+    if len(value) > MAX_DIMS:
+        raise InvalidInput(f"{where}.shape has {len(value)} dimensions; the limit is {MAX_DIMS}")
     return tuple(value)
 
 
@@ -188,7 +213,7 @@ def _input(obj: dict[str, Any], i: int, binary: bytes, offset: int) -> tuple[Ten
     name = obj.get("name")
     if not isinstance(name, str) or not name:
         raise InvalidInput(f"{where}.name must be a non-empty string")
-    where = f"input {name!r}"
+    where = f"input {echo(name)}"
     datatype = obj.get("datatype")
     if datatype not in DTYPES:
         raise InvalidInput(
@@ -205,11 +230,18 @@ def _input(obj: dict[str, Any], i: int, binary: bytes, offset: int) -> tuple[Ten
             raise InvalidInput(f"{where}: binary_data_size {size} runs past the end of the body")
         chunk = binary[offset : offset + size]
         data = _from_binary(chunk, datatype, count, where)
-        return Tensor(name, datatype, data.reshape(shape), params), size
+        return Tensor(name, datatype, _reshape(data, shape, where), params), size
     if "data" not in obj:
         raise InvalidInput(f"{where} has no data")
     data = _from_json(obj["data"], datatype, count, where)
-    return Tensor(name, datatype, data.reshape(shape), params), 0
+    return Tensor(name, datatype, _reshape(data, shape, where), params), 0
+
+
+def _reshape(data: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    try:
+        return data.reshape(shape)
+    except (ValueError, OverflowError, MemoryError):  # e.g. [0, 2**31 - 1, ...]: too big to index
+        raise InvalidInput(f"{where}: shape {list(shape)} cannot be used") from None
 
 
 def _flat_strings(data: Any, where: str) -> list[str]:

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from app.api.oip import InferRequest, Tensor, select_outputs
 from app.container import Container
-from app.errors import InvalidInput
+from app.errors import InvalidInput, echo
 from app.registry import ModelRecord
 from app.tasks import tasks
 
@@ -47,7 +47,7 @@ def int_param(req: InferRequest, name: str, default: int | None) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-        raise InvalidInput(f"parameter {name!r} must be an integer, got {value!r}")
+        raise InvalidInput(f"parameter {name!r} must be an integer, got {echo(value)}")
     return int(value)
 
 
@@ -104,12 +104,14 @@ def interval_levels(req: InferRequest) -> list[float]:
             levels = [float(x) for x in items if not isinstance(x, bool)]
         except (TypeError, ValueError):
             raise InvalidInput(
-                f"parameter 'level' must be numbers in (0, 100), got {raw!r}"
+                f"parameter 'level' must be numbers in (0, 100), got {echo(raw)}"
             ) from None
         if len(levels) != len(items):
-            raise InvalidInput(f"parameter 'level' must be numbers in (0, 100), got {raw!r}")
+            raise InvalidInput(f"parameter 'level' must be numbers in (0, 100), got {echo(raw)}")
     if not levels or len(levels) > 10 or not all(0 < v < 100 for v in levels):
-        raise InvalidInput(f"interval levels must be 1 to 10 numbers in (0, 100), got {levels}")
+        raise InvalidInput(
+            f"interval levels must be 1 to 10 numbers in (0, 100), got {echo(levels)}"
+        )
     return sorted(set(levels))
 
 

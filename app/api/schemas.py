@@ -19,6 +19,36 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+# What the schema states for texts. The limits are the settings' defaults (the server checks
+# the configured values, answering 413 by name); the pattern says "at least one character that
+# is neither whitespace nor a control character", what the services call a non-empty text.
+TEXT_PATTERN = r"[^\s\x00-\x1f\x7f-\x9f]"
+
+
+def text_schema(max_chars: int, description: str) -> dict[str, object]:
+    return {
+        "type": "string",
+        "pattern": TEXT_PATTERN,
+        "maxLength": max_chars,
+        "description": description,
+    }
+
+
+def _default(name: str) -> int:
+    from app.settings import Settings  # the defaults only: no environment is read
+
+    value = Settings.model_fields[name].default
+    assert isinstance(value, int)
+    return value
+
+
+MAX_TEXTS = _default("max_texts")
+MAX_TEXT_CHARS = _default("max_text_chars")
+MAX_CONTEXT_CHARS = _default("max_context_chars")
+MAX_SERIES = _default("max_series")
+MAX_SERIES_VALUES = _default("max_series_values")
+
+
 class StrictRequest(BaseModel):
     """Unknown fields are an error: a typo like ``"txt"`` should not pass silently."""
 

@@ -10,6 +10,12 @@ Series are batched through the model right-padded (the GRU is causal, so padding
 changes no earlier output), in runs of similar length so a long series does not make short ones
 pay for its padding. The numpy post-processing runs in the inference thread, not on the event
 loop.
+
+Memory is bounded by ``SEQSERVE_MEMORY_BUDGET_MB``: the graph keeps every step's recurrent
+activations (~16 x hidden bytes per value: a 100,000-value series takes ~50 MB), so the batcher
+stops a batch at the budget in values and each graph call takes only as many rows as fit. The
+graph has no state inputs, so a series is never cut in time (that would change its scores);
+one series alone always runs.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.batching import Batcher, Limits
+from app.batching import Batcher, Limits, shared_pool
 from app.errors import InvalidInput, ModelLoadError
 from app.registry import ModelRecord
 from app.services.base import TaskService
@@ -59,6 +65,10 @@ class AnomalyModel:
             raise ModelLoadError(f"card outputs {names}: expected 'mean' and 'log_scale'")
         self.output_names = ["mean", "log_scale"]
         self.session = rec.sessions["model"]
+        sizes = card.get("sizes") or {}
+        # Working memory per value in bytes: the graph's activations plus float64 scoring.
+        self.value_bytes = 16 * int(sizes.get("hidden", 64)) * int(sizes.get("layers", 1)) + 100
+        self.budget = settings.memory_budget_mb * 1_000_000
         batch = 1 if settings.max_batch_size == 1 else settings.forecast_max_batch_size
         self.batcher: Batcher[np.ndarray, np.ndarray] = Batcher(
             self._score,
@@ -66,6 +76,9 @@ class AnomalyModel:
             batch,
             settings.max_batch_wait_ms,
             limits=Limits.from_settings(settings),
+            cost=lambda v: len(v) * self.value_bytes,
+            max_batch_cost=self.budget,
+            pool=shared_pool(self.budget),
         )
 
     def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +88,9 @@ class AnomalyModel:
     def _score(self, series: list[np.ndarray]) -> list[np.ndarray]:
         """Runs in the batcher's thread: the graph over groups of similar length, then scoring."""
         inputs = [anomaly_scoring.prepare(v, self.card) for v in series]
-        outs = anomaly_scoring.run_graph(self._run, inputs)
+        longest = max((len(x) for x in inputs), default=1)
+        rows = int(self.budget // max(1, longest * self.value_bytes))  # rows that fit the budget
+        outs = anomaly_scoring.run_graph(self._run, inputs, max_batch=max(1, min(16, rows)))
         return [anomaly_scoring.finish(v, o, self.card) for v, o in zip(series, outs, strict=True)]
 
     def smoke(self) -> None:

@@ -15,17 +15,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.batching import Batcher, Limits
-from app.errors import InvalidInput
+from app.errors import InvalidInput, echo
 from app.registry import ModelRecord
 from app.services.base import TaskService
-from app.services.common import check_series, expect, expect_finite
+from app.services.common import OFF_LOOP_VALUES, check_series, expect, expect_finite, off_loop
 from app.settings import Settings
 from contract.card import ForecastCard
-from contract.forecast import interval_bounds, interval_k, last_window, log_spread, positive_shift
+from contract.forecast import (
+    interval_bounds,
+    interval_k,
+    last_window,
+    level_label,
+    log_spread,
+    positive_shift,
+)
 
 TASK = "forecast"
-_FREQ = re.compile(r"^\s*(\d*)\s*(s|sec|min|t|h|d|w)\s*$", re.IGNORECASE)
+_FREQ = re.compile(r"^ *([0-9]*) *(s|sec|min|t|h|d|w) *$", re.IGNORECASE | re.ASCII)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "min": 60, "t": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_FREQ_COUNT = 999_999
+# The frequencies check_freq accepts, as a JSON-schema pattern (no inline flags: each letter
+# in both cases).
+FREQ_PATTERN = r"^ *(0*[1-9][0-9]{0,5})? *([sS]|[sS][eE][cC]|[mM][iI][nN]|[tT]|[hH]|[dD]|[wW]) *$"
 
 
 def freq_seconds(freq: str) -> int | None:
@@ -34,6 +45,37 @@ def freq_seconds(freq: str) -> int | None:
     if not m:
         return None
     return int(m.group(1) or 1) * _UNIT_SECONDS[m.group(2).lower()]
+
+
+def check_freq(freq: str, where: str) -> int:
+    """The step in seconds, or InvalidInput naming ``freq``: unsupported, zero or too long."""
+    m = _FREQ.match(freq)
+    if not m:
+        raise InvalidInput(
+            f"{where}: freq {echo(freq)} is not supported; use a number and one of s, min, h, "
+            "d, w (e.g. 'h', '15min', 'D')"
+        )
+    count = int(m.group(1) or 1)
+    if not 1 <= count <= MAX_FREQ_COUNT:
+        raise InvalidInput(
+            f"{where}: freq {echo(freq)} has a step count of {echo(m.group(1))}; it must be "
+            f"from 1 to {MAX_FREQ_COUNT}"
+        )
+    return count * _UNIT_SECONDS[m.group(2).lower()]
+
+
+def check_levels(levels: list[float]) -> list[str]:
+    """The output label of each level; two levels with the same label are an error naming them."""
+    labels: dict[str, float] = {}
+    for level in levels:
+        label = level_label(level)
+        if label in labels:
+            raise InvalidInput(
+                f"level has {labels[label]!r} and {level!r}, which are the same interval "
+                f"(lo-{label}); send each level once"
+            )
+        labels[label] = level
+    return list(labels)
 
 
 @dataclass
@@ -108,38 +150,67 @@ class ForecastModel:
         for s in series:
             if len(s.values) < self.min_length:
                 raise InvalidInput(
-                    f"series {s.id!r} has {len(s.values)} values; the model needs at least "
+                    f"series {echo(s.id)} has {len(s.values)} values; the model needs at least "
                     f"{self.min_length} (one seasonal period of {self.period})"
                 )
             if (s.start is None) != (s.freq is None) and s.start is not None:
-                raise InvalidInput(f"series {s.id!r}: 'start' needs 'freq' to compute timestamps")
-            if s.freq is not None and freq_seconds(s.freq) is None:
                 raise InvalidInput(
-                    f"series {s.id!r}: freq {s.freq!r} is not supported; use a number and one of "
-                    "s, min, h, d, w (e.g. 'h', '15min', 'D')"
+                    f"series {echo(s.id)}: 'start' needs 'freq' to compute timestamps"
                 )
+            if s.freq is not None:
+                step = dt.timedelta(seconds=check_freq(s.freq, f"series {echo(s.id)}"))
+                if s.start is not None:
+                    try:  # the last timestamp: past year 9999 is an error, not a 500
+                        s.start + step * (len(s.values) + horizon - 1)
+                    except OverflowError:
+                        raise InvalidInput(
+                            f"series {echo(s.id)}: timestamps from start "
+                            f"{s.start.isoformat()} every freq {echo(s.freq)} run past the year "
+                            "9999; send an earlier start or a shorter freq"
+                        ) from None
 
     async def forecast(
         self, series: list[SeriesInput], horizon: int | None, levels: list[float]
     ) -> list[SeriesForecast]:
         horizon = self.max_horizon if horizon is None else horizon
         self.batcher.admit(len(series))  # refuse before windowing when the model is full
+        # Millions of values take ~0.1 s to check and window: in a thread, so probes and small
+        # requests keep being answered meanwhile.
+        big = sum(len(s.values) for s in series) >= OFF_LOOP_VALUES
+        raw, shift = await off_loop(big, self._prepare, series, horizon, levels)
+        outs = await self.batcher.submit_many(list((raw + shift[:, None]).astype(np.float32)))
+        return await off_loop(big, self._finish, series, outs, horizon, levels, shift)
+
+    def _prepare(
+        self, series: list[SeriesInput], horizon: int, levels: list[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Checks, then the last window of each series and its positive shift."""
         self.validate(series, horizon)
+        check_levels(levels)
         raw = np.stack(
             [
                 last_window(np.asarray(s.values, dtype=np.float64), self.window, self.period)
                 for s in series
             ]
         )
-        shift = positive_shift(raw, self.rel_margin, self.abs_floor)
-        outs = await self.batcher.submit_many(list((raw + shift[:, None]).astype(np.float32)))
+        return raw, positive_shift(raw, self.rel_margin, self.abs_floor)
+
+    def _finish(
+        self,
+        series: list[SeriesInput],
+        outs: list[tuple[np.ndarray, np.ndarray]],
+        horizon: int,
+        levels: list[float],
+        shift: np.ndarray,
+    ) -> list[SeriesForecast]:
+        """Means, interval bounds and timestamps from the model's outputs."""
         med = np.stack([o[0][:horizon] for o in outs]).astype(np.float64)  # shifted space
         q = np.stack([o[1][:horizon] for o in outs]).astype(np.float64)
         spread = log_spread(q)
         bounds: dict[str, np.ndarray] = {}
         for level in sorted(levels):
             k = interval_k(self.table[:horizon], level, self.grid)
-            name = f"{level:g}"
+            name = level_label(level)
             bounds[f"lo-{name}"], bounds[f"hi-{name}"] = interval_bounds(med, spread, shift, k)
         mean = med - shift[:, None]
         results = []
@@ -147,7 +218,7 @@ class ForecastModel:
             r = SeriesForecast(s.id, mean[i], {k: v[i] for k, v in bounds.items()})
             if s.freq is not None and freq_seconds(s.freq) != freq_seconds(self.freq):
                 r.warnings.append(
-                    f"series {s.id!r} has freq {s.freq!r} but the model was trained on "
+                    f"series {echo(s.id)} has freq {echo(s.freq)} but the model was trained on "
                     f"{self.freq!r} data with seasonal period {self.period}; forecasts may be poor"
                 )
             if s.start is not None and s.freq is not None:

@@ -4,6 +4,12 @@ Text is normalized into the model's vocabulary by the model's own ``tokenizer.js
 recurrent state after the text travels back to the client as a signed token (see
 ``state_token``), so a follow-up request sends only its new words and costs the same however
 long the earlier text was — and any replica can serve it.
+
+Memory is bounded by construction (``SEQSERVE_MEMORY_BUDGET_MB``): a long text goes through the
+model in pieces, each starting from the state the previous one ended in — exact, since that is
+what a recurrent model does within one call too — and the batchers stop a batch at the budget
+(tokens x rows x bytes per token). Scoring costs one vocabulary-sized row of log-probabilities
+per token, so a 5,000-token text in one call took ~600 MB; in pieces it takes a few MB.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from app.batching import Batcher, Limits
+from app.batching import Batcher, Limits, shared_pool
 from app.errors import InputTooLarge, InvalidInput
 from app.observability import Timer
 from app.registry import ModelRecord, Registry
@@ -61,6 +67,12 @@ class ScoreItem:
 
 
 @dataclass
+class ScoreOut:
+    log_probs: np.ndarray  # [T]: log p(target t | ids up to t)
+    state: list[np.ndarray]  # after the last of ``ids``
+
+
+@dataclass
 class Candidate:
     word: str
     probability: float
@@ -80,6 +92,11 @@ class ScoreResult:
     tokens: int
     log_likelihood: float
     perplexity: float
+
+
+def pieces(n: int, size: int) -> list[slice]:
+    """``range(n)`` cut into consecutive slices of at most ``size`` (the last may be shorter)."""
+    return [slice(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 def _group_by_length(lengths: list[int]) -> dict[int, list[int]]:
@@ -117,6 +134,16 @@ class NextWordModel:
         self.next_out = card.onnx.output_names
         self.score_in = card.score_onnx.input_names
         self.score_out = card.score_onnx.output_names
+        self.vocab_size = len(self.id_to_token)
+        # Working memory per token, in bytes (float32): scoring keeps the logits and their
+        # log-softmax for every position (~3 vocabulary rows with the gather); a step keeps the
+        # recurrent activations of every position and one vocabulary row at the end.
+        self.score_token_bytes = 3 * 4 * self.vocab_size
+        self.next_token_bytes = 16 * 4 * self.layers * self.hidden
+        budget = settings.memory_budget_mb * 1_000_000
+        # A piece is a quarter of the budget, so a few long texts still share a batch.
+        self.score_chunk = max(16, budget // self.score_token_bytes // 4)
+        self.next_chunk = max(16, budget // self.next_token_bytes // 4)
         self.next_session = rec.sessions["model"]
         if "score" not in rec.sessions:
             rec.sessions["score"] = registry.open_session(rec, "score_onnx")
@@ -126,6 +153,7 @@ class NextWordModel:
             rec.ref,
             [(self.layers, self.hidden)] * len(self.state_in),
             [k.get_secret_value().encode() for k in settings.state_previous_secrets],
+            max_age_s=settings.state_max_age_s,
         )
         self.next_batcher: Batcher[StepItem, StepOut] = Batcher(
             self._run_next,
@@ -133,13 +161,19 @@ class NextWordModel:
             settings.max_batch_size,
             settings.max_batch_wait_ms,
             limits=Limits.from_settings(settings),
+            cost=self._next_cost,
+            max_batch_cost=budget,
+            pool=shared_pool(budget),
         )
-        self.score_batcher: Batcher[ScoreItem, np.ndarray] = Batcher(
+        self.score_batcher: Batcher[ScoreItem, ScoreOut] = Batcher(
             self._run_score,
             f"{rec.ref}/score",
             settings.max_batch_size,
             settings.max_batch_wait_ms,
             limits=Limits.from_settings(settings),
+            cost=self._score_cost,
+            max_batch_cost=budget,
+            pool=shared_pool(budget),
         )
         # Never suggested or generated: unknown word and end-of-line markers.
         self.banned = np.array(sorted({self.unk_id, self.eos_id}))
@@ -153,28 +187,40 @@ class NextWordModel:
 
     def _run_next(self, items: list[StepItem]) -> list[StepOut]:
         out: list[StepOut | None] = [None] * len(items)
-        for _, rows in _group_by_length([len(it.ids) for it in items]).items():
-            feeds = {
-                self.next_in[0]: np.stack([items[r].ids for r in rows]),
-                **self._stack_state(items, rows),
-            }
-            res = self.next_session.run(feeds, self.next_out)
+        for n, rows in _group_by_length([len(it.ids) for it in items]).items():
+            ids = np.stack([items[r].ids for r in rows])
+            state = self._stack_state(items, rows)
+            for part in pieces(n, self.next_chunk):  # the state carries from piece to piece
+                res = self.next_session.run({self.next_in[0]: ids[:, part], **state}, self.next_out)
+                state = dict(zip(self.state_in, (res[o] for o in self.state_out), strict=True))
             logp = res[self.next_out[0]]
             for k, r in enumerate(rows):
                 out[r] = StepOut(logp[k], [res[n][:, k : k + 1] for n in self.state_out])
         return [o for o in out if o is not None]
 
-    def _run_score(self, items: list[ScoreItem]) -> list[np.ndarray]:
-        out: list[np.ndarray | None] = [None] * len(items)
-        for _, rows in _group_by_length([len(it.ids) for it in items]).items():
-            feeds = {
-                self.score_in[0]: np.stack([items[r].ids for r in rows]),
-                self.score_in[1]: np.stack([items[r].targets for r in rows]),
-                **self._stack_state(items, rows),
-            }
-            res = self.score_session.run(feeds, [self.score_out[0]])
+    # A row's working memory is one piece's, however long its text: pieces run one at a time.
+    def _next_cost(self, item: StepItem) -> float:
+        return min(len(item.ids), self.next_chunk) * self.next_token_bytes + 16 * self.vocab_size
+
+    def _score_cost(self, item: ScoreItem) -> float:
+        return min(len(item.ids), self.score_chunk) * self.score_token_bytes
+
+    def _run_score(self, items: list[ScoreItem]) -> list[ScoreOut]:
+        out: list[ScoreOut | None] = [None] * len(items)
+        names = [self.score_out[0], *self.state_out]
+        for n, rows in _group_by_length([len(it.ids) for it in items]).items():
+            ids = np.stack([items[r].ids for r in rows])
+            targets = np.stack([items[r].targets for r in rows])
+            state = self._stack_state(items, rows)
+            lps = []
+            for part in pieces(n, self.score_chunk):  # the state carries from piece to piece
+                feeds = {self.score_in[0]: ids[:, part], self.score_in[1]: targets[:, part]}
+                res = self.score_session.run({**feeds, **state}, names)
+                lps.append(res[self.score_out[0]])
+                state = dict(zip(self.state_in, (res[o] for o in self.state_out), strict=True))
+            lp = np.concatenate(lps, axis=1)
             for k, r in enumerate(rows):
-                out[r] = res[self.score_out[0]][k]
+                out[r] = ScoreOut(lp[k], [state[name][:, k : k + 1] for name in self.state_in])
         return [o for o in out if o is not None]
 
     def smoke(self) -> None:
@@ -184,7 +230,7 @@ class NextWordModel:
         expect_finite(out.log_probs, (len(self.id_to_token),), "next-word log-probabilities")
         expect(len(out.state) == len(self.state_in), "state outputs differ from the card")
         full = np.concatenate([[self.start_id], ids]).astype(np.int64)
-        lp = self._run_score([ScoreItem(full[:-1], full[1:], self.zero_state())])[0]
+        lp = self._run_score([ScoreItem(full[:-1], full[1:], self.zero_state())])[0].log_probs
         expect_finite(lp, (len(ids),), "token log-probabilities")
 
     # -- request logic ---------------------------------------------------------------------------
@@ -237,7 +283,7 @@ class NextWordModel:
             state = self.codec.decode(state_token) if state_token else self.zero_state()
             ids = self.encode(text)
         feed = ids if state_token else [self.start_id, *ids]
-        step = await self.next_batcher.submit(StepItem(np.asarray(feed, dtype=np.int64), state))
+        step = await self.advance(np.asarray(feed, dtype=np.int64), state)
         result = NextWordResult(
             candidates=self.top_k(step.log_probs, k),
             state=self.codec.encode(step.state),
@@ -258,15 +304,21 @@ class NextWordModel:
             result.completion = detokenize(generated)
         return result
 
+    async def advance(self, ids: np.ndarray, state: list[np.ndarray]) -> StepOut:
+        """The next-word distribution after ``ids`` from ``state`` (the graph reads them in
+        pieces of at most ``next_chunk`` tokens, see ``_run_next``)."""
+        return await self.next_batcher.submit(StepItem(ids, state))
+
+    async def token_log_probs(self, ids: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
+        """log p(ids[t + 1] | ids[: t + 1]) for every t: the graph reads the text in pieces of
+        at most ``score_chunk`` tokens, the same numbers one call over it gives."""
+        res = await self.score_batcher.submit(ScoreItem(ids[:-1], ids[1:], state))
+        return res.log_probs
+
     async def score(self, text: str) -> ScoreResult:
         self.score_batcher.admit(1)
         ids = [self.start_id, *self.encode(text)]
-        item = ScoreItem(
-            np.asarray(ids[:-1], dtype=np.int64),
-            np.asarray(ids[1:], dtype=np.int64),
-            self.zero_state(),
-        )
-        token_lp = await self.score_batcher.submit(item)
+        token_lp = await self.token_log_probs(np.asarray(ids, dtype=np.int64), self.zero_state())
         ll = float(np.sum(token_lp, dtype=np.float64))
         n = len(ids) - 1
         return ScoreResult(tokens=n, log_likelihood=ll, perplexity=float(np.exp(-ll / n)))

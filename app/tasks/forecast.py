@@ -18,6 +18,7 @@ from app.services.common import MAX_ABS_VALUE
 from app.services.forecast import TASK, ForecastService, SeriesInput
 from app.tasks import PredictEntry, ServiceContext, TaskSpec, register
 from contract.card import ForecastCard
+from contract.forecast import level_label
 
 
 class ForecastAdapter:
@@ -49,7 +50,7 @@ class ForecastAdapter:
         out = [Tensor("mean", "FP32", np.stack([r.mean for r in results]).astype(np.float32))]
         for level in levels:
             for side in ("lo", "hi"):
-                key = f"{side}-{level:g}"
+                key = f"{side}-{level_label(level)}"
                 out.append(
                     Tensor(
                         key, "FP32", np.stack([r.bounds[key] for r in results]).astype(np.float32)

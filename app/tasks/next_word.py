@@ -65,8 +65,8 @@ class NextWordAdapter:
             for k in ("k", "complete", "temperature", "top_k", "seed")
             if k in req.parameters
         }
-        try:
-            o = NextWordRequest.model_validate({"text": "", **options}, strict=False)
+        try:  # strict: "5" where an integer is expected is an error, as on the REST route
+            o = NextWordRequest.model_validate({"text": "", **options}, strict=True)
         except ValidationError as exc:
             raise InvalidInput(pydantic_message(exc)) from None
         results = await asyncio.gather(

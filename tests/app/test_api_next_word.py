@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +22,9 @@ MAX_TOKENS = 200  # a small context limit, so a test can go past it
 @pytest.fixture(scope="module")
 def lm_client(tiny_lm_models: Path) -> Iterator[TestClient]:
     settings = Settings(
-        models_dir=tiny_lm_models, state_secret="test-secret", max_context_tokens=MAX_TOKENS
+        models_dir=tiny_lm_models,
+        state_secret="test-secret-0123456789abcdef0123456789",
+        max_context_tokens=MAX_TOKENS,
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -104,14 +107,15 @@ def _err(client: TestClient, path: str, payload: object) -> tuple[int, str, str]
 
 def test_tampered_truncated_foreign_and_malformed_tokens_are_400(lm_client: TestClient) -> None:
     token = lm_client.post("/next-word", json={"text": "Happy"}).json()["state"]
-    head, ref, body, mac = token.split(".")
+    head, ref, issued, body, mac = token.split(".")  # v2.<model>.<issued>.<state>.<signature>
     flipped = body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]
     cases = {
-        "tampered": ".".join([head, ref, flipped, mac]),
+        "tampered": ".".join([head, ref, issued, flipped, mac]),
         "truncated": token[:-5],
-        "foreign": ".".join([head, "other-lm:1", body, mac]),
+        "foreign": ".".join([head, "other-lm:1", issued, body, mac]),
         "malformed": "not-a-token",
-        "bad base64": ".".join([head, ref, "!!!", mac]),
+        "bad base64": ".".join([head, ref, issued, "!!!", mac]),
+        "older issue time": ".".join([head, ref, str(int(issued) - 1), body, mac]),
     }
     for name, bad in cases.items():
         status, code, message = _err(lm_client, "/next-word", {"text": "birthday", "state": bad})
@@ -123,10 +127,34 @@ def test_tampered_truncated_foreign_and_malformed_tokens_are_400(lm_client: Test
 
 def test_token_from_another_secret_is_rejected(tiny_lm_models: Path, lm_client: TestClient) -> None:
     token = lm_client.post("/next-word", json={"text": "Happy"}).json()["state"]
-    other = Settings(models_dir=tiny_lm_models, state_secret="another-secret")
+    other = Settings(
+        models_dir=tiny_lm_models, state_secret="another-secret-0123456789abcdef01234567"
+    )
     with TestClient(create_app(other)) as c:
         status, code, message = _err(c, "/next-word", {"text": "birthday", "state": token})
     assert (status, code) == (400, "invalid_state") and "signature" in message
+
+
+def test_state_max_age_reaches_the_served_tokens(
+    tiny_lm_models: Path, lm_client: TestClient
+) -> None:
+    """SEQSERVE_STATE_MAX_AGE_S reaches the service: a server with a max age refuses a token
+    issued earlier than that (a token it signed itself), one without it accepts the same token."""
+    token = lm_client.post("/next-word", json={"text": "Happy"}).json()["state"]
+    time.sleep(1.1)
+    settings = Settings(
+        models_dir=tiny_lm_models,
+        state_secret="test-secret-0123456789abcdef0123456789",
+        state_max_age_s=1,
+    )
+    with TestClient(create_app(settings)) as c:
+        status, code, _ = _err(c, "/next-word", {"text": "birthday", "state": token})
+        fresh = c.post("/next-word", json={"text": "Happy"}).json()["state"]
+        ok = c.post("/next-word", json={"text": "birthday", "state": fresh})
+    assert (status, code) == (400, "state_expired")
+    assert ok.status_code == 200
+    again = lm_client.post("/next-word", json={"text": "birthday", "state": token})
+    assert again.status_code == 200
 
 
 @pytest.mark.parametrize(

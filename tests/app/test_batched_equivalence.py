@@ -28,7 +28,9 @@ def all_tiny_models(
 
 
 async def _run_all(models: Path, max_batch: int) -> tuple[list, list, list]:
-    c = Container.build(Settings(models_dir=models, max_batch_size=max_batch, state_secret="s"))
+    c = Container.build(
+        Settings(models_dir=models, max_batch_size=max_batch, state_secret="s" * 32)
+    )
     try:
         assert c.sentiment and c.next_word and c.forecast
         rng = random.Random(0)

@@ -38,7 +38,7 @@ cl = _load_client_module()
 def api() -> Iterator[Any]:
     settings = Settings(
         models_dir=MODELS,
-        state_secret="t",
+        state_secret="t" * 32,
         request_deadline_ms=TEST_DEADLINE_MS,
     )
     with TestClient(create_app(settings)) as tc:

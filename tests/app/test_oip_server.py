@@ -30,7 +30,11 @@ from tests.helpers import free_port, wait_ready
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     port = free_port()
     log = tmp_path_factory.mktemp("srv") / "server.log"
-    env = {**os.environ, "SEQSERVE_STATE_SECRET": "test-secret", "SEQSERVE_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "SEQSERVE_STATE_SECRET": "test-secret-0123456789abcdef0123456789",
+        "SEQSERVE_LOG_FORMAT": "json",
+    }
     # `serve --workers 2` makes its own multiprocess directory (an empty value would make
     # prometheus-client write into the working directory)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

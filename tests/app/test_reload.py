@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -76,6 +77,9 @@ def test_admin_reload_needs_an_admin_key(tmp_path: Path, tiny_sentiment_models: 
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
         r = c.post("/admin/reload", headers=ADMIN)
         assert r.status_code == 200 and r.json()["unchanged"] == ["sentiment/toy:1"]
+        # one worker: the same report, once more under its pid (several: one entry each)
+        (worker,) = r.json()["workers"]
+        assert worker["pid"] == os.getpid() and worker["unchanged"] == ["sentiment/toy:1"]
 
 
 def test_reload_loads_new_versions_and_refuses_broken_ones(

@@ -45,7 +45,7 @@ def test_sigterm_lets_requests_in_flight_and_uploads_finish(tmp_path: Path) -> N
     env = {
         **os.environ,
         "SEQSERVE_MODELS_DIR": str(MODELS),
-        "SEQSERVE_STATE_SECRET": "t",
+        "SEQSERVE_STATE_SECRET": "t" * 32,
         "SEQSERVE_SHUTDOWN_GRACE_SECONDS": "20",
     }
     proc = subprocess.Popen(
@@ -102,7 +102,7 @@ def test_sighup_reloads_the_models_folder(tmp_path: Path, tiny_sentiment_models:
     models = tmp_path / "models"
     shutil.copytree(tiny_sentiment_models, models)
     port = free_port()
-    env = {**os.environ, "SEQSERVE_MODELS_DIR": str(models), "SEQSERVE_STATE_SECRET": "t"}
+    env = {**os.environ, "SEQSERVE_MODELS_DIR": str(models), "SEQSERVE_STATE_SECRET": "t" * 32}
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--log-level", "warning"],
         cwd=REPO,

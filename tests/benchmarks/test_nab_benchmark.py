@@ -46,7 +46,7 @@ def test_shipped_detector_through_the_api_matches_its_card(tmp_path: Path) -> No
     settings = Settings(
         models_dir=MODELS,
         max_body_bytes=64 << 20,
-        state_secret="t",
+        state_secret="t" * 32,
         request_deadline_ms=TEST_DEADLINE_MS,  # long NAB files on a loaded machine
     )
     with TestClient(create_app(settings)) as c:

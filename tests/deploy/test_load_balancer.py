@@ -44,7 +44,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per reques
 
 NGINX_CONF = REPO / "deploy" / "nginx" / "nginx.conf"
 BEGIN, END = "# upstream-servers:begin", "# upstream-servers:end"
-SECRET = "load-balancer-test-secret"
+SECRET = "load-balancer-test-secret-0123456789"  # >= 32 bytes
 STARTUP_TIMEOUT = 120.0  # seconds; the CI machine may be busy training models
 
 

@@ -1,6 +1,9 @@
 """POST /admin/reload: rescan the models folder without a restart (admin key required).
 
-Without ``SEQSERVE_ADMIN_KEYS`` the route answers 404, as if it did not exist.
+Without ``SEQSERVE_ADMIN_KEYS`` the route answers 404, as if it did not exist. With several
+workers (``seqserve serve --workers N``) the reload reaches every one of them
+(``app.worker_sync``); the response is this worker's report plus ``workers``, one report per
+worker.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 @router.post(
     "/reload",
-    summary="Load new or changed model versions; a broken one is refused and the old one serves",
+    summary="Load new or changed model versions in every worker; a broken one is refused and "
+    "the old one serves",
     responses={
         401: {"description": "no admin key presented"},
         403: {"description": "the key is not an admin key"},
@@ -34,4 +38,8 @@ async def reload(request: Request, container: ContainerDep) -> dict[str, Any]:
         raise Unauthorized("an admin key is required: 'Authorization: Bearer <key>'")
     if not key_matches(key, admin):
         raise Forbidden("this key may not reload models")
-    return await container.reload()
+    reloads = getattr(request.app.state, "reloads", None)
+    if reloads is None:  # an app whose lifespan did not run
+        return await container.reload()
+    result: dict[str, Any] = await reloads.reload_all()
+    return result

@@ -8,13 +8,23 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.api.deps import ContainerDep
-from app.api.schemas import ERROR_RESPONSES, ModelRef
+from app.api.schemas import ERROR_RESPONSES, MAX_SERIES, MAX_SERIES_VALUES, ModelRef
 from app.services.anomaly import AnomalyInput, AnomalyService
+from app.services.common import MAX_ABS_VALUE
 
 router = APIRouter(tags=["anomaly"])
+
+
+# What the service reads (it refuses the rest by name): a number with |x| <= 1e30, or null.
+_VALUE = {
+    "anyOf": [
+        {"type": "number", "minimum": -MAX_ABS_VALUE, "maximum": MAX_ABS_VALUE},
+        {"type": "null"},
+    ]
+}
 
 
 class AnomalySeriesIn(BaseModel):
@@ -23,9 +33,10 @@ class AnomalySeriesIn(BaseModel):
     id: str | None = Field(
         None, description="series id (default: its position); ids must be unique"
     )
-    values: list[Annotated[float, Field(strict=True)] | None] = Field(
+    values: list[Annotated[float | None, Field(strict=True), WithJsonSchema(_VALUE)]] = Field(
         description="observations in time order (numbers, not strings); null (or NaN) marks a "
-        "missing value, which scores 0 and is bridged by carrying the last value forward"
+        "missing value, which scores 0 and is bridged by carrying the last value forward",
+        json_schema_extra={"minItems": 1, "maxItems": MAX_SERIES_VALUES},
     )
     timestamps: list[dt.datetime] | None = Field(
         None,
@@ -37,7 +48,10 @@ class AnomalySeriesIn(BaseModel):
 class AnomalyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    series: list[AnomalySeriesIn]
+    series: list[AnomalySeriesIn] = Field(
+        description="the series to score (checked against SEQSERVE_MAX_SERIES)",
+        json_schema_extra={"minItems": 1, "maxItems": MAX_SERIES},
+    )
     model: str | None = Field(None, description='"name" or "name:version"')
 
 

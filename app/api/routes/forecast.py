@@ -7,12 +7,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.api.deps import ContainerDep
-from app.api.schemas import ERROR_RESPONSES, ModelRef
+from app.api.schemas import ERROR_RESPONSES, MAX_SERIES, MAX_SERIES_VALUES, ModelRef
+from app.errors import InvalidInput
 from app.services.common import MAX_ABS_VALUE
-from app.services.forecast import ForecastService, SeriesInput
+from app.services.forecast import FREQ_PATTERN, ForecastService, SeriesInput, check_freq
+from contract.forecast import level_label
 
 router = APIRouter(tags=["forecast"])
 
@@ -30,27 +32,62 @@ class SeriesIn(BaseModel):
     )
     values: list[FiniteFloat] = Field(
         description="observations, oldest first; finite numbers with |x| <= 1e30 only. "
-        "Longer than the model's window: only the most recent window is read"
+        "Longer than the model's window: only the most recent window is read",
+        json_schema_extra={"maxItems": MAX_SERIES_VALUES},
     )
     start: dt.datetime | None = Field(
         None, description="timestamp of values[0]; with freq, adds timestamps"
     )
-    freq: str | None = Field(None, description="spacing of the values: 'h', '15min', 'D', 'W'...")
+    freq: str | None = Field(
+        None,
+        json_schema_extra={"pattern": FREQ_PATTERN},  # checked by check_freq, in words
+        description="spacing of the values: an optional step count from 1 to 999999 and a unit, "
+        "s, min (or t), h, d or w in either case: 'h', '15min', 'D', 'W'",
+    )
+
+    @field_validator("freq")
+    @classmethod
+    def _known_freq(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_freq(value, "freq")
+            except InvalidInput as exc:
+                raise ValueError(exc.message.removeprefix("freq: ")) from None
+        return value
 
 
 class ForecastRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    series: list[SeriesIn]
+    series: list[SeriesIn] = Field(
+        description="the series to forecast (checked against SEQSERVE_MAX_SERIES)",
+        json_schema_extra={"minItems": 1, "maxItems": MAX_SERIES},
+    )
     horizon: int | None = Field(
         None, ge=1, description="steps to forecast, 1..max_horizon (default: max_horizon)"
     )
     level: list[Annotated[float, Field(gt=0, lt=100)]] = Field(
         default_factory=lambda: [80.0, 95.0],
         max_length=10,
-        description="prediction-interval levels in percent, each in (0, 100)",
+        description="prediction-interval levels in percent, each in (0, 100), each once; "
+        "outputs are named lo-<level> / hi-<level> with the level written exactly (80, 99.5, "
+        "99.99999999)",
+        json_schema_extra={"uniqueItems": True},
     )
     model: str | None = Field(None, description='"name" or "name:version"')
+
+    @field_validator("level")
+    @classmethod
+    def _each_level_once(cls, value: list[float]) -> list[float]:
+        seen: dict[str, float] = {}
+        for level in value:
+            label = level_label(level)
+            if label in seen:
+                raise ValueError(
+                    f"{seen[label]!r} and {level!r} are the same level; send each once"
+                )
+            seen[label] = level
+        return value
 
 
 class SeriesForecastOut(BaseModel):

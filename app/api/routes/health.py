@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from app import metrics
 from app.api.errors import error_body
+from app.api.routes.models import redact_paths, redact_text
 
 router = APIRouter(tags=["operations"])
 
@@ -28,7 +29,10 @@ async def readyz(request: Request) -> Any:
     if container is None:
         return JSONResponse(error_body("not_ready", "models are still loading"), status_code=503)
     if not container.registry.records:  # an empty or mis-mounted models folder serves nothing
-        reasons = "; ".join(f"{k}: {v}" for k, v in container.registry.failed.items())
+        root = container.registry.models_dir
+        reasons = "; ".join(
+            f"{k}: {redact_text(v, root)}" for k, v in container.registry.failed.items()
+        )
         message = "no model loaded: the models folder holds no servable model"
         return JSONResponse(
             error_body("not_ready", message + (f" ({reasons})" if reasons else "")),
@@ -37,7 +41,7 @@ async def readyz(request: Request) -> Any:
     return {
         "status": "ready",
         "models": sorted(f"{r.task}/{r.ref}" for r in container.registry.models()),
-        "failed": container.registry.failed,
+        "failed": redact_paths(container.registry.failed, container.registry.models_dir),
         "load_seconds": round(container.load_seconds, 3),
     }
 

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from app.api.deps import ContainerDep
-from app.api.schemas import ERROR_RESPONSES, ModelRef, StrictRequest
+from app.api.schemas import (
+    ERROR_RESPONSES,
+    MAX_CONTEXT_CHARS,
+    TEXT_PATTERN,
+    ModelRef,
+    StrictRequest,
+)
 from app.services.next_word import NextWordService
 from app.tasks.next_word_schema import NextWordRequest
 
@@ -30,7 +36,10 @@ class NextWordResponse(BaseModel):
 
 
 class ScoreRequest(StrictRequest):
-    text: str = Field(description="text to score, every token given all before it")
+    text: str = Field(
+        description="text to score, every token given all before it; not blank",
+        json_schema_extra={"pattern": TEXT_PATTERN, "maxLength": MAX_CONTEXT_CHARS},
+    )
     model: str | None = None
 
 
@@ -43,7 +52,9 @@ class ScoreResponse(BaseModel):
 
 EXAMPLES = {
     "suggest": {"value": {"text": "Happy", "k": 5}},
-    "continue from a state": {"value": {"text": "birthday", "state": "v1.wikitext2-lstm:2...."}},
+    "continue from a state": {
+        "value": {"text": "birthday", "state": "v2.wikitext2-lstm:2.1764720000...."}
+    },
     "complete": {"value": {"text": "The game was released in", "complete": 8}},
     "sample": {
         "value": {"text": "The city of", "complete": 10, "temperature": 0.8, "top_k": 40, "seed": 7}

@@ -6,18 +6,41 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from app.api.deps import ContainerDep
-from app.api.schemas import ERROR_RESPONSES, ModelRef, StrictRequest
+from app.api.schemas import (
+    ERROR_RESPONSES,
+    MAX_TEXT_CHARS,
+    MAX_TEXTS,
+    ModelRef,
+    StrictRequest,
+    text_schema,
+)
 from app.services.sentiment import Prediction, SentimentService
 
 router = APIRouter(tags=["sentiment"])
 
 
+_TEXT = text_schema(MAX_TEXT_CHARS, "one text to classify")
+_TEXTS = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_TEXTS,
+    "items": text_schema(MAX_TEXT_CHARS, "a text"),
+    "description": "several texts, classified in order",
+}
+
+
 class SentimentRequest(StrictRequest):
-    text: str | None = Field(None, description="one text to classify")
-    texts: list[str] | None = Field(None, description="several texts, classified in order")
+    # The schema says what is served: exactly one of the two, each text non-blank, within the
+    # default limits (null is still read as absent).
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["text"]}, {"required": ["texts"]}]}
+    )
+
+    text: Annotated[str | None, WithJsonSchema(_TEXT)] = None
+    texts: Annotated[list[str] | None, WithJsonSchema(_TEXTS)] = None
     model: str | None = Field(
         None, description='"name" or "name:version"; default: the task default'
     )

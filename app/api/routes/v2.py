@@ -24,7 +24,11 @@ _TENSOR = {
     "required": ["name", "shape", "datatype", "data"],
     "properties": {
         "name": {"type": "string"},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "shape": {
+            "type": "array",
+            "maxItems": oip.MAX_DIMS,
+            "items": {"type": "integer", "minimum": 0, "maximum": oip.MAX_DIM},
+        },
         "datatype": {"type": "string", "enum": list(oip.DTYPES)},
         "parameters": {"type": "object"},
         "data": {"type": "array"},
