@@ -16,7 +16,9 @@ would pass the budget and keeps it for the next batch; one item alone always run
 read long inputs in pieces, so an item's cost is one piece's, see ``app.services.next_word``).
 Batchers given the same ``MemoryPool`` also share the budget: a batch waits in its thread until
 the batches of other models running meanwhile leave room, so one process stays within one
-budget whatever mix of tasks arrives.
+budget whatever mix of tasks arrives. The pool serves waiting batches in arrival order (a batch
+needing the whole budget is not starved by other models' overlapping batches), and a waiting
+batch is dropped once all its callers have left (deadline, disconnect) or the batcher closes.
 
 The deadline is per request, not per call: inside a request (``app.observability.CURRENT``)
 every call gets what is left of ``deadline_s`` since the request started, so a request of many
@@ -29,6 +31,7 @@ under overload the oldest finish and the newest time out, instead of all of them
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import math
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, TypeVar
 
 from app import metrics
-from app.errors import DeadlineExceeded, InferenceError, QueueFull
+from app.errors import DeadlineExceeded, InferenceError, NotReady, QueueFull
 from app.observability import CURRENT, note_batch, note_time
 
 # After a batch this long (or one costing an eighth of the budget), ``on_idle`` runs once the
@@ -54,24 +57,58 @@ Out = TypeVar("Out")
 
 class MemoryPool:
     """A budget shared by the batches of several batchers (threads): ``take(cost)`` blocks until
-    the cost fits beside what is running; a cost larger than the whole budget runs alone."""
+    the cost fits beside what is running; a cost larger than the whole budget runs alone.
+
+    Takes are served first come, first served: once one waits, later ones queue behind it even
+    when they would fit, so a batch needing the whole budget is not starved by the overlapping
+    smaller batches of other models (the pool empties while it waits at the head). A wait checks
+    ``give_up`` every ``POLL_S`` (and on ``wake``) and returns None when it says so (its callers
+    left, the batcher is closing)."""
+
+    POLL_S = 0.05
 
     def __init__(self, budget: float) -> None:
         self.budget = budget
         self.used = 0.0
         self._cond = threading.Condition()
+        self._waiting: collections.deque[object] = collections.deque()  # FIFO of waiting takes
 
-    def take(self, cost: float) -> float:
+    def take(self, cost: float, give_up: Callable[[], bool] | None = None) -> float | None:
+        """Reserve ``cost`` (capped at the budget) and return it, or None when ``give_up()``
+        turned true while waiting (nothing is reserved then)."""
         cost = min(cost, self.budget)  # an oversized batch waits for an empty pool, then runs
         with self._cond:
-            self._cond.wait_for(lambda: self.used + cost <= self.budget)
-            self.used += cost
-        return cost
+            if not self._waiting and self.used + cost <= self.budget:
+                self.used += cost
+                return cost
+            ticket = object()
+            self._waiting.append(ticket)
+            try:
+                while self._waiting[0] is not ticket or self.used + cost > self.budget:
+                    if give_up is not None and give_up():
+                        return None
+                    self._cond.wait(self.POLL_S if give_up is not None else None)
+                self.used += cost
+                return cost
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()  # the next in line may fit now
 
     def give(self, cost: float) -> None:
         with self._cond:
             self.used -= cost
             self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Waiting takes check their ``give_up`` now (e.g. a batcher is closing)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """Takes waiting for room."""
+        with self._cond:
+            return len(self._waiting)
 
 
 _POOLS: dict[float, MemoryPool] = {}
@@ -135,6 +172,7 @@ class Batcher(Generic[In, Out]):
         self._big_batch_ran = False
         self.inline_if = inline_if
         self._busy = False  # a batch is running in the executor
+        self._closing = False  # close() was called: a batch waiting for pool room gives up
         limits = limits or Limits()
         self.max_waiting = limits.max_waiting  # items accepted and not finished; 0 = unbounded
         self.deadline_s = limits.deadline_s  # per request (remaining_s); 0 = none
@@ -253,6 +291,7 @@ class Batcher(Generic[In, Out]):
 
     def _ensure_worker(self) -> None:
         if self._thread is None or not self._thread.is_alive():
+            self._closing = False
             self._thread = threading.Thread(
                 target=self._work, name=f"infer-{self.name}", daemon=True
             )
@@ -318,8 +357,15 @@ class Batcher(Generic[In, Out]):
             if not live:
                 continue
             self._busy = True
-            taken = self.pool.take(self._last_cost) if self.pool is not None else 0.0
-            if taken:  # callers may have left while the batch waited for room
+            taken: float | None = 0.0
+            if self.pool is not None:
+                taken = self._take_room(self.pool, [fut for _, fut in live])
+                if taken is None:  # every caller left (deadline, disconnect) or closing
+                    self._busy = False
+                    if self._closing:
+                        self._hand_back(live, NotReady(f"model {self.name} closed; retry"), 0.0)
+                    continue
+                # callers may have left while the batch waited for room
                 live = [(item, fut) for item, fut in live if not fut.done()]
             t0 = time.perf_counter()
             try:
@@ -330,24 +376,39 @@ class Batcher(Generic[In, Out]):
                 outs = exc
             finally:
                 self._busy = False
-                if self.pool is not None:
+                if self.pool is not None and taken:
                     self.pool.give(taken)
             seconds = time.perf_counter() - t0
             if seconds >= BIG_BATCH_S or (
                 self.max_batch_cost and self._last_cost >= self.max_batch_cost / 8
             ):
                 self._big_batch_ran = True
-            # One hop back per batch and event loop (results are set on the loop's thread).
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
-            for k, (_, fut) in enumerate(live):
-                value = outs if isinstance(outs, BaseException) else (outs[k], seconds, len(live))
-                by_loop.setdefault(fut.get_loop(), []).append((fut, value))
-            for loop, pairs in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # that loop has closed
-                    loop.call_soon_threadsafe(_resolve, pairs)
+            self._hand_back(live, outs, seconds)
+
+    def _take_room(self, pool: MemoryPool, futs: list[asyncio.Future[Any]]) -> float | None:
+        """The batch's share of the pool, or None once no caller waits for it any more."""
+        return pool.take(self._last_cost, lambda: self._closing or all(f.done() for f in futs))
+
+    def _hand_back(
+        self,
+        live: list[tuple[In, asyncio.Future[Any]]],
+        outs: list[Out] | BaseException,
+        seconds: float,
+    ) -> None:
+        """One hop back per batch and event loop (results are set on the loop's thread)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+        for k, (_, fut) in enumerate(live):
+            value = outs if isinstance(outs, BaseException) else (outs[k], seconds, len(live))
+            by_loop.setdefault(fut.get_loop(), []).append((fut, value))
+        for loop, pairs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(_resolve, pairs)
 
     async def close(self) -> None:
         if self._thread is not None and self._thread.is_alive():
+            self._closing = True  # a batch waiting for pool room gives up at once
+            if self.pool is not None:
+                self.pool.wake()
             self._close_queue()
             await asyncio.to_thread(self._thread.join, 5)
 

@@ -196,18 +196,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """One worker: uvicorn serves in this process (SIGHUP reloads, a failed start-up exits 3).
-    Several: ``app.supervisor`` runs them, forwards SIGHUP to every worker as a reload, and
-    exits 3 when one fails to start."""
-    import uvicorn
-
+    """One worker: uvicorn serves in this process (SIGHUP reloads). Several: ``app.supervisor``
+    runs them, forwards SIGHUP to every worker as a reload. Either way a failed start-up is one
+    line, ``seqserve: ... failed to start: <reason>``, and exit code 3."""
     from app.protocol import uvicorn_kwargs
-    from app.settings import get_settings
-    from app.worker_sync import RUN_DIR_ENV
+    from app.settings import MIN_SECRET_BYTES, get_settings, short_previous_secrets
 
     # Checked here, in the parent, before any worker starts: a bad setting is one line and
     # exit 2 (from main), not a traceback per worker.
     settings = get_settings()
+    if settings.state_secret is None and args.workers > 1:
+        share_state_secret()
+    short = short_previous_secrets(settings)
+    if short:
+        print(
+            f"seqserve: warning: {short} of SEQSERVE_STATE_PREVIOUS_SECRETS "
+            f"{'is' if short == 1 else 'are'} shorter than {MIN_SECRET_BYTES} bytes; accepted "
+            "because previous secrets only verify old tokens, never sign new ones. Remove "
+            f"{'it' if short == 1 else 'them'} once those tokens are no longer needed.",
+            file=sys.stderr,
+        )
     setup_metrics_dir(args.workers)
     options: dict[str, Any] = {
         "host": args.host,
@@ -222,9 +230,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from app.supervisor import serve_workers
 
         return serve_workers("app.main:app", options)
-    os.environ.pop(RUN_DIR_ENV, None)  # one worker has no siblings to tell about reloads
-    uvicorn.run("app.main:app", **options)  # exits 3 itself when the app fails to start
-    return 0
+    from app.supervisor import serve_one
+
+    return serve_one("app.main:app", options)
+
+
+def share_state_secret() -> None:
+    """Several workers and no SEQSERVE_STATE_SECRET: one random key for all of them (each would
+    make its own, and a token signed by one worker would be refused by the others)."""
+    from app.settings import STATE_SECRET_ENV
+
+    os.environ[STATE_SECRET_ENV] = os.urandom(32).hex()  # inherited by the worker processes
+    print(
+        f"seqserve: warning: {STATE_SECRET_ENV} is not set; the workers share a random key made "
+        "now, so next-word state tokens stop working after a restart and are refused by other "
+        f"replicas. Set {STATE_SECRET_ENV} (openssl rand -hex 32) to keep them.",
+        file=sys.stderr,
+    )
 
 
 def cmd_models(args: argparse.Namespace) -> int:

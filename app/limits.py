@@ -5,6 +5,8 @@ most ``wait_s`` and behind at most ``max_waiting`` others whose bodies total at 
 ``max_waiting_bytes``; otherwise the edge answers 'overloaded' (429) instead of queueing without
 bound. Waiting costs a future, not a loop iteration: clients that would resend at once on a 429
 wait instead, so under overload the event loop serves admitted requests rather than refusals.
+
+``BodyBudget`` bounds the bytes of request bodies one process holds (read, waiting, served).
 """
 
 from __future__ import annotations
@@ -88,3 +90,31 @@ class InflightLimiter:
                 return
         self.current -= 1
         metrics.IN_FLIGHT.dec()
+
+
+def body_budget_bytes(memory_budget_mb: int, max_body_bytes: int) -> int:
+    """Bytes of request bodies one process holds at once (read, waiting for a slot or for the
+    large-body gate, being served): half of SEQSERVE_MEMORY_BUDGET_MB, the other half being the
+    parsed bodies and batches; never less than one body of SEQSERVE_MAX_BODY_BYTES."""
+    return max(memory_budget_mb * 1_000_000 // 2, max_body_bytes)
+
+
+class BodyBudget:
+    """Bytes of request bodies in memory, reserved before (``Content-Length``) or while (as the
+    chunks arrive) a body is read and released when its request is done. Past ``limit`` the
+    edge answers 429 instead of reading: stalled uploads cannot hold unbounded memory. A body
+    on an otherwise empty budget always fits (the largest allowed request works when idle)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def try_reserve(self, n: int) -> bool:
+        """Reserve ``n`` more bytes (event loop only, so a plain counter is race-free)."""
+        if n > 0 and self.used and self.used + n > self.limit:
+            return False
+        self.used += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.used -= n

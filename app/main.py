@@ -16,6 +16,7 @@ from app.api.middleware import EdgeMiddleware
 from app.api.offload import large_body_gate, offload_large_bodies
 from app.api.routes import admin, docs, health, models, v2
 from app.container import Container
+from app.limits import body_budget_bytes
 from app.observability import configure_logging
 from app.settings import Settings, SettingsInvalid, get_settings
 from app.tasks import tasks
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.container = None
     app.state.draining = False
     app.state.large_bodies = large_body_gate(settings.memory_budget_mb)
+    app.state.request_deadline_s = settings.request_deadline_ms / 1000  # the gate's wait too
     errors.install(app)
     app.add_middleware(
         EdgeMiddleware,
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body_timeout_s=settings.body_timeout_s,
         admission_wait_s=settings.max_admission_wait_ms / 1000,
         max_waiting=settings.max_waiting_requests,
+        body_budget_bytes=body_budget_bytes(settings.memory_budget_mb, settings.max_body_bytes),
     )
     # Inference routes first: routing tries routes in order, and these are the hot ones.
     # Large JSON bodies are parsed and validated in a worker thread (probes stay prompt).

@@ -68,15 +68,26 @@ MIN_SECRET_BYTES = 32
 GENERATE_SECRET = "generate one with: openssl rand -hex 32"
 
 
+STATE_SECRET_ENV = "SEQSERVE_STATE_SECRET"
+
+
 def check_secret(value: SecretStr) -> None:
-    """An HMAC key must be long enough to guess at no better than brute force."""
+    """An HMAC key must be long enough to guess at no better than brute force. The reason says
+    what is wrong; the fix (``GENERATE_SECRET``) is in what the setting expects (``EXPECTS``)."""
     size = len(value.get_secret_value().encode())
     if size == 0:
-        raise ValueError(
-            f"it is empty; leave it unset for a random per-process key, or {GENERATE_SECRET}"
-        )
+        raise ValueError("it is empty; leave it unset for a random key made at start-up")
     if size < MIN_SECRET_BYTES:
-        raise ValueError(f"it has {size} bytes, fewer than {MIN_SECRET_BYTES}; {GENERATE_SECRET}")
+        raise ValueError(f"it has {size} bytes, fewer than {MIN_SECRET_BYTES}")
+
+
+def short_previous_secrets(settings: Settings) -> int:
+    """How many SEQSERVE_STATE_PREVIOUS_SECRETS are shorter than ``MIN_SECRET_BYTES`` (accepted:
+    they only verify tokens signed before a rotation, never sign new ones)."""
+    return sum(
+        len(k.get_secret_value().encode()) < MIN_SECRET_BYTES
+        for k in settings.state_previous_secrets
+    )
 
 
 class Settings(BaseSettings):
@@ -122,7 +133,8 @@ class Settings(BaseSettings):
         10_000,
         ge=0,
         description="a request not answered within this time gets 503 and its queued work is "
-        "dropped; 0: no deadline",
+        "dropped; counted from the moment its body is in, it covers every step of the request "
+        "(waiting for a slot, each model call of a completion); 0: no deadline",
     )
     max_concurrent_requests: int = Field(
         512, ge=1, description="requests in flight before the service answers 429 (overloaded)"
@@ -183,9 +195,11 @@ class Settings(BaseSettings):
     memory_budget_mb: int = Field(
         256,
         ge=16,
-        description="working memory one model batch may use, in MB: batches stop growing at it "
-        "and long /next-word texts are scored in pieces that fit it (exact: the state is "
-        "carried); one request alone always runs",
+        description="working memory of one server process, in MB: model batches (all models "
+        "share it) stop growing at it and long /next-word texts are scored in pieces that fit it "
+        "(exact: the state is carried); request bodies held in memory are capped at half of it "
+        "(never below SEQSERVE_MAX_BODY_BYTES; 429 past it) and one large body per 64 MB is "
+        "parsed at a time; one request alone always runs",
     )
     max_series: int = Field(2000, ge=1, description="most series in one /forecast request")
     max_series_values: int = Field(100_000, ge=1, description="longest series accepted, in values")
@@ -227,14 +241,16 @@ class Settings(BaseSettings):
     access_log: bool = Field(True, description="one log line per request (probes excluded)")
     state_secret: SecretStr | None = Field(
         None,
-        description="HMAC key signing next-word state tokens; share it across replicas. When "
-        "unset, a random key is made at start-up and tokens do not survive a restart",
+        description="HMAC key signing next-word state tokens, at least 32 bytes (openssl rand "
+        "-hex 32); share it across replicas. When unset, a random key is made at start-up (one "
+        "for all the workers of `seqserve serve`) and tokens do not survive a restart",
     )
 
     state_previous_secrets: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="earlier state secrets, comma-separated or a JSON list: tokens they signed "
-        "still verify (key rotation); new tokens are always signed with SEQSERVE_STATE_SECRET",
+        "still verify (key rotation); new tokens are always signed with SEQSERVE_STATE_SECRET. "
+        "Each must be non-empty; one shorter than 32 bytes is accepted with a warning at start-up",
     )
     state_max_age_s: float = Field(
         0.0,
@@ -259,9 +275,11 @@ class Settings(BaseSettings):
 
     @field_validator("state_previous_secrets")
     @classmethod
-    def _long_previous_secrets(cls, value: list[SecretStr]) -> list[SecretStr]:
-        for key in value:
-            check_secret(key)
+    def _no_empty_previous_secret(cls, value: list[SecretStr]) -> list[SecretStr]:
+        # short ones are accepted (a short secret must be rotatable out of SEQSERVE_STATE_SECRET
+        # without breaking its tokens); the server warns about them at start-up
+        if any(not key.get_secret_value() for key in value):
+            raise ValueError("it has an empty secret")
         return value
 
     @field_validator("providers", "api_keys", "admin_keys", "state_previous_secrets", mode="before")
@@ -318,7 +336,7 @@ EXPECTS = {
 SECRET_LIST = 'a comma-separated list such as key1,key2 (or a JSON list such as ["key1","key2"])'
 EXPECTS["api_keys"] = EXPECTS["admin_keys"] = SECRET_LIST + ", each key non-empty"
 EXPECTS["state_secret"] = f"a secret of at least {MIN_SECRET_BYTES} bytes ({GENERATE_SECRET})"
-EXPECTS["state_previous_secrets"] = f"{SECRET_LIST}, each secret at least {MIN_SECRET_BYTES} bytes"
+EXPECTS["state_previous_secrets"] = f"{SECRET_LIST}, each secret non-empty"
 
 
 def expects(name: str) -> str:

@@ -8,6 +8,10 @@
   uvicorn stops only on code 3 and still exits 0. The worker's one-line reason (left in the run
   directory by the app's lifespan) is printed once, and the other workers get a bounded time to
   stop before they are killed.
+
+``serve_one`` runs a single worker in this process with the same promise: a failed start-up is
+one line (``seqserve: failed to start: <reason>``) and exit code 3; the app's traceback is
+logged only at ``--log-level debug``.
 """
 
 from __future__ import annotations
@@ -137,3 +141,52 @@ def serve_workers(app: str, options: dict[str, Any]) -> int:
         print(f"seqserve: {supervisor.startup_failure}", file=sys.stderr)
         return STARTUP_FAILURE
     return 0
+
+
+class _StartupTraceback(logging.Filter):
+    """On uvicorn's error logger in a single-worker server: keeps the lifespan's start-up
+    traceback (uvicorn logs it as the message of ``lifespan.startup.failed``) out of the log
+    unless at debug level, and remembers its last line as a fallback reason."""
+
+    def __init__(self, show: bool) -> None:
+        super().__init__()
+        self.show = show
+        self.last_line: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage() if record.levelno >= logging.ERROR else ""
+        if not text.startswith("Traceback (most recent call last)"):
+            return True
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        self.last_line = " ".join(lines[-1].split()) if lines else None
+        return self.show
+
+
+def serve_one(app: str, options: dict[str, Any]) -> int:
+    """Run ``app`` in this process (one worker); returns the exit code: 3, after one line
+    saying why, when the app failed to start. The run directory only carries the reason the
+    app's lifespan leaves there (``worker_sync.record_startup_failure``)."""
+    import uvicorn
+
+    run = RunDir.create()
+    os.environ[RUN_DIR_ENV] = str(run.path)
+    show = str(options.get("log_level", "info")).lower() == "debug"
+    catcher = _StartupTraceback(show)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(catcher)
+    code = 0
+    try:
+        uvicorn.run(app, **options)
+    except SystemExit as exc:  # uvicorn exits 3 when the app failed to start
+        code = exc.code if isinstance(exc.code, int) else 1
+        if code != STARTUP_FAILURE:
+            raise
+    finally:
+        uvicorn_log.removeFilter(catcher)
+        reason = run.failure(os.getpid())
+        run.remove()
+        os.environ.pop(RUN_DIR_ENV, None)
+    if code == STARTUP_FAILURE:
+        reason = reason or catcher.last_line or "exit code 3 (its log above says why)"
+        print(f"seqserve: failed to start: {reason}", file=sys.stderr)
+    return code

@@ -52,6 +52,22 @@ def level_label(level: float) -> str:
     return text if float(text) == level else repr(float(level))
 
 
+def level_labels(levels: list[float]) -> list[str]:
+    """The output label of each level, in order; the one rule "each level once" (REST, v2 and
+    the service apply it): two levels with the same label (80 and 80.0) are a ValueError naming
+    both, whose message the callers prefix with the field (``level: ...``)."""
+    labels: dict[str, float] = {}
+    for level in levels:
+        label = level_label(level)
+        if label in labels:
+            raise ValueError(
+                f"{labels[label]!r} and {level!r} are the same level (lo-{label}); "
+                "send each level once"
+            )
+        labels[label] = level
+    return list(labels)
+
+
 def positive_shift(
     x: np.ndarray, rel_margin: float = REL_MARGIN, abs_floor: float = ABS_FLOOR
 ) -> np.ndarray:

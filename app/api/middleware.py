@@ -5,8 +5,14 @@ Everything here happens before a request's body is read or any work is queued:
 - draining: once shutdown has begun, readiness answers 503 (requests already sent finish),
 - API keys for the inference and model endpoints (health, readiness and metrics stay open),
 - a body-size cap (413 from ``Content-Length``, or as soon as a streamed body passes it),
+- a memory budget for bodies: each body's bytes are reserved (``Content-Length`` up front, else
+  as they arrive) in a per-process budget (``app.limits.BodyBudget``) until its request is done;
+  when it is full, 429 + Retry-After instead of reading (a body alone always fits),
 - a body deadline: the whole body within ``body_timeout_s`` of the headers, else 408 and the
   connection closes (the headers' deadline is in ``app.protocol``),
+- a client that goes away mid-upload is dropped (no answer, counted as ``client_gone``),
+- the request's deadline counts from the moment its body is in (uploads are not the server's
+  time; the wait for a slot is),
 - admission control: an inference request takes an in-flight slot only once its body is in
   (slow uploads never hold one); past the limit it waits a little in a bounded waiting room
   (``app.limits``), else gets 429 + Retry-After - at once, before its body is read, when the
@@ -31,7 +37,7 @@ from app import metrics
 from app.api.errors import error_payload
 from app.api.routes.docs import ASSET_PATHS as DOCS_ASSET_PATHS
 from app.errors import Overloaded
-from app.limits import MAX_WAITING_BYTES, InflightLimiter
+from app.limits import MAX_WAITING_BYTES, BodyBudget, InflightLimiter
 from app.observability import CURRENT, RequestInfo, request_id_from
 from app.tasks import inference_routes as task_inference_routes
 
@@ -55,6 +61,32 @@ OPEN_PATHS = {
 RETRY_AFTER = [(b"retry-after", b"1")]
 # After an answer given while the body is still (partly) unread: close rather than read on.
 CLOSE = [(b"connection", b"close")]
+# What _read_capped returns when the client went away (or the body budget ran out) mid-upload.
+GONE = object()
+NO_MEMORY = object()
+
+
+class _Held:
+    """One request's reservation in the body budget (None: no budget)."""
+
+    __slots__ = ("budget", "n")
+
+    def __init__(self, budget: BodyBudget | None) -> None:
+        self.budget = budget
+        self.n = 0
+
+    def grow_to(self, n: int) -> bool:
+        if self.budget is None or n <= self.n:
+            return True
+        if not self.budget.try_reserve(n - self.n):
+            return False
+        self.n = n
+        return True
+
+    def release(self) -> None:
+        if self.budget is not None:
+            self.budget.release(self.n)
+        self.n = 0
 
 
 @functools.cache
@@ -117,6 +149,7 @@ class EdgeMiddleware:
         body_timeout_s: float = 0.0,
         admission_wait_s: float = 0.0,
         max_waiting: int = 0,
+        body_budget_bytes: int = 0,
     ) -> None:
         self.app = app
         self.access_log = access_log
@@ -132,6 +165,8 @@ class EdgeMiddleware:
         self.body_timeout_s = body_timeout_s
         self.admission_wait_s = admission_wait_s
         self.max_waiting = max_waiting
+        # Bytes of bodies held at once by this process (0: no limit); see app.limits.
+        self.body_budget = BodyBudget(body_budget_bytes) if body_budget_bytes else None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -213,19 +248,52 @@ class EdgeMiddleware:
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
             await reply(send, 413, "body_too_large", self._too_large_message(), CLOSE, path)
             return
+        held = _Held(self.body_budget)
+        try:
+            # Reserved before reading when the size is known: refused without reading a byte.
+            if length is not None and length.isdigit() and not held.grow_to(int(length)):
+                await self._no_body_memory(send, path)
+                return
+            await self._read_and_run(scope, receive, send, path, inference, limiter, held)
+        finally:
+            held.release()
+
+    async def _read_and_run(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        path: str,
+        inference: bool,
+        limiter: InflightLimiter | None,
+        held: _Held,
+    ) -> None:
         # The body is read (within its deadline) before the request takes an in-flight slot:
         # slow or stalled uploads hold a connection, never a slot for inference.
         try:
             async with asyncio.timeout(self.body_timeout_s or None):
-                body = await self._read_capped(receive)
+                body = await self._read_capped(receive, held)
         except TimeoutError:
             metrics.REJECTED.labels(self.route_of(path), "body_timeout").inc()
             message = f"the request body did not arrive within {self.body_timeout_s:g} s"
             await reply(send, 408, "request_timeout", message, CLOSE, path)
             return
+        if body is GONE:  # nobody to answer; the app never sees a truncated body
+            metrics.REJECTED.labels(self.route_of(path), "client_gone").inc()
+            return
+        if body is NO_MEMORY:
+            await self._no_body_memory(send, path)
+            return
         if body is None:
             await reply(send, 413, "body_too_large", self._too_large_message(), CLOSE, path)
-        elif inference:
+            return
+        assert isinstance(body, bytes)
+        # The request's deadline counts from here: the upload was the client's time (the wait
+        # for an in-flight slot, next, is the server's and counts).
+        info = CURRENT.get()
+        if info is not None:
+            info.started = time.monotonic()
+        if inference:
             await self._admitted(scope, body, receive, send, limiter, path)
         else:
             await self.app(scope, _replay(body, receive), send)
@@ -263,6 +331,16 @@ class EdgeMiddleware:
     async def _overloaded(self, send: Any, path: str, limit: int) -> None:
         metrics.REJECTED.labels(self.route_of(path), "in_flight_limit").inc()
         await reply(send, 429, "overloaded", Overloaded(limit).message, RETRY_AFTER, path)
+
+    async def _no_body_memory(self, send: Any, path: str) -> None:
+        assert self.body_budget is not None
+        metrics.REJECTED.labels(self.route_of(path), "body_memory").inc()
+        message = (
+            "too many request bodies are being read or served: they would pass this server's "
+            f"limit of {self.body_budget.limit} bytes of bodies in memory (half of "
+            "SEQSERVE_MEMORY_BUDGET_MB); retry later"
+        )
+        await reply(send, 429, "overloaded", message, [*RETRY_AFTER, *CLOSE], path)
 
     def _too_large_message(self) -> str:
         return f"request body is larger than the limit of {self.max_body_bytes} bytes"
@@ -302,18 +380,21 @@ class EdgeMiddleware:
         finally:
             watcher.cancel()
 
-    async def _read_capped(self, receive: Any) -> bytes | None:
-        """The whole body, or None as soon as it passes the cap (the rest is never read)."""
+    async def _read_capped(self, receive: Any, held: _Held) -> object:
+        """The whole body; None as soon as it passes the cap, NO_MEMORY as soon as the body
+        budget cannot hold it (the rest is never read), GONE if the client went away."""
         chunks: list[bytes] = []
         seen = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break  # client went away; the app will see an empty body
+                return GONE
             chunk = message.get("body", b"")
             seen += len(chunk)
             if seen > self.max_body_bytes:
                 return None
+            if not held.grow_to(seen):
+                return NO_MEMORY
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+
+from app import metrics
+from app.errors import DeadlineExceeded
+from app.observability import CURRENT
 
 # Bodies at least this large are parsed (orjson) and validated in a worker thread. Smaller ones
 # cost less than the thread hop (a 64-text /sentiment body of short texts is ~5 kB).
@@ -93,14 +98,45 @@ class OffloadingRoute(APIRoute):
                 return await handler(request)
             # Parsed, a large body takes ~5x its size in Python objects: only a few are
             # worked on at once (the others wait here as bytes), so memory stays in budget.
-            gate = getattr(request.app.state, "large_bodies", None)
-            async with gate or contextlib.nullcontext():
+            async with large_body_slot(request):
                 parsed = await asyncio.to_thread(_parse_and_validate, body, field)
                 if parsed is not _NOT_DONE:
                     request._json = parsed  # what request.json() returns from now on
                 return await handler(request)
 
         return offloading
+
+
+@contextlib.asynccontextmanager
+async def large_body_slot(request: Request) -> AsyncIterator[None]:
+    """Hold one place of the app's large-body gate (``app.state.large_bodies``) for the block:
+    parse and serve a large body inside it. The wait for a place counts against the request's
+    deadline (``app.state.request_deadline_s``, from ``RequestInfo.started``); when it runs out
+    first, DeadlineExceeded (503) and the body is never parsed."""
+    state = request.app.state
+    gate: asyncio.Semaphore | None = getattr(state, "large_bodies", None)
+    if gate is None:
+        yield
+        return
+    deadline_s: float = getattr(state, "request_deadline_s", 0.0) or 0.0
+    info = CURRENT.get()
+    remaining = None
+    if deadline_s > 0:
+        started = info.started if info is not None else time.monotonic()
+        remaining = max(0.0, deadline_s - (time.monotonic() - started))
+    try:
+        async with asyncio.timeout(remaining):
+            await gate.acquire()
+    except TimeoutError:
+        route = getattr(request.scope.get("route"), "path", "other")  # a bounded label
+        metrics.REJECTED.labels(route, "deadline").inc()
+        raise DeadlineExceeded(
+            f"not answered within the {deadline_s:g} s deadline; the server is busy"
+        ) from None
+    try:
+        yield
+    finally:
+        gate.release()
 
 
 def large_body_gate(memory_budget_mb: int) -> asyncio.Semaphore:

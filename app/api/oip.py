@@ -24,6 +24,7 @@ import numpy as np
 import orjson
 
 from app.errors import InvalidInput, echo
+from app.services.common import has_surrogates
 
 HEADER_LENGTH = "inference-header-content-length"
 HEADER_LENGTH_RAW = HEADER_LENGTH.encode()
@@ -149,7 +150,7 @@ def parse_request(body: bytes, header_length: str | None = None) -> InferRequest
     req_id = doc.get("id")
     if req_id is not None and not isinstance(req_id, str):
         raise InvalidInput("id must be a string")
-    if req_id is not None and not _is_unicode(req_id):
+    if req_id is not None and has_surrogates(req_id):
         raise InvalidInput("id must be valid Unicode text: it holds a lone surrogate (\\ud800...)")
     params = _parameters(doc, "request")
     raw_inputs = doc.get("inputs")
@@ -182,17 +183,6 @@ def parse_request(body: bytes, header_length: str | None = None) -> InferRequest
             bin_flag = _parameters(out, f"outputs[{i}]").get("binary_data", all_binary)
             outputs.append(RequestedOutput(name, bool(bin_flag)))
     return InferRequest(inputs, req_id, params, outputs)
-
-
-def _is_unicode(text: str) -> bool:
-    """False for a string holding a lone surrogate (valid JSON, not encodable as UTF-8)."""
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:

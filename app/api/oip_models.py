@@ -21,6 +21,7 @@ from app.container import Container
 from app.errors import InvalidInput, echo
 from app.registry import ModelRecord
 from app.tasks import tasks
+from contract.forecast import level_labels
 
 
 def strings(t: Tensor) -> list[str]:
@@ -112,6 +113,11 @@ def interval_levels(req: InferRequest) -> list[float]:
         raise InvalidInput(
             f"interval levels must be 1 to 10 numbers in (0, 100), got {echo(levels)}"
         )
+    if not named:  # the parameter: each level once, as on REST (lo-80 and hi-80 name one level)
+        try:
+            level_labels(levels)
+        except ValueError as exc:
+            raise InvalidInput(f"parameter 'level': {exc}") from None
     return sorted(set(levels))
 
 

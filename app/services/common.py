@@ -67,7 +67,8 @@ def expect_finite(x: np.ndarray, shape: tuple[int, ...], name: str) -> None:
 
 def has_surrogates(text: str) -> bool:
     """True for a string holding a lone UTF-16 surrogate: valid in JSON ("\\ud800"), but it
-    cannot be written back as UTF-8, so a field holding one is refused by name."""
+    cannot be written back as UTF-8, so a field holding one is refused by name. The one check
+    for it: REST series ids (``check_series``) and the v2 request id (``app.api.oip``)."""
     return not text.isascii() and _SURROGATES.search(text) is not None
 
 

@@ -26,6 +26,7 @@ from contract.forecast import (
     interval_k,
     last_window,
     level_label,
+    level_labels,
     log_spread,
     positive_shift,
 )
@@ -65,17 +66,12 @@ def check_freq(freq: str, where: str) -> int:
 
 
 def check_levels(levels: list[float]) -> list[str]:
-    """The output label of each level; two levels with the same label are an error naming them."""
-    labels: dict[str, float] = {}
-    for level in levels:
-        label = level_label(level)
-        if label in labels:
-            raise InvalidInput(
-                f"level has {labels[label]!r} and {level!r}, which are the same interval "
-                f"(lo-{label}); send each level once"
-            )
-        labels[label] = level
-    return list(labels)
+    """The output label of each level (``contract.forecast.level_labels``); a level sent twice
+    is InvalidInput naming the field."""
+    try:
+        return level_labels(levels)
+    except ValueError as exc:
+        raise InvalidInput(f"level: {exc}") from None
 
 
 @dataclass

@@ -176,3 +176,140 @@ def test_batchers_sharing_a_pool_never_run_past_its_budget() -> None:
     asyncio.run(main())
     assert peak[0] <= 10 or peak[0] == 30
     assert pool.used == 0
+
+
+# --- the shared pool: first come, first served; a waiting batch gives up ----------------------
+
+
+class PoolUser:
+    """Another model's batches, in a thread: take ``cost``, hold it ``hold_s``, give it back."""
+
+    def __init__(self, pool: MemoryPool, cost: float, hold_s: float, offset_s: float) -> None:
+        self.pool, self.cost, self.hold_s, self.offset_s = pool, cost, hold_s, offset_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        time.sleep(self.offset_s)
+        while not self.stop.is_set():
+            taken = self.pool.take(self.cost)
+            assert taken is not None
+            time.sleep(self.hold_s)
+            self.pool.give(taken)
+
+    def __enter__(self) -> PoolUser:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def test_a_waiting_take_is_not_overtaken_by_later_smaller_ones() -> None:
+    pool = MemoryPool(10)
+    assert pool.take(4) == 4  # another model's batch is running
+    order: list[str] = []
+
+    def take(name: str, cost: float) -> None:
+        taken = pool.take(cost)
+        order.append(name)
+        time.sleep(0.05)
+        assert taken is not None
+        pool.give(taken)
+
+    big = threading.Thread(target=take, args=("big", 10))
+    big.start()
+    time.sleep(0.1)  # the big take is waiting
+    small = threading.Thread(target=take, args=("small", 4))  # would fit beside the first
+    small.start()
+    time.sleep(0.2)
+    assert order == []  # it queues behind the big take instead of overtaking it
+    pool.give(4)
+    big.join(5)
+    small.join(5)
+    assert order == ["big", "small"]
+    assert pool.used == 0 and pool.waiting == 0
+
+
+def test_a_whole_budget_batch_is_not_starved_by_other_models_overlapping_batches() -> None:
+    pool = MemoryPool(10)
+    ran: list[list[int]] = []
+
+    def work(items: list[int]) -> list[int]:
+        ran.append(items)
+        return items
+
+    async def main() -> None:
+        b: Batcher[int, int] = Batcher(work, "big", cost=float, max_batch_cost=10, pool=pool)
+        # two other models keep the pool busy with batches that always overlap: it never empties
+        with PoolUser(pool, 5, 0.03, 0.0), PoolUser(pool, 5, 0.03, 0.015):
+            await asyncio.sleep(0.1)
+            assert await asyncio.wait_for(b.submit(10), 3) == 10
+        await b.close()
+
+    asyncio.run(main())
+    assert ran == [[10]]
+    assert pool.used == 0
+
+
+def test_a_batch_whose_callers_left_stops_waiting_for_room_and_is_skipped() -> None:
+    from app.batching import Limits
+    from app.errors import DeadlineExceeded
+
+    pool = MemoryPool(10)
+    ran: list[list[int]] = []
+
+    def work(items: list[int]) -> list[int]:
+        ran.append(items)
+        return items
+
+    async def main() -> None:
+        b: Batcher[int, int] = Batcher(
+            work, "t", cost=float, max_batch_cost=10, pool=pool, limits=Limits(deadline_s=0.2)
+        )
+        held = pool.take(10)  # another model holds the whole budget
+        with pytest.raises(DeadlineExceeded):
+            await b.submit(8)  # 503 at the deadline ...
+        for _ in range(100):  # ... and the inference thread stops waiting too
+            if not pool.waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.waiting == 0
+        assert held is not None
+        pool.give(held)
+        assert await b.submit(3) == 3  # the thread serves the next request
+        t0 = time.monotonic()
+        await b.close()
+        assert time.monotonic() - t0 < 1
+
+    asyncio.run(main())
+    assert ran == [[3]]  # the abandoned batch never ran
+    assert pool.used == 0
+
+
+def test_closing_a_batcher_waiting_for_room_does_not_wait_for_the_pool() -> None:
+    from app.errors import NotReady
+
+    pool = MemoryPool(10)
+
+    async def main() -> None:
+        b: Batcher[int, int] = Batcher(lambda xs: xs, "t", cost=float, max_batch_cost=10, pool=pool)
+        held = pool.take(10)
+        call = asyncio.ensure_future(b.submit(5))  # no deadline: it would wait forever
+        for _ in range(100):
+            if pool.waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert pool.waiting == 1
+        t0 = time.monotonic()
+        await b.close()
+        assert time.monotonic() - t0 < 1  # not the 5 s join
+        with pytest.raises(NotReady):  # its caller hears of it (a 503), it does not hang
+            await asyncio.wait_for(call, 1)
+        assert pool.waiting == 0
+        assert held is not None
+        pool.give(held)
+
+    asyncio.run(main())
+    assert pool.used == 0

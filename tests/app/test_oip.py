@@ -499,3 +499,49 @@ def test_spec_example_against_a_real_model_names_the_problem(client: TestClient)
     assert r.status_code == 400 and r.json() == {
         "error": "unknown input 'input0'; this model takes text"
     }
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_large_v2_body_is_parsed_in_a_worker_thread_inside_the_gate(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, binary: bool
+) -> None:
+    """v2 bodies were parsed on the event loop (~70 ms for 8 MB of FP32) outside the gate."""
+    import asyncio
+
+    from app.api import oip as codec
+    from app.api.offload import OFFLOAD_BODY_BYTES
+
+    gate = client.app.state.large_bodies  # type: ignore[attr-defined]
+    seen: list[tuple[bool, bool]] = []
+    real = codec.parse_request
+
+    def spy(body: bytes, header_length: str | None = None) -> object:
+        try:
+            on_loop = asyncio.get_running_loop() is not None
+        except RuntimeError:  # a worker thread
+            on_loop = False
+        seen.append((on_loop, gate._value < gate_size))
+        return real(body, header_length)
+
+    gate_size = gate._value
+    monkeypatch.setattr(codec, "parse_request", spy)
+    series = (np.arange(300 * 96, dtype=np.float32).reshape(300, 96) % 24 + 10.125).astype("f4")
+    if binary:
+        body, n = _binary_request(
+            [({"name": "values", "shape": [300, 96], "datatype": "FP32"}, series.tobytes())],
+            [{"name": "mean", "parameters": {"binary_data": True}}],
+        )
+        headers = {"Inference-Header-Content-Length": n}
+    else:
+        doc = {"inputs": [{"name": "values", "shape": [300, 96], "datatype": "FP32"}]}
+        doc["inputs"][0]["data"] = series.tolist()  # type: ignore[index]
+        body, headers = json.dumps(doc).encode(), {"content-type": "application/json"}
+    assert len(body) >= OFFLOAD_BODY_BYTES
+    r = client.post(f"{FC}/infer", content=body, headers=headers)
+    assert r.status_code == 200, r.text
+    assert seen == [(False, True)]  # a worker thread, holding a place of the gate
+    if binary:
+        h = int(r.headers["inference-header-content-length"])
+        assert len(r.content) - h == 300 * 48 * 4  # the model's horizon (48) per series, FP32
+    small = client.post(f"{SENT}/infer", json={"inputs": [text_input("great")]})
+    assert small.status_code == 200 and len(seen) == 2 and seen[1][0]  # small: on the loop

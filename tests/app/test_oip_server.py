@@ -154,6 +154,10 @@ def test_metrics_are_summed_over_workers_and_logs_carry_request_ids(
         # a new connection each time, so the kernel spreads them over both workers
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.status == 200 and r.headers["x-request-id"] == f"mp-{i}"
+    # The edge counts a request just after its response is sent: give the last one a moment.
+    deadline = time.monotonic() + 2
+    while _counts(url)["sst2-imdb-bilstm:1"] < before + n and time.monotonic() < deadline:
+        time.sleep(0.02)
     # every scrape (whichever worker answers it) sees all n requests
     for _ in range(5):
         assert _counts(url)["sst2-imdb-bilstm:1"] == before + n

@@ -197,3 +197,47 @@ def test_run_dir_skips_dead_workers_and_one_reload_answers_every_open_request(
         assert calls == [1, 1]
     finally:
         run.remove()
+
+
+def test_workers_without_a_state_secret_share_one_key(tmp_path: Path) -> None:
+    """No SEQSERVE_STATE_SECRET and two workers: ``seqserve serve`` makes one key for both
+    (with one warning), so a state token continues on whichever worker gets the request."""
+    root = tmp_path / "models"
+    (root / "next-word").mkdir(parents=True)
+    (root / "next-word" / "wikitext2-lstm").symlink_to(MODELS / "next-word" / "wikitext2-lstm")
+    port = free_port()
+    env = {**os.environ, "SEQSERVE_MODELS_DIR": str(root), "SEQSERVE_INTRA_OP_THREADS": "1"}
+    for name in (
+        "PROMETHEUS_MULTIPROC_DIR",
+        "SEQSERVE_RUN_DIR",
+        "SEQSERVE_DEFAULT_MODELS",
+        "SEQSERVE_STATE_SECRET",
+        "SEQSERVE_STATE_PREVIOUS_SECRETS",
+    ):
+        env.pop(name, None)
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"],
+            cwd=tmp_path,  # no .env here
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, proc, log)
+        _wait_for(log, r"Application startup complete", 2, timeout=60)
+        state = _post(base, "/next-word", {"text": "Happy birthday , my"})["state"]
+        for word in ("father", "and", "the", "other", "day", "."):
+            state = _post(base, "/next-word", {"text": word, "k": 1, "state": state})["state"]
+        text = log.read_text()
+        assert text.count("SEQSERVE_STATE_SECRET is not set") == 1, text[-3000:]
+        assert "workers share a random key" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

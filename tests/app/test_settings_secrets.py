@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import SettingsInvalid, load_settings
+from app.settings import SettingsInvalid, load_settings, short_previous_secrets
 
 GOOD = "0123456789abcdef" * 4  # what openssl rand -hex 32 prints
 
@@ -39,13 +39,27 @@ def test_an_empty_or_short_state_secret_is_refused(
     assert (
         message.startswith("SEQSERVE_STATE_SECRET is invalid") and "openssl rand -hex 32" in message
     )
+    assert message.count("openssl rand -hex 32") == 1  # the fix is said once
     assert "\n" not in message and (not value or value not in message)  # never echoed
 
 
-def test_short_previous_secrets_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_short_previous_secrets_are_accepted_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short secret must be rotatable out of SEQSERVE_STATE_SECRET without breaking its
+    tokens: as a previous secret it only verifies (``seqserve serve`` warns about it)."""
     monkeypatch.setenv("SEQSERVE_STATE_PREVIOUS_SECRETS", f"{GOOD},old")
-    with pytest.raises(SettingsInvalid, match="SEQSERVE_STATE_PREVIOUS_SECRETS is invalid"):
+    s = load_settings()
+    assert [k.get_secret_value() for k in s.state_previous_secrets] == [GOOD, "old"]
+    assert short_previous_secrets(s) == 1
+
+
+@pytest.mark.parametrize("value", ['[""]', '["old", ""]'])
+def test_an_empty_previous_secret_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SEQSERVE_STATE_PREVIOUS_SECRETS", value)
+    with pytest.raises(SettingsInvalid) as info:
         load_settings()
+    message = info.value.message
+    assert message.startswith("SEQSERVE_STATE_PREVIOUS_SECRETS is invalid (it has an empty")
+    assert "unset" not in message and "random" not in message
 
 
 def test_good_values_and_unset_still_load(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,7 +35,7 @@ def _models(tmp_path: Path, broken: bool = False) -> Path:
     return root
 
 
-def _serve(root: Path, workers: int, extra: dict[str, str]) -> tuple[int, str, float]:
+def _serve(root: Path, workers: int, extra: dict[str, str], *flags: str) -> tuple[int, str, float]:
     env = {
         **os.environ,
         "SEQSERVE_MODELS_DIR": str(root),
@@ -48,7 +48,7 @@ def _serve(root: Path, workers: int, extra: dict[str, str]) -> tuple[int, str, f
     cmd = [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())]
     t0 = time.monotonic()
     done = subprocess.run(
-        [*cmd, "--workers", str(workers)],
+        [*cmd, "--workers", str(workers), *flags],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -64,11 +64,45 @@ def test_a_required_model_that_fails_exits_3(tmp_path: Path, workers: int) -> No
     code, err, seconds = _serve(root, workers, {"SEQSERVE_REQUIRE_ALL_MODELS": "true"})
     assert code == 3, err[-3000:]
     assert seconds < 30
-    if workers > 1:  # the master names the worker's reason once, on one line
-        lines = [line for line in err.splitlines() if line.startswith("seqserve: worker [")]
-        assert len(lines) == 1, err[-3000:]
-        assert "failed to start: SEQSERVE_REQUIRE_ALL_MODELS is set" in lines[0]
-        assert "sentiment/broken:1" in lines[0]
+    # the reason once, on one line: the master names the worker; one worker is the server
+    prefix = "seqserve: worker [" if workers > 1 else "seqserve: failed to start: "
+    lines = [line for line in err.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, err[-3000:]
+    assert "failed to start: SEQSERVE_REQUIRE_ALL_MODELS is set" in lines[0]
+    assert "sentiment/broken:1" in lines[0]
+    if workers == 1:  # the traceback only at --log-level debug
+        assert "Traceback" not in err, err[-3000:]
+
+
+@pytest.mark.parametrize("log_level", ["info", "debug"])
+def test_one_worker_prints_one_line_and_the_traceback_only_at_debug(
+    tmp_path: Path, log_level: str
+) -> None:
+    root = _models(tmp_path)
+    extra = {"SEQSERVE_DEFAULT_MODELS": json.dumps({"sentiment": "nope:1"})}
+    code, err, seconds = _serve(root, 1, extra, "--log-level", log_level)
+    assert code == 3, err[-3000:]
+    assert seconds < 30
+    lines = [line for line in err.splitlines() if line.startswith("seqserve: ")]
+    assert lines == [
+        "seqserve: failed to start: no model 'nope:1' for task 'sentiment'; "
+        "available: imdb-simple-rnn:1"
+    ], err[-3000:]
+    assert ("Traceback" in err) == (log_level == "debug")
+
+
+def test_a_short_previous_secret_starts_with_a_warning(tmp_path: Path) -> None:
+    """Rotating away from a short secret: it is accepted as a previous one (verify only), with
+    a warning; the server then starts (here it stops at once on a missing default, exit 3)."""
+    root = _models(tmp_path)
+    extra = {
+        "SEQSERVE_STATE_PREVIOUS_SECRETS": "old-short-secret",
+        "SEQSERVE_DEFAULT_MODELS": json.dumps({"sentiment": "nope:1"}),
+    }
+    code, err, _ = _serve(root, 1, extra)
+    assert code == 3, err[-3000:]  # past the settings check (a refused setting is exit 2)
+    assert "1 of SEQSERVE_STATE_PREVIOUS_SECRETS is shorter than 32 bytes" in err
+    assert "old-short-secret" not in err
 
 
 def test_a_default_that_does_not_exist_exits_3_with_two_workers(tmp_path: Path) -> None:

@@ -92,6 +92,25 @@ def test_lone_surrogate_in_the_v2_id_is_a_400(client: TestClient) -> None:
     assert v2_error(client.post(SENT, content=body)).startswith("id ")
 
 
+def test_rest_and_v2_share_one_lone_surrogate_check(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.api.oip as oip
+    import app.services.common as common
+
+    assert oip.has_surrogates is common.has_surrogates  # one check, not a copy per face
+    assert not hasattr(oip, "_is_unicode")
+    for text in ("\ud800", "ok \udfff", "\ud83d"):
+        assert common.has_surrogates(text)
+    for text in ("plain", "caf\u00e9", "\U0001f600"):
+        assert not common.has_surrogates(text)
+    seen: list[str] = []
+    monkeypatch.setattr(oip, "has_surrogates", lambda t: seen.append(t) or False)
+    body = json.dumps({"id": "req-7", "inputs": [text_input("good")]})
+    assert client.post(SENT, content=body).status_code == 200
+    assert seen == ["req-7"]  # the v2 parser asks the shared check
+
+
 # --- 4. v2 tensors and parameters -------------------------------------------------------------
 
 
@@ -144,6 +163,32 @@ def test_a_level_sent_twice_is_refused_by_name(client: TestClient) -> None:
     assert message.startswith("level:") and "80" in message
     schema = client.get("/openapi.json").json()["components"]["schemas"]["ForecastRequest"]
     assert schema["properties"]["level"]["uniqueItems"] is True
+
+
+@pytest.mark.parametrize("level", [[80, 80.0], "80,80", [95, 80, 95.0], "99.99999999,99.99999999"])
+def test_v2_refuses_a_level_sent_twice_like_rest(client: TestClient, level: object) -> None:
+    req = {
+        "inputs": [{"name": "values", "shape": [1, 96], "datatype": "FP64", "data": VALUES}],
+        "parameters": {"level": level},
+    }
+    v2 = v2_error(client.post("/v2/models/m4-hourly-gru/infer", json=req))
+    levels = level if isinstance(level, list) else [float(x) for x in str(level).split(",")]
+    rest = rest_error(
+        client.post("/forecast", json={"series": [{"values": VALUES}], "level": levels})
+    )
+    assert v2.startswith("parameter 'level': ") and rest.startswith("level: ")
+    assert v2.removeprefix("parameter 'level': ") == rest.removeprefix("level: ")  # one message
+    assert "send each level once" in v2
+
+
+def test_v2_outputs_naming_one_level_twice_are_not_a_duplicate(client: TestClient) -> None:
+    req = {
+        "inputs": [{"name": "values", "shape": [1, 96], "datatype": "FP64", "data": VALUES}],
+        "outputs": [{"name": "lo-80"}, {"name": "hi-80"}],
+    }
+    r = client.post("/v2/models/m4-hourly-gru/infer", json=req)
+    assert r.status_code == 200, r.text
+    assert [o["name"] for o in r.json()["outputs"]] == ["lo-80", "hi-80"]
 
 
 def test_v2_level_outputs_use_the_same_labels(client: TestClient) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.settings import Settings
+from app.settings import Settings, SettingsInvalid, load_settings
 from tests.conftest import MODELS, REPO
 from tests.helpers import free_port
 
@@ -240,12 +240,18 @@ def _compose_vars() -> set[str]:
 
 
 def _env_example() -> dict[str, str]:
+    """The variables .env.example sets (comment lines dropped)."""
     pairs = (
         line.split("=", 1)
         for line in ENV_EXAMPLE.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     )
     return dict(pairs)
+
+
+def _env_example_commented() -> set[str]:
+    """Variables listed but commented out (``# NAME=``): documented, set by the user."""
+    return set(re.findall(r"^# ([A-Z][A-Z0-9_]*)=$", ENV_EXAMPLE.read_text(), flags=re.M))
 
 
 def _compose_config(env_file: Path) -> subprocess.CompletedProcess[str]:
@@ -278,9 +284,31 @@ def _ports(service: dict[str, Any]) -> list[str]:
 
 
 def test_env_example_documents_every_compose_variable() -> None:
-    documented = _env_example()
-    assert _compose_vars() == set(documented), _compose_vars() ^ set(documented)
-    assert documented["SEQSERVE_STATE_SECRET"] == ""  # no usable default secret is shipped
+    documented = set(_env_example()) | _env_example_commented()
+    assert _compose_vars() == documented, _compose_vars() ^ documented
+    # no default secret is shipped, and no empty one either (an empty value is refused)
+    assert _env_example_commented() == {"SEQSERVE_STATE_SECRET"}
+    assert "SEQSERVE_STATE_SECRET" not in _env_example()
+
+
+def test_a_copy_of_env_example_loads_as_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cp .env.example .env` then `seqserve serve` starts (settings read from .env)."""
+    (tmp_path / ".env").write_text(ENV_EXAMPLE.read_text())
+    for name in list(os.environ):
+        if name.startswith("SEQSERVE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert settings.state_secret is None and settings.state_max_age_s == 0
+    assert settings.memory_budget_mb == 256
+
+
+def test_the_k8s_secret_placeholder_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Applied unedited, the template's placeholder must stop the pods, not sign tokens."""
+    (secret,) = [d for d in _k8s_docs().values() if d["kind"] == "Secret"]
+    monkeypatch.setenv("SEQSERVE_STATE_SECRET", secret["stringData"]["SEQSERVE_STATE_SECRET"])
+    with pytest.raises(SettingsInvalid, match="SEQSERVE_STATE_SECRET is invalid"):
+        load_settings()
 
 
 def test_compose_config_resolves_and_requires_the_state_secret(tmp_path: Path) -> None:
@@ -290,7 +318,15 @@ def test_compose_config_resolves_and_requires_the_state_secret(tmp_path: Path) -
     missing = _compose_config(env_file)
     assert missing.returncode != 0 and "set SEQSERVE_STATE_SECRET" in missing.stderr
 
-    env_file.write_text(example.replace("SEQSERVE_STATE_SECRET=\n", "SEQSERVE_STATE_SECRET=s3\n"))
+    env_file.write_text(
+        example.replace("\n# SEQSERVE_STATE_SECRET=\n", "\nSEQSERVE_STATE_SECRET=\n")
+    )
+    empty = _compose_config(env_file)
+    assert empty.returncode != 0 and "set SEQSERVE_STATE_SECRET" in empty.stderr
+
+    env_file.write_text(
+        example.replace("\n# SEQSERVE_STATE_SECRET=\n", "\nSEQSERVE_STATE_SECRET=s3\n")
+    )
     done = _compose_config(env_file)
     assert done.returncode == 0, done.stderr
     services = yaml.safe_load(done.stdout)["services"]
@@ -311,7 +347,19 @@ def test_compose_config_resolves_and_requires_the_state_secret(tmp_path: Path) -
     assert "CUDAExecutionProvider" in gpu["environment"]["SEQSERVE_PROVIDERS"]
     assert services["api"]["build"]["target"] == "cpu"
     assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["monitoring"]
+    api_env = services["api"]["environment"]
+    for name in (
+        "SEQSERVE_STATE_MAX_AGE_S",
+        "SEQSERVE_HEADER_TIMEOUT_S",
+        "SEQSERVE_BODY_TIMEOUT_S",
+        "SEQSERVE_MAX_ADMISSION_WAIT_MS",
+        "SEQSERVE_MAX_WAITING_REQUESTS",
+        "SEQSERVE_MEMORY_BUDGET_MB",
+    ):
+        assert str(api_env[name]) == str(_env_example()[name]), name
     lb = services["lb"]
+    # bodies nginx buffers in /tmp (a tmpfs charged to the container) cannot fill its memory
+    assert any(str(t).startswith("/tmp:") and "size=" in str(t) for t in lb["tmpfs"]), lb
     assert f"{REPO}/deploy/nginx/nginx.conf:/etc/nginx/nginx.conf:ro" in _mounts(lb)
     assert _ports(lb) == ["8000:8080"]
 

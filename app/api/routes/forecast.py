@@ -14,7 +14,7 @@ from app.api.schemas import ERROR_RESPONSES, MAX_SERIES, MAX_SERIES_VALUES, Mode
 from app.errors import InvalidInput
 from app.services.common import MAX_ABS_VALUE
 from app.services.forecast import FREQ_PATTERN, ForecastService, SeriesInput, check_freq
-from contract.forecast import level_label
+from contract.forecast import level_labels
 
 router = APIRouter(tags=["forecast"])
 
@@ -79,14 +79,7 @@ class ForecastRequest(BaseModel):
     @field_validator("level")
     @classmethod
     def _each_level_once(cls, value: list[float]) -> list[float]:
-        seen: dict[str, float] = {}
-        for level in value:
-            label = level_label(level)
-            if label in seen:
-                raise ValueError(
-                    f"{seen[label]!r} and {level!r} are the same level; send each once"
-                )
-            seen[label] = level
+        level_labels(value)  # the shared rule; its ValueError becomes a 422 naming "level"
         return value
 
 
