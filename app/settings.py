@@ -193,7 +193,7 @@ class Settings(BaseSettings):
     )
     max_context_tokens: int = Field(5_000, ge=1, description="most tokens in one /next-word text")
     memory_budget_mb: int = Field(
-        256,
+        128,
         ge=16,
         description="working memory of one server process, in MB: model batches (all models "
         "share it) stop growing at it and long /next-word texts are scored in pieces that fit it "

@@ -24,6 +24,7 @@ Everything here happens before a request's body is read or any work is queued:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import logging
@@ -63,7 +64,8 @@ RETRY_AFTER = [(b"retry-after", b"1")]
 CLOSE = [(b"connection", b"close")]
 # What _read_capped returns when the client went away (or the body budget ran out) mid-upload.
 GONE = object()
-NO_MEMORY = object()
+NO_MEMORY = object()  # refused by the body budget; the rest of the body is still coming
+NO_MEMORY_READ = object()  # refused by the body budget after its last byte
 
 
 class _Held:
@@ -252,7 +254,7 @@ class EdgeMiddleware:
         try:
             # Reserved before reading when the size is known: refused without reading a byte.
             if length is not None and length.isdigit() and not held.grow_to(int(length)):
-                await self._no_body_memory(send, path)
+                await self._no_body_memory(send, path, receive)
                 return
             await self._read_and_run(scope, receive, send, path, inference, limiter, held)
         finally:
@@ -281,8 +283,8 @@ class EdgeMiddleware:
         if body is GONE:  # nobody to answer; the app never sees a truncated body
             metrics.REJECTED.labels(self.route_of(path), "client_gone").inc()
             return
-        if body is NO_MEMORY:
-            await self._no_body_memory(send, path)
+        if body is NO_MEMORY or body is NO_MEMORY_READ:
+            await self._no_body_memory(send, path, receive if body is NO_MEMORY else None)
             return
         if body is None:
             await reply(send, 413, "body_too_large", self._too_large_message(), CLOSE, path)
@@ -332,15 +334,31 @@ class EdgeMiddleware:
         metrics.REJECTED.labels(self.route_of(path), "in_flight_limit").inc()
         await reply(send, 429, "overloaded", Overloaded(limit).message, RETRY_AFTER, path)
 
-    async def _no_body_memory(self, send: Any, path: str) -> None:
+    async def _no_body_memory(self, send: Any, path: str, receive: Any | None) -> None:
         assert self.body_budget is not None
         metrics.REJECTED.labels(self.route_of(path), "body_memory").inc()
+        # Read the rest of the body and drop it (it costs time, not memory): a client still
+        # sending when the connection closes sees a reset instead of this 429.
+        if receive is not None:
+            await self._discard_body(receive)
         message = (
             "too many request bodies are being read or served: they would pass this server's "
             f"limit of {self.body_budget.limit} bytes of bodies in memory (half of "
             "SEQSERVE_MEMORY_BUDGET_MB); retry later"
         )
         await reply(send, 429, "overloaded", message, [*RETRY_AFTER, *CLOSE], path)
+
+    async def _discard_body(self, receive: Any) -> None:
+        """Read and drop the rest of a refused body: at most ``max_body_bytes`` of it, within
+        the body deadline (a client that sends more or slower just gets the connection closed)."""
+        seen = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.body_timeout_s or None):
+                while seen <= (self.max_body_bytes or seen + 1):
+                    message = await receive()
+                    if message["type"] != "http.request" or not message.get("more_body"):
+                        return
+                    seen += len(message.get("body", b""))
 
     def _too_large_message(self) -> str:
         return f"request body is larger than the limit of {self.max_body_bytes} bytes"
@@ -393,8 +411,8 @@ class EdgeMiddleware:
             seen += len(chunk)
             if seen > self.max_body_bytes:
                 return None
-            if not held.grow_to(seen):
-                return NO_MEMORY
+            if not held.grow_to(seen):  # the rest is not read (drained when refusing)
+                return NO_MEMORY if message.get("more_body", False) else NO_MEMORY_READ
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

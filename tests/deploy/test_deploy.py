@@ -300,7 +300,9 @@ def test_a_copy_of_env_example_loads_as_is(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
     assert settings.state_secret is None and settings.state_max_age_s == 0
-    assert settings.memory_budget_mb == 256
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    in_file = dict(line.split("=", 1) for line in lines if line.startswith("SEQSERVE_"))
+    assert settings.memory_budget_mb == int(in_file["SEQSERVE_MEMORY_BUDGET_MB"])
 
 
 def test_the_k8s_secret_placeholder_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
