@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,58 +31,22 @@ from pathlib import Path
 
 import httpx
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+from benchmarks.attack import RssSampler, free_port, tree_rss  # noqa: E402
+
 WORDS = "the city of new york is the largest city in the united states and one of the most".split()
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            pass
-    return out
-
-
 def tree_rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and all its descendants, in MB."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * PAGE
-        except OSError:
-            continue
-        todo += _children(p)
-    return total / 1e6
+    """RSS of ``pid`` and all its descendants, in MiB (attack.py's reading of /proc)."""
+    return tree_rss(pid) or 0.0
 
 
-class Sampler:
+class Sampler(RssSampler):
     """Peak RSS of the tree while a scenario runs (a 20 ms poll in a thread)."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_mb(self.pid))
-            time.sleep(0.02)
-
-    def __enter__(self) -> Sampler:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        super().__init__(pid, interval=0.02)
 
 
 def score_body(tokens: int = 5000) -> dict:
@@ -125,8 +88,8 @@ def run_scenario(url: str, pid: int, name: str, path: str, body: dict, n: int, h
     time.sleep(hold)
     after = tree_rss_mb(pid)
     print(
-        f"{name:<28} x{n:<3} idle {idle:7.0f} MB  peak {s.peak:7.0f} MB (+{s.peak - idle:5.0f})  "
-        f"after {hold:g}s {after:7.0f} MB (+{after - idle:5.0f})  {secs:6.1f}s  "
+        f"{name:<28} x{n:<3} idle {idle:7.0f} MiB  peak {s.peak:7.0f} MiB (+{s.peak - idle:5.0f})  "
+        f"after {hold:g}s {after:7.0f} MiB (+{after - idle:5.0f})  {secs:6.1f}s  "
         f"codes {dict(sorted(Counter(codes).items()))}",
         flush=True,
     )
@@ -151,15 +114,15 @@ def run_reloads(url: str, pid: int, root: Path, models: Path, n: int) -> None:
         for k in range(n):
             os.utime(lm / "model.onnx")  # a changed fingerprint: the version reloads
             r = c.post("/admin/reload", headers={"Authorization": "Bearer probe-admin"})
-            print(f"  reload {k + 1}: {r.status_code} rss {tree_rss_mb(pid):.0f} MB", flush=True)
+            print(f"  reload {k + 1}: {r.status_code} rss {tree_rss_mb(pid):.0f} MiB", flush=True)
             time.sleep(1.5)
     stop.set()
     t.join()
     time.sleep(3)  # past the grace period (set to 1 s)
     after = tree_rss_mb(pid)
     print(
-        f"{'reload lm':<28} x{n:<3} warm {idle:7.0f} MB  peak {s.peak:7.0f} MB  "
-        f"after {after:7.0f} MB (growth {after - idle:+.0f})",
+        f"{'reload lm':<28} x{n:<3} warm {idle:7.0f} MiB  peak {s.peak:7.0f} MiB  "
+        f"after {after:7.0f} MiB (growth {after - idle:+.0f})",
         flush=True,
     )
 
@@ -201,7 +164,7 @@ def main() -> None:
             time.sleep(0.1)
         else:
             raise SystemExit("server did not become ready")
-        print(f"server pid {proc.pid} ({root}); ready RSS {tree_rss_mb(proc.pid):.0f} MB")
+        print(f"server pid {proc.pid} ({root}); ready RSS {tree_rss_mb(proc.pid):.0f} MiB")
         max_bytes = 7_900_000
         for what in args.only:
             if what == "score":

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,30 @@ def wait_ready(base: str, proc: subprocess.Popen[Any], log: Path, timeout: float
             pass
         assert time.monotonic() < deadline, f"not ready in {timeout} s:\n{log.read_text()[-3000:]}"
         time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def serving(
+    args: Sequence[str], env: dict[str, str], cwd: Path, log: Path
+) -> Iterator[subprocess.Popen[Any]]:
+    """``python -m app.cli serve ARGS`` with its output in ``log``: ready when entered (see
+    ``wait_ready``; ARGS must hold ``--port``), stopped with SIGTERM (then killed) on exit."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", *args],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    port = args[list(args).index("--port") + 1]
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc, log)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +20,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import REPO
-from tests.helpers import free_port, wait_ready
+from tests.helpers import free_port, serving
 
 
 @pytest.fixture(scope="module")
@@ -38,22 +35,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     # `serve --workers 2` makes its own multiprocess directory (an empty value would make
     # prometheus-client write into the working directory)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"],
-            cwd=REPO,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"127.0.0.1:{port}"
-    wait_ready(f"http://{url}", proc, log)
-    yield url, log
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with serving(["--port", str(port), "--workers", "2"], env, REPO, log):
+        yield f"127.0.0.1:{port}", log
 
 
 def test_tritonclient_health_and_metadata(server: tuple[str, Path]) -> None:

@@ -22,7 +22,7 @@ import pytest
 from app.cli import main
 from app.worker_sync import RunDir, WorkerReloads
 from tests.conftest import MODELS, REPO
-from tests.helpers import free_port, wait_ready
+from tests.helpers import free_port, serving
 
 ADMIN = "admin-secret"
 OLD, NEW = "sst2-bilstm", "imdb-simple-rnn"
@@ -75,26 +75,10 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path,
     for name in ("PROMETHEUS_MULTIPROC_DIR", "SEQSERVE_RUN_DIR", "SEQSERVE_DEFAULT_MODELS"):
         env.pop(name, None)
     log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc, log)
+    with serving(["--port", str(port), "--workers", "2"], env, REPO, log) as proc:
         _wait_for(log, r"Application startup complete", 2, timeout=60)
         yield base, proc, log, root
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _pin_new_default(root: Path) -> None:
@@ -216,17 +200,9 @@ def test_workers_without_a_state_secret_share_one_key(tmp_path: Path) -> None:
     ):
         env.pop(name, None)
     log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "2"],
-            cwd=tmp_path,  # no .env here
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, proc, log)
+    # cwd: no .env there
+    with serving(["--port", str(port), "--workers", "2"], env, tmp_path, log):
         _wait_for(log, r"Application startup complete", 2, timeout=60)
         state = _post(base, "/next-word", {"text": "Happy birthday , my"})["state"]
         for word in ("father", "and", "the", "other", "day", "."):
@@ -234,10 +210,3 @@ def test_workers_without_a_state_secret_share_one_key(tmp_path: Path) -> None:
         text = log.read_text()
         assert text.count("SEQSERVE_STATE_SECRET is not set") == 1, text[-3000:]
         assert "workers share a random key" in text
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
