@@ -134,6 +134,23 @@ class Limits:
         return cls(settings.max_queue_items, settings.request_deadline_ms / 1000.0)
 
 
+def remaining_s(deadline_s: float) -> float | None:
+    """Seconds left for the current request (None: no deadline). Inside a request the
+    deadline counts from its start, across all its steps; outside one, per call."""
+    if not deadline_s:
+        return None
+    info = CURRENT.get()
+    if info is None:
+        return deadline_s
+    return deadline_s - (time.monotonic() - info.started)
+
+
+def deadline_exceeded(deadline_s: float) -> DeadlineExceeded:
+    return DeadlineExceeded(
+        f"not answered within the {deadline_s:g} s deadline; the server is busy"
+    )
+
+
 class Batcher(Generic[In, Out]):
     def __init__(
         self,
@@ -223,20 +240,11 @@ class Batcher(Generic[In, Out]):
             self._queue_depth.dec(len(items))
 
     def remaining_s(self) -> float | None:
-        """Seconds left for the current request (None: no deadline). Inside a request the
-        deadline counts from its start, across all its calls; outside one, per call."""
-        if not self.deadline_s:
-            return None
-        info = CURRENT.get()
-        if info is None:
-            return self.deadline_s
-        return self.deadline_s - (time.monotonic() - info.started)
+        return remaining_s(self.deadline_s)
 
     def _deadline_passed(self) -> NoReturn:
         metrics.REJECTED.labels(self.name, "deadline").inc()
-        raise DeadlineExceeded(
-            f"not answered within the {self.deadline_s:g} s deadline; the server is busy"
-        )
+        raise deadline_exceeded(self.deadline_s)
 
     def admit(self, n: int) -> None:
         """Raise QueueFull if ``n`` more items would pass the bound. Services call it before
@@ -307,7 +315,6 @@ class Batcher(Generic[In, Out]):
             return None
         batch = [first]
         cost = self._cost_of(first[0])
-        self._last_cost = cost
         deadline = time.monotonic() + self.max_wait
         while len(batch) < self.max_batch_size:
             try:
@@ -329,8 +336,8 @@ class Batcher(Generic[In, Out]):
                     self._held = nxt  # first of the next batch: the budget holds
                     break
                 cost += more
-                self._last_cost = cost
             batch.append(nxt)
+        self._last_cost = cost
         return batch
 
     def _next_when_idle(self) -> tuple[In, asyncio.Future[Any]] | None:

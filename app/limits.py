@@ -42,7 +42,9 @@ class InflightLimiter:
         metrics.IN_FLIGHT.inc()
         return True
 
-    def room_for(self, size: int, max_waiting: int, max_waiting_bytes: int) -> bool:
+    def room_for(
+        self, size: int, max_waiting: int, max_waiting_bytes: int = MAX_WAITING_BYTES
+    ) -> bool:
         """Whether one more waiter of ``size`` body bytes fits in the waiting room."""
         return self.waiting < max_waiting and self.waiting_bytes + size <= max_waiting_bytes
 

@@ -93,9 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Inference routes first: routing tries routes in order, and these are the hot ones.
     # Large JSON bodies are parsed and validated in a worker thread (probes stay prompt).
-    for router in [spec.router for spec in tasks().values()] + [v2.router, admin.router]:
-        offload_large_bodies(router)
     for spec in tasks().values():
+        offload_large_bodies(spec.router)
         app.include_router(spec.router)
     for module in (v2, health, models, admin, docs):
         app.include_router(module.router)

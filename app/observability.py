@@ -106,6 +106,8 @@ class TextFormatter(logging.Formatter):
     ``key=value`` on the same line (``request method=POST route=/sentiment status=200
     latency_ms=3.1 request_id=... model=sst2-bilstm:1``)."""
 
+    SKIP = JsonFormatter.RESERVED | {"asctime"}  # record attributes that are not extra fields
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -121,8 +123,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        skip = JsonFormatter.RESERVED | {"asctime"}
-        extra = {k: v for k, v in vars(record).items() if k not in skip}
+        extra = {k: v for k, v in vars(record).items() if k not in self.SKIP}
         fields = " ".join(f"{k}={self._value(v)}" for k, v in extra.items() if v is not None)
         if not fields:
             return line

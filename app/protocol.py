@@ -45,6 +45,18 @@ class _HeaderDeadline:
     header_timeout_s: float = 10.0
     _header_timer: asyncio.TimerHandle | None = None
 
+    def __init__(self, *args: Any, header_timeout_s: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # uvicorn's protocol, next in the MRO
+        self.header_timeout_s = header_timeout_s
+
+    def connection_made(self, transport: Any) -> None:  # uvicorn: an asyncio.Transport
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_header_timer()  # a connection that never sends a byte is cut off too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     cycle: Any
@@ -76,18 +88,6 @@ class _HeaderDeadline:
 class HeaderTimeoutHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
     """uvicorn's httptools protocol with a deadline for each request's headers."""
 
-    def __init__(self, *args: Any, header_timeout_s: float = 10.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.header_timeout_s = header_timeout_s
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()  # a connection that never sends a byte is cut off too
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        super().connection_lost(exc)
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm_header_timer()  # no-op for the first request: armed at connection_made
@@ -99,18 +99,6 @@ class HeaderTimeoutHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
 
 class HeaderTimeoutH11Protocol(_HeaderDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline for each request's headers."""
-
-    def __init__(self, *args: Any, header_timeout_s: float = 10.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.header_timeout_s = header_timeout_s
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_header_timer()
-        super().connection_lost(exc)
 
     def handle_events(self) -> None:
         super().handle_events()

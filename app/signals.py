@@ -18,6 +18,8 @@ from collections.abc import Callable, Coroutine
 from types import FrameType
 from typing import Any
 
+from app.worker_sync import RELOAD_SIGNAL
+
 log = logging.getLogger(__name__)
 
 
@@ -55,15 +57,19 @@ def install(
         if on_sync is not None:
             loop.call_soon_threadsafe(spawn, on_sync)
 
-    handlers = [(signal.SIGTERM, drain), (signal.SIGINT, drain), (signal.SIGHUP, hup)]
-    handlers.append((signal.SIGUSR1, sync))
+    handlers = [
+        (signal.SIGTERM, drain),
+        (signal.SIGINT, drain),
+        (signal.SIGHUP, hup),
+        (RELOAD_SIGNAL, sync),
+    ]
     for sig, handler in handlers:
         previous[sig] = signal.getsignal(sig)
         signal.signal(sig, handler)
 
     def restore() -> None:
         for sig, prev in previous.items():
-            if sig == signal.SIGUSR1 and prev == signal.SIG_DFL:
+            if sig == RELOAD_SIGNAL and prev == signal.SIG_DFL:
                 prev = signal.SIG_IGN
             signal.signal(sig, prev)
 

@@ -38,7 +38,7 @@ from app import metrics
 from app.api.errors import error_payload
 from app.api.routes.docs import ASSET_PATHS as DOCS_ASSET_PATHS
 from app.errors import Overloaded
-from app.limits import MAX_WAITING_BYTES, BodyBudget, InflightLimiter
+from app.limits import BodyBudget, InflightLimiter
 from app.observability import CURRENT, RequestInfo, request_id_from
 from app.tasks import inference_routes as task_inference_routes
 
@@ -239,7 +239,7 @@ class EdgeMiddleware:
                 return
         inference = is_inference(path, self.inference_routes)
         limiter = getattr(container, "limiter", None) if inference else None
-        if limiter is not None and limiter.full and not self._may_wait(limiter, 0):
+        if limiter is not None and limiter.full and not self._may_wait(limiter):
             # Refused before the body is read or parsed: the cheapest answer there is.
             await self._overloaded(send, path, limiter.limit)
             return
@@ -247,13 +247,14 @@ class EdgeMiddleware:
             await self._admitted(scope, None, receive, send, limiter, path)
             return
         length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        declared = int(length) if length is not None and length.isdigit() else None
+        if declared is not None and declared > self.max_body_bytes:
             await reply(send, 413, "body_too_large", self._too_large_message(), CLOSE, path)
             return
         held = _Held(self.body_budget)
         try:
             # Reserved before reading when the size is known: refused without reading a byte.
-            if length is not None and length.isdigit() and not held.grow_to(int(length)):
+            if declared is not None and not held.grow_to(declared):
                 await self._no_body_memory(send, path, receive)
                 return
             await self._read_and_run(scope, receive, send, path, inference, limiter, held)
@@ -312,7 +313,7 @@ class EdgeMiddleware:
         """Run an inference request inside an in-flight slot: one free now, or one freed within
         ``admission_wait_s`` while it waits in the (bounded) waiting room; else 429."""
         if limiter is not None and not await limiter.acquire(
-            self.admission_wait_s, len(body or b""), self.max_waiting, MAX_WAITING_BYTES
+            self.admission_wait_s, len(body or b""), self.max_waiting
         ):
             await self._overloaded(send, path, limiter.limit)
             return
@@ -325,10 +326,8 @@ class EdgeMiddleware:
             if limiter is not None:
                 limiter.release()
 
-    def _may_wait(self, limiter: InflightLimiter, size: int) -> bool:
-        return self.admission_wait_s > 0 and limiter.room_for(
-            size, self.max_waiting, MAX_WAITING_BYTES
-        )
+    def _may_wait(self, limiter: InflightLimiter) -> bool:
+        return self.admission_wait_s > 0 and limiter.room_for(0, self.max_waiting)
 
     async def _overloaded(self, send: Any, path: str, limit: int) -> None:
         metrics.REJECTED.labels(self.route_of(path), "in_flight_limit").inc()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import typing
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -20,8 +19,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from app import metrics
-from app.errors import DeadlineExceeded
-from app.observability import CURRENT
+from app.batching import deadline_exceeded, remaining_s
 
 # Bodies at least this large are parsed (orjson) and validated in a worker thread. Smaller ones
 # cost less than the thread hop (a 64-text /sentiment body of short texts is ~5 kB).
@@ -119,20 +117,13 @@ async def large_body_slot(request: Request) -> AsyncIterator[None]:
         yield
         return
     deadline_s: float = getattr(state, "request_deadline_s", 0.0) or 0.0
-    info = CURRENT.get()
-    remaining = None
-    if deadline_s > 0:
-        started = info.started if info is not None else time.monotonic()
-        remaining = max(0.0, deadline_s - (time.monotonic() - started))
     try:
-        async with asyncio.timeout(remaining):
+        async with asyncio.timeout(remaining_s(deadline_s)):
             await gate.acquire()
     except TimeoutError:
         route = getattr(request.scope.get("route"), "path", "other")  # a bounded label
         metrics.REJECTED.labels(route, "deadline").inc()
-        raise DeadlineExceeded(
-            f"not answered within the {deadline_s:g} s deadline; the server is busy"
-        ) from None
+        raise deadline_exceeded(deadline_s) from None
     try:
         yield
     finally:

@@ -297,9 +297,7 @@ class NextWordModel:
                 nxt = self.choose(cur.log_probs, temperature, top_k, rng)
                 generated.append(self.id_to_token[nxt])
                 if i + 1 < complete:
-                    cur = await self.next_batcher.submit(
-                        StepItem(np.asarray([nxt], dtype=np.int64), cur.state)
-                    )
+                    cur = await self.advance(np.asarray([nxt], dtype=np.int64), cur.state)
             result.completion_tokens = generated
             result.completion = detokenize(generated)
         return result

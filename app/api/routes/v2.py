@@ -7,7 +7,7 @@ have the protocol's shape, ``{"error": "..."}`` (see ``app.api.errors``).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -18,6 +18,7 @@ from app.api import oip, oip_models
 from app.api.deps import ContainerDep
 from app.api.offload import OFFLOAD_BODY_BYTES, large_body_slot
 from app.errors import ModelNotFound
+from app.services.common import off_loop
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
@@ -104,18 +105,14 @@ async def _infer(request: Request, c: ContainerDep, name: str, version: str | No
         (v.decode("latin-1") for k, v in request.scope["headers"] if k == oip.HEADER_LENGTH_RAW),
         None,
     )  # a scan of the raw headers: cheaper than building Starlette's Headers on every request
-    if len(body) < OFFLOAD_BODY_BYTES:
-        req = oip.parse_request(body, header_length)
+    # A large body (an 8 MB FP32 tensor takes ~70 ms to parse) is parsed in a worker thread,
+    # under the same gate as the task routes' large bodies: a few at a time, and the wait for
+    # the gate counts against the request's deadline.
+    big = len(body) >= OFFLOAD_BODY_BYTES
+    async with large_body_slot(request) if big else contextlib.nullcontext():
+        req = await off_loop(big, oip.parse_request, body, header_length)
         outputs = await oip_models.infer(c, rec, req)
         payload, header_length = oip.encode_response(rec.name, rec.version, outputs, req)
-    else:
-        # A large body (an 8 MB FP32 tensor takes ~70 ms to parse) is parsed in a worker thread,
-        # under the same gate as the task routes' large bodies: a few at a time, and the wait
-        # for the gate counts against the request's deadline.
-        async with large_body_slot(request):
-            req = await asyncio.to_thread(oip.parse_request, body, header_length)
-            outputs = await oip_models.infer(c, rec, req)
-            payload, header_length = oip.encode_response(rec.name, rec.version, outputs, req)
     if header_length is None:
         return Response(payload, media_type="application/json")
     return Response(
