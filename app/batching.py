@@ -33,8 +33,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
 import itertools
-import math
 import queue
 import threading
 import time
@@ -53,6 +53,8 @@ IDLE_S = 0.5
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+# A queued item: (its request's start, arrival number, the item, its caller's future).
+_Entry = tuple[float, int, In, "asyncio.Future[Any]"]
 
 
 class MemoryPool:
@@ -173,16 +175,20 @@ class Batcher(Generic[In, Out]):
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
-        # One inference thread per batcher; requests reach it through a thread-safe queue.
+        # One inference thread per batcher. Items reach it in groups: those submitted during
+        # one turn of the event loop are handed over together at its end (one queue operation
+        # and at most one wake-up of the thread per turn, not per request), and wait in the
+        # thread's heap, ordered by (request start, arrival). None in the inbox closes it.
         # Each item travels with the future of (output, batch seconds, batch size).
-        # Ordered by (request start, arrival): None (close) sorts last.
-        self._queue: queue.PriorityQueue[tuple[float, int, tuple[In, asyncio.Future[Any]] | None]]
-        self._queue = queue.PriorityQueue()
+        self._inbox: queue.SimpleQueue[list[_Entry[In]] | None] = queue.SimpleQueue()
+        # This loop turn's items, per event loop (in-process callers may run loops of their own).
+        self._outboxes: dict[asyncio.AbstractEventLoop, list[_Entry[In]]] = {}
+        self._heap: list[_Entry[In]] = []  # the inference thread's only
+        self._closed = False  # the thread saw the close: it stops once its heap is empty
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
         self.cost = cost
         self.max_batch_cost = max_batch_cost if cost is not None else 0.0  # 0 = no budget
-        self._held: tuple[In, asyncio.Future[Any]] | None = None  # did not fit the last batch
         self._last_cost = 0.0
         self.pool = pool if self.max_batch_cost else None
         self.on_idle = on_idle  # e.g. runtime.release_free_memory, after big batches
@@ -268,13 +274,17 @@ class Batcher(Generic[In, Out]):
         info = CURRENT.get()
         started = info.started if info is not None else time.monotonic()
         futures: list[asyncio.Future[tuple[Out, float, int]]] = []
+        outbox = self._outboxes.get(loop)
+        if outbox is None:  # the first items of this loop turn: hand the turn's items over
+            outbox = self._outboxes[loop] = []
+            loop.call_soon(self._hand_over, loop)
         for item in items:
             fut: asyncio.Future[tuple[Out, float, int]] = loop.create_future()
-            self._queue.put((started, next(self._seq), (item, fut)))
+            outbox.append((started, next(self._seq), item, fut))
             futures.append(fut)
         t0 = time.perf_counter()
         try:
-            done = await asyncio.gather(*futures)
+            done = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
         finally:  # cancelled or timed out: mark the items so the worker skips them
             for fut in futures:
                 fut.cancel()
@@ -285,6 +295,11 @@ class Batcher(Generic[In, Out]):
         for _, size in batches:
             note_batch(size)
         return [out for out, _, _ in done]
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        group = self._outboxes.pop(loop, None)
+        if group:
+            self._inbox.put(group)
 
     def _run_batch(self, items: list[In]) -> list[Out]:
         t0 = time.perf_counter()
@@ -300,6 +315,7 @@ class Batcher(Generic[In, Out]):
     def _ensure_worker(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._closing = False
+            self._closed = False
             self._thread = threading.Thread(
                 target=self._work, name=f"infer-{self.name}", daemon=True
             )
@@ -307,56 +323,75 @@ class Batcher(Generic[In, Out]):
 
     def _collect(self) -> list[tuple[In, asyncio.Future[Any]]] | None:
         """Worker thread: the next batch (None: closed). Batches form here, in the inference
-        thread, so a busy event loop never slows the collecting."""
-        first, self._held = self._held, None
-        if first is None:
-            first = self._next_when_idle()
-        if first is None:
-            return None
-        batch = [first]
-        cost = self._cost_of(first[0])
-        deadline = time.monotonic() + self.max_wait
-        while len(batch) < self.max_batch_size:
-            try:
-                nxt = self._queue.get_nowait()[2]
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    nxt = self._queue.get(timeout=remaining)[2]
-                except queue.Empty:
-                    break
-            if nxt is None:
-                self._close_queue()  # close after this batch
-                break
-            if self.max_batch_cost and not nxt[1].done():
-                more = self._cost_of(nxt[0])
-                if cost + more > self.max_batch_cost:
-                    self._held = nxt  # first of the next batch: the budget holds
-                    break
+        thread, so a busy event loop never slows the collecting: oldest request first, up to
+        ``max_batch_size`` items and the cost budget (the rest stays for the next batch)."""
+        while True:
+            if not self._heap and (self._closed or not self._receive(self._next_when_idle())):
+                return None
+            while self._receive_nowait():  # everything handed over meanwhile
+                pass
+            if self.max_wait:
+                self._wait_for_more(time.monotonic() + self.max_wait)
+            batch: list[tuple[In, asyncio.Future[Any]]] = []
+            cost = 0.0
+            while self._heap and len(batch) < self.max_batch_size:
+                _, _, item, fut = self._heap[0]
+                if fut.done():  # its caller left: dropped
+                    heapq.heappop(self._heap)
+                    continue
+                more = self._cost_of(item)
+                if batch and self.max_batch_cost and cost + more > self.max_batch_cost:
+                    break  # first of the next batch: the budget holds
+                heapq.heappop(self._heap)
+                batch.append((item, fut))
                 cost += more
-            batch.append(nxt)
-        self._last_cost = cost
-        return batch
+            if batch:  # else every waiting caller had left: wait for more
+                self._last_cost = cost
+                return batch
 
-    def _next_when_idle(self) -> tuple[In, asyncio.Future[Any]] | None:
-        """The next queued item (None: closed); after a big batch, once the model has been
-        idle for ``IDLE_S``, ``on_idle`` runs first (it gives freed memory back)."""
+    def _wait_for_more(self, deadline: float) -> None:
+        """``max_wait_ms``: wait for more items until the batch is full or the time is up."""
+        while len(self._heap) < self.max_batch_size and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                self._receive(self._inbox.get(timeout=remaining))
+            except queue.Empty:
+                return
+
+    def _receive(self, group: list[_Entry[In]] | None) -> bool:
+        """Put a handed-over group in the heap; False once the batcher is closed."""
+        if group is None:
+            self._closed = True
+            return False
+        for entry in group:
+            heapq.heappush(self._heap, entry)
+        return True
+
+    def _receive_nowait(self) -> bool:
+        try:
+            return self._receive(self._inbox.get_nowait())
+        except queue.Empty:
+            return False
+
+    def _next_when_idle(self) -> list[_Entry[In]] | None:
+        """The next group handed over (None: closed); after a big batch, once the model has
+        been idle for ``IDLE_S``, ``on_idle`` runs first (it gives freed memory back)."""
         if self._big_batch_ran and self.on_idle is not None:
             try:
-                return self._queue.get(timeout=IDLE_S)[2]
+                return self._inbox.get(timeout=IDLE_S)
             except queue.Empty:
                 self._big_batch_ran = False
                 with contextlib.suppress(Exception):  # best effort: never stop the worker
                     self.on_idle()
-        return self._queue.get()[2]
+        return self._inbox.get()
 
     def _cost_of(self, item: In) -> float:
         return self.cost(item) if self.cost is not None and self.max_batch_cost else 0.0
 
     def _close_queue(self) -> None:
-        self._queue.put((math.inf, next(self._seq), None))
+        self._inbox.put(None)
 
     def _work(self) -> None:
         while (batch := self._collect()) is not None:

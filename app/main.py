@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 import time
@@ -48,6 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         app.state.container = container
         app.state.draining = False
+        # Everything loaded so far (modules, models, schemas: ~10^6 objects) lives as long as
+        # the process: moved out of the collector's sight, the full collections that requests'
+        # garbage triggers stop walking it (profiled: ~10% of the loop's time under load).
+        gc.collect()
+        gc.freeze()
         run_dir = worker_sync.RunDir.from_env()
         reloads = worker_sync.WorkerReloads(container.reload, run_dir, loading_since)
         app.state.reloads = reloads

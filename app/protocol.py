@@ -17,6 +17,7 @@ import asyncio
 import functools
 import importlib.util
 import logging
+import typing
 from typing import Any
 
 import h11
@@ -39,6 +40,29 @@ TIMEOUT_RESPONSE = (
 )
 
 
+# The scope key under which the httptools protocol hands each request a ``Disconnect``.
+DISCONNECT = "seqserve.disconnect"
+
+
+class Disconnect:
+    """Tells the edge that a request's client went away, from ``connection_lost``.
+
+    Without it the edge needs one task per request waiting on ``receive()`` for the
+    ``http.disconnect`` message (a task, an event and a cancellation per request, ~4% of a
+    small request's cost); with it the edge registers a callback instead."""
+
+    __slots__ = ("callback", "gone")
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.callback: Any = None
+
+    def fire(self) -> None:
+        self.gone = True
+        if self.callback is not None:
+            self.callback()
+
+
 class _HeaderDeadline:
     """The timer shared by both protocol classes (uvicorn's attributes: loop, transport, cycle)."""
 
@@ -55,6 +79,11 @@ class _HeaderDeadline:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            disconnect = cycle.scope.get(DISCONNECT)
+            if disconnect is not None:
+                disconnect.fire()
         super().connection_lost(exc)  # type: ignore[misc]
 
     loop: asyncio.AbstractEventLoop
@@ -94,6 +123,7 @@ class HeaderTimeoutHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
+        typing.cast(dict[str, Any], self.scope)[DISCONNECT] = Disconnect()
         super().on_headers_complete()
 
 

@@ -106,31 +106,29 @@ def describe_validation(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid_request", "; ".join(parts) + more
 
 
-def install(app: FastAPI) -> None:
-    @app.exception_handler(errors.SeqServeError)
-    async def _seqserve(request: Request, exc: errors.SeqServeError) -> JSONResponse:
+def response_for(path: str, exc: Exception) -> JSONResponse:
+    """The answer to an exception raised while serving ``path`` (the app's handlers and the
+    edge's direct path, ``app.api.fast``, both use it)."""
+    if isinstance(exc, errors.SeqServeError):
         status = status_for(exc)
         if status >= 500:
             log.error("%s: %s", exc.code, exc.message)
-        return error_response(request.url.path, status, exc.code, exc.message, exc.headers or None)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(path, status, exc.code, exc.message, exc.headers or None)
+    if isinstance(exc, RequestValidationError):
         status, code, message = describe_validation(exc)
-        return error_response(request.url.path, status, code, message)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(path, status, code, message)
+    if isinstance(exc, StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(
-            request.url.path,
-            exc.status_code,
-            code,
-            str(exc.detail),
-            getattr(exc, "headers", None),
+            path, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None)
         )
+    log.error("unhandled error", exc_info=exc)
+    return error_response(path, 500, "internal_error", "internal server error")
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(request.url.path, 500, "internal_error", "internal server error")
+
+def install(app: FastAPI) -> None:
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return response_for(request.url.path, exc)
+
+    for kind in (errors.SeqServeError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handler)

@@ -35,14 +35,17 @@ from typing import Any
 import orjson
 
 from app import metrics
+from app.api import fast
 from app.api.errors import error_payload
 from app.api.routes.docs import ASSET_PATHS as DOCS_ASSET_PATHS
 from app.errors import Overloaded
 from app.limits import BodyBudget, InflightLimiter
-from app.observability import CURRENT, RequestInfo, request_id_from
+from app.observability import CURRENT, AccessLog, RequestInfo, request_id_from
+from app.protocol import DISCONNECT, Disconnect
 from app.tasks import inference_routes as task_inference_routes
+from app.tasks import tasks
 
-access_log = logging.getLogger("seqserve.access")
+ACCESS = AccessLog(logging.getLogger("seqserve.access"))
 
 # Routes of the service itself; every registered task adds its inference routes (app.tasks).
 OPERATION_ROUTES = frozenset({"/healthz", "/readyz", "/v1/models", "/metrics", "/admin/reload"})
@@ -60,6 +63,7 @@ OPEN_PATHS = {
     *DOCS_ASSET_PATHS,
 }
 RETRY_AFTER = [(b"retry-after", b"1")]
+CLIENT_GONE = 499  # the status logged for a request whose client left before its answer
 # After an answer given while the body is still (partly) unread: close rather than read on.
 CLOSE = [(b"connection", b"close")]
 # What _read_capped returns when the client went away (or the body budget ran out) mid-upload.
@@ -169,12 +173,16 @@ class EdgeMiddleware:
         self.max_waiting = max_waiting
         # Bytes of bodies held at once by this process (0: no limit); see app.limits.
         self.body_budget = BodyBudget(body_budget_bytes) if body_budget_bytes else None
+        # Routes the edge calls directly (app.api.fast), read from the app on first use.
+        self._fast: dict[str, fast.FastRoute] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        # What the log and metrics record: the response's status; 499 (nginx's "client closed
+        # request") when the client left before an answer; 500 when none was sent otherwise.
         status = {"code": 500}
         t0 = time.perf_counter()
         request_id = b""
@@ -197,15 +205,16 @@ class EdgeMiddleware:
             await self._handle(scope, receive, send_wrapper, path)
         finally:
             CURRENT.reset(token)
+            if info.client_gone and status["code"] == 500:
+                status["code"] = CLIENT_GONE
             route = self.route_of(path)
             elapsed = time.perf_counter() - t0
             model = info.model or ""
             _seconds(route, model).observe(elapsed)
             _count(route, model, status["code"]).inc()
             if self.access_log and route not in QUIET_ROUTES:
-                access_log.info(
-                    "request",
-                    extra={
+                ACCESS.write(
+                    {
                         "request_id": info.request_id,
                         "method": scope.get("method"),
                         "route": route,
@@ -214,7 +223,7 @@ class EdgeMiddleware:
                         "model": info.model,
                         "batch_sizes": info.batch_sizes or None,
                         "timings_ms": {k: round(v * 1e3, 3) for k, v in info.timings.items()},
-                    },
+                    }
                 )
 
     async def _handle(self, scope: dict[str, Any], receive: Any, send: Any, path: str) -> None:
@@ -282,7 +291,7 @@ class EdgeMiddleware:
             await reply(send, 408, "request_timeout", message, CLOSE, path)
             return
         if body is GONE:  # nobody to answer; the app never sees a truncated body
-            metrics.REJECTED.labels(self.route_of(path), "client_gone").inc()
+            self._client_gone(path)
             return
         if body is NO_MEMORY or body is NO_MEMORY_READ:
             await self._no_body_memory(send, path, receive if body is NO_MEMORY else None)
@@ -369,33 +378,63 @@ class EdgeMiddleware:
         request is cancelled, and with it its queued inference work."""
         me = asyncio.current_task()
         gone = False
+        route = self._fast_route(scope, path)
+        disconnect: Disconnect | None = scope.get(DISCONNECT)
 
         async def never() -> dict[str, Any]:  # the watcher owns the connection from here on
             await asyncio.Event().wait()
             raise AssertionError("unreachable")
 
-        app_receive = _replay(body, never)
-
-        async def watch() -> None:
+        def on_gone() -> None:
             nonlocal gone
-            while (await receive())["type"] != "http.disconnect":
-                pass
             gone = True
             if me is not None:
                 me.cancel()
 
-        # One watcher task per request; the app runs in this task, which the watcher cancels
-        # if the client disconnects first.
-        watcher = asyncio.get_running_loop().create_task(watch())
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            on_gone()
+
+        watcher = None
+        if disconnect is not None:  # served by app.protocol: told from connection_lost
+            if disconnect.gone:
+                self._client_gone(path)
+                return
+            disconnect.callback = on_gone
+        else:  # another server: a task per request watches receive()
+            watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await self.app(scope, app_receive, send)
+            if route is None or not await fast.serve(route, scope, body, send):
+                await self.app(scope, _replay(body, never), send)
         except asyncio.CancelledError:
             if not gone or me is None:
                 raise
             me.uncancel()
-            metrics.REJECTED.labels(self.route_of(path), "client_gone").inc()
+            self._client_gone(path)
         finally:
-            watcher.cancel()
+            if disconnect is not None:
+                disconnect.callback = None
+            if watcher is not None:
+                watcher.cancel()
+
+    def _client_gone(self, path: str) -> None:
+        metrics.REJECTED.labels(self.route_of(path), "client_gone").inc()
+        info = CURRENT.get()
+        if info is not None:
+            info.client_gone = True
+
+    def _fast_route(self, scope: dict[str, Any], path: str) -> fast.FastRoute | None:
+        if self._fast is None:  # the tasks' routers, included by app.main without a prefix
+            self._fast = fast.fast_routes(
+                r for spec in tasks().values() for r in spec.router.routes
+            )
+        route = self._fast.get(path)
+        if route is None or scope.get("method") != "POST" or not fast.is_json(scope["headers"]):
+            return None
+        if getattr(scope.get("app"), "dependency_overrides", None):  # FastAPI applies them
+            return None
+        return route
 
     async def _read_capped(self, receive: Any, held: _Held) -> object:
         """The whole body; None as soon as it passes the cap, NO_MEMORY as soon as the body

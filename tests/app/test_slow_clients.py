@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -202,3 +203,44 @@ def test_stalled_uploads_beyond_the_in_flight_limit_leave_inference_answering(
     finally:
         for s in stalled:
             s.close()
+
+
+def _counter(port: int, name: str, label: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and label in line
+    )
+
+
+def _client_gone(port: int) -> float:
+    return _counter(port, "seqserve_rejected_total", 'reason="client_gone"')
+
+
+def _logged_499(port: int) -> float:
+    return _counter(port, "seqserve_requests_total", 'status="499"')
+
+
+def test_a_client_that_leaves_mid_request_has_its_work_cancelled(server: int) -> None:
+    # Both protocols: httptools tells the edge from connection_lost (app.protocol.Disconnect),
+    # h11 through the edge's own watcher task; either way the request is cancelled at once.
+    before, before_499 = _client_gone(server), _logged_499(server)
+    long_text = " ".join(["the game was released in japan and north america"] * 550)
+    socks = []
+    for _ in range(LIMIT):  # long enough to be still running when the client leaves
+        s = _connect(server)
+        s.sendall(_request(json.dumps({"text": long_text}).encode(), "/next-word/score"))
+        socks.append(s)
+    time.sleep(0.2)
+    for s in socks:
+        s.close()
+    deadline = time.monotonic() + 10
+    while _client_gone(server) < before + LIMIT and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _client_gone(server) == before + LIMIT
+    assert _logged_499(server) == before_499 + LIMIT  # recorded as 499, not as a 500
+    with _connect(server) as s:  # the slots are free again
+        s.sendall(_request())
+        assert _read_all(s).startswith(b"HTTP/1.1 200 ")

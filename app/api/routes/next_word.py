@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+import orjson
+from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, Field
 
 from app.api.deps import ContainerDep
@@ -70,7 +71,7 @@ EXAMPLES = {
 )
 async def next_word(
     request: Annotated[NextWordRequest, Body(openapi_examples=EXAMPLES)], container: ContainerDep
-) -> NextWordResponse:
+) -> Response:
     rec, res = await container.get(NextWordService).predict(
         request.text,
         request.model,
@@ -81,13 +82,18 @@ async def next_word(
         top_k=request.top_k,
         seed=request.seed,
     )
-    return NextWordResponse(
-        candidates=[Candidate(word=c.word, probability=c.probability) for c in res.candidates],
-        state=res.state,
-        tokens=res.tokens,
-        completion=res.completion,
-        completion_tokens=res.completion_tokens,
-        model=ModelRef(name=rec.name, version=rec.version),
+    # Built from plain types and written by orjson: no response-model re-validation (see
+    # app.api.routes.sentiment); the declared response_model documents the shape.
+    body = {
+        "candidates": [{"word": c.word, "probability": c.probability} for c in res.candidates],
+        "state": res.state,
+        "tokens": res.tokens,
+        "completion": res.completion,
+        "completion_tokens": res.completion_tokens,
+        "model": {"name": rec.name, "version": rec.version},
+    }
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
     )
 
 
@@ -102,11 +108,14 @@ async def score(
         ScoreRequest, Body(openapi_examples={"score": {"value": {"text": "Happy birthday!"}}})
     ],
     container: ContainerDep,
-) -> ScoreResponse:
+) -> Response:
     rec, res = await container.get(NextWordService).score(request.text, request.model)
-    return ScoreResponse(
-        tokens=res.tokens,
-        log_likelihood=res.log_likelihood,
-        perplexity=res.perplexity,
-        model=ModelRef(name=rec.name, version=rec.version),
+    body = {
+        "tokens": res.tokens,
+        "log_likelihood": res.log_likelihood,
+        "perplexity": res.perplexity,
+        "model": {"name": rec.name, "version": rec.version},
+    }
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
     )
