@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -29,6 +31,25 @@ DESCRIPTION = """Recurrent sequence models (LSTM/GRU) served with onnxruntime.
 Errors are JSON: `{"error": {"code": "...", "message": "..."}}`; on the Open Inference Protocol
 routes (`/v2/...`) they have the protocol's shape, `{"error": "..."}`.
 """
+
+
+class SeqServeAPI(FastAPI):
+    """FastAPI with the edge (``app.api.middleware``) in front of it rather than inside.
+
+    As a FastAPI middleware the edge sits under four layers that every request crosses
+    (OpenTelemetry's check, which reads the environment, the error, telemetry and body-limit
+    middlewares); in front, the requests it answers itself (limits, refusals, and the inference
+    routes' direct path, ``app.api.fast``) skip them, and everything else goes through FastAPI
+    as before. The edge answers its own failures with the app's JSON 500."""
+
+    edge: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.edge is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await self.edge(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -74,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.process_exiting()
 
     # /docs and /redoc come from app.api.routes.docs: same pages, assets served locally.
-    app = FastAPI(
+    app = SeqServeAPI(
         title="seqserve",
         version=__version__,
         description=DESCRIPTION,
@@ -87,8 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.large_bodies = large_body_gate(settings.memory_budget_mb)
     app.state.request_deadline_s = settings.request_deadline_ms / 1000  # the gate's wait too
     errors.install(app)
-    app.add_middleware(
-        EdgeMiddleware,
+    app.edge = EdgeMiddleware(
+        functools.partial(FastAPI.__call__, app),
         api_keys=[k.get_secret_value() for k in settings.api_keys],
         max_body_bytes=settings.max_body_bytes,
         access_log=settings.access_log,

@@ -46,6 +46,7 @@ from app.tasks import inference_routes as task_inference_routes
 from app.tasks import tasks
 
 ACCESS = AccessLog(logging.getLogger("seqserve.access"))
+log = logging.getLogger(__name__)
 
 # Routes of the service itself; every registered task adds its inference routes (app.tasks).
 OPERATION_ROUTES = frozenset({"/healthz", "/readyz", "/v1/models", "/metrics", "/admin/reload"})
@@ -184,6 +185,7 @@ class EdgeMiddleware:
         # What the log and metrics record: the response's status; 499 (nginx's "client closed
         # request") when the client left before an answer; 500 when none was sent otherwise.
         status = {"code": 500}
+        started = False
         t0 = time.perf_counter()
         request_id = b""
         for name, value in scope.get("headers", ()):
@@ -193,7 +195,9 @@ class EdgeMiddleware:
         token = CURRENT.set(info)
 
         async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 status["code"] = message["status"]
                 extra = [(b"x-request-id", info.request_id.encode())]
                 if info.timings:
@@ -203,6 +207,11 @@ class EdgeMiddleware:
 
         try:
             await self._handle(scope, receive, send_wrapper, path)
+        except Exception:  # not answered by the app's handlers: the app's JSON 500
+            if started:  # the app's handler answered (and logged) it
+                return
+            log.exception("unhandled error")
+            await reply(send_wrapper, 500, "internal_error", "internal server error", path=path)
         finally:
             CURRENT.reset(token)
             if info.client_gone and status["code"] == 500:

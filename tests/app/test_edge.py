@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,38 @@ def test_readiness_is_503_while_draining(tiny_sentiment_models: Path) -> None:
         assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
         assert c.post("/sentiment", json={"text": "good"}).status_code == 200  # already sent
         assert c.get("/healthz").status_code == 200
+
+
+def test_a_failure_nothing_answered_gets_the_json_500() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from app.api.middleware import EdgeMiddleware
+
+    async def broken_app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    async def main() -> list[dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "path": "/healthz",
+            "method": "GET",
+            "headers": [],
+            "app": SimpleNamespace(state=SimpleNamespace(container=None, draining=False)),
+        }
+        await EdgeMiddleware(broken_app)(scope, receive, send)
+        return sent
+
+    start, body = asyncio.run(main())
+    assert start["status"] == 500
+    assert json.loads(body["body"]) == {
+        "error": {"code": "internal_error", "message": "internal server error"}
+    }
