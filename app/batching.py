@@ -1,14 +1,19 @@
 """Dynamic batching: one queue and one inference thread per model session.
 
-Each submitted item gets its own future and goes into a thread-safe queue. The inference thread
-takes whatever is waiting, up to ``max_batch_size`` items, optionally waiting up to
-``max_wait_ms`` for more (default 0: an idle server adds no latency; batches form by themselves
-while the previous batch runs), runs it, and hands all results back to the event loop in one
-hop; a failure is set on every waiter of that batch. Batches form in the thread, so an event
-loop drowning in a burst of requests does not slow the model down. With ``max_batch_size == 1``
-the batcher is a pass-through: one item per inference call. ``inline_if`` (optional) marks work
-small enough to run directly on the event loop when it is alone — a sub-millisecond model costs
-less than the thread hop around it. The thread starts on first use, never at import time.
+Each submitted item gets its own future. The items submitted during one turn of the event
+loop are handed to the inference thread together at the end of that turn (one queue operation
+and at most one wake-up per turn, not per request), where they wait in a heap, oldest request
+first. The thread takes whatever is waiting, up to ``max_batch_size`` items, optionally waiting
+up to ``max_wait_ms`` for more (default 0: an idle server adds no latency), runs it, and hands
+all results back to the event loop in one hop; a failure is set on every waiter of that batch.
+
+The batch size adapts to load by itself: a batch holds what arrived while the previous one
+ran. Alone, a request is a batch of one (with ``inline_if``, small work runs directly on the
+event loop: a sub-millisecond model costs less than the thread hop around it); under load
+batches grow with the number of requests in flight, so the cost per item falls as load rises.
+Batches form in the thread, so an event loop drowning in a burst does not slow the model down.
+With ``max_batch_size == 1`` the batcher is a pass-through: one item per inference call. The
+thread starts on first use, never at import time.
 
 Memory is bounded by construction: with ``cost`` (an item's working memory, e.g. rows x tokens
 x bytes per token) and ``max_batch_cost``, the collector stops adding items once the next one
@@ -234,13 +239,9 @@ class Batcher(Generic[In, Out]):
         self.pending += len(items)
         self._queue_depth.inc(len(items))
         try:
-            if remaining is None:
-                return await self._submit(items)
-            try:
-                async with asyncio.timeout(remaining):
-                    return await self._submit(items)
-            except TimeoutError:
-                self._deadline_passed()
+            return await self._submit(items, remaining)
+        except _Expired:
+            self._deadline_passed()
         finally:
             self.pending -= len(items)
             self._queue_depth.dec(len(items))
@@ -268,7 +269,7 @@ class Batcher(Generic[In, Out]):
             and self.inline_if(items)
         )
 
-    async def _submit(self, items: Sequence[In]) -> list[Out]:
+    async def _submit(self, items: Sequence[In], remaining: float | None) -> list[Out]:
         loop = asyncio.get_running_loop()
         self._ensure_worker()
         info = CURRENT.get()
@@ -282,12 +283,17 @@ class Batcher(Generic[In, Out]):
             fut: asyncio.Future[tuple[Out, float, int]] = loop.create_future()
             outbox.append((started, next(self._seq), item, fut))
             futures.append(fut)
+        # The deadline fails the futures themselves (a timer, not a Timeout context per call).
+        timer = None if remaining is None else loop.call_later(remaining, _expire, futures)
         t0 = time.perf_counter()
         try:
             done = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
         finally:  # cancelled or timed out: mark the items so the worker skips them
+            if timer is not None:
+                timer.cancel()
             for fut in futures:
-                fut.cancel()
+                if not fut.cancel() and not fut.cancelled():
+                    fut.exception()  # an _Expired nobody awaited is not "never retrieved"
         batches = {(seconds, size) for _, seconds, size in done}  # the batches this request hit
         inference = sum(seconds for seconds, _ in batches)
         note_time("queue", max(0.0, time.perf_counter() - t0 - inference))
@@ -453,6 +459,16 @@ class Batcher(Generic[In, Out]):
                 self.pool.wake()
             self._close_queue()
             await asyncio.to_thread(self._thread.join, 5)
+
+
+class _Expired(Exception):
+    """Set on a caller's futures when its deadline passes (raised as DeadlineExceeded)."""
+
+
+def _expire(futures: list[asyncio.Future[Any]]) -> None:
+    for fut in futures:
+        if not fut.done():
+            fut.set_exception(_Expired())
 
 
 def _resolve(pairs: list[tuple[asyncio.Future[Any], Any]]) -> None:

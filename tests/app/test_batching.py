@@ -101,3 +101,54 @@ def test_wrong_output_count_is_an_inference_error() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_requests_of_one_loop_turn_reach_the_thread_together() -> None:
+    # The items submitted during one turn of the event loop are handed over at its end: the
+    # thread cannot start a batch with the first of them and leave the rest for later.
+    rec = Recorder()
+
+    async def main() -> None:
+        batcher: Batcher[int, int] = Batcher(rec, "t", max_batch_size=32)
+        assert await asyncio.gather(*(batcher.submit(i) for i in range(20))) == [
+            i * 10 for i in range(20)
+        ]
+        await batcher.close()
+
+    asyncio.run(main())
+    assert rec.batches == [list(range(20))]
+
+
+def test_oldest_request_first_across_hand_overs() -> None:
+    # Items wait in the thread's heap by their request's start: a later request's items never
+    # overtake an earlier one's, whichever turn handed them over.
+    from app.observability import CURRENT, RequestInfo
+
+    rec = Recorder()
+    gate = threading.Event()
+
+    def slow_first(items: list[int]) -> list[int]:
+        if items == [0]:
+            gate.wait(5)  # the first batch holds the thread while the others queue up
+        return rec(items)
+
+    async def main() -> None:
+        batcher: Batcher[int, int] = Batcher(slow_first, "t", max_batch_size=3)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0.05)
+
+        async def request(i: int, started: float) -> int:
+            CURRENT.set(RequestInfo("r", started=started))
+            return await batcher.submit(i)
+
+        # handed over in two turns, newest requests first
+        late = [asyncio.ensure_future(request(i, 100.0 + i)) for i in (5, 6, 7)]
+        await asyncio.sleep(0.01)
+        early = [asyncio.ensure_future(request(i, 50.0 + i)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(first, *late, *early)
+        await batcher.close()
+
+    asyncio.run(main())
+    assert rec.batches == [[0], [1, 2, 3], [5, 6, 7]]
