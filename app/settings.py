@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int = Field(1, ge=1, description="onnxruntime intra-op threads per session")
     max_batch_size: int = Field(
-        32, ge=1, description="largest batch the batcher forms; 1 turns batching off"
+        64, ge=1, description="largest batch the batcher forms; 1 turns batching off"
     )
     max_batch_wait_ms: float = Field(
         0.0,

@@ -32,6 +32,7 @@ from app.settings import Settings
 from contract.card import NextWordCard
 
 TASK = "next-word"
+ARGMAX_K = 16  # top_k up to this k by repeated argmax, beyond it by argpartition
 _DETOK = [
     (re.compile(r" @([-.,])@ "), r"\1"),
     (re.compile(r" (?=[.,;:!?)'])"), ""),
@@ -250,9 +251,18 @@ class NextWordModel:
         lp = log_probs.copy()  # float32: a float64 copy of 33k values costs more than the search
         lp[self.banned] = -np.inf
         k = min(k, len(lp) - len(self.banned))  # a tiny vocabulary has fewer than k words
-        idx = np.argpartition(-lp, k - 1)[:k]
-        idx = idx[np.argsort(-lp[idx], kind="stable")]
-        return [Candidate(self.id_to_token[i], float(np.exp(lp[i]))) for i in idx]
+        if k <= ARGMAX_K:  # k passes of argmax: ~4 us each on 33k words, argpartition ~300 us
+            idx = []
+            for _ in range(k):
+                i = int(lp.argmax())  # the lowest id among equal probabilities
+                idx.append(i)
+                lp[i] = -np.inf
+            return [Candidate(self.id_to_token[i], float(np.exp(log_probs[i]))) for i in idx]
+        kth = -np.partition(-lp, k - 1)[k - 1]  # the k-th highest log-probability
+        above = np.flatnonzero(lp > kth)
+        top = np.concatenate([above, np.flatnonzero(lp == kth)[: k - len(above)]])
+        top = top[np.lexsort((top, -lp[top]))]  # most probable first, then the lowest id
+        return [Candidate(self.id_to_token[i], float(np.exp(lp[i]))) for i in top]
 
     def choose(
         self, log_probs: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator
