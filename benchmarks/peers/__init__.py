@@ -1,0 +1,1 @@
+"""The peers benchmark: seqserve beside other servers wrapping the same model (``run.py``)."""
