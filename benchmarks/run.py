@@ -34,6 +34,8 @@ if str(REPO) not in sys.path:  # `python benchmarks/run.py` from anywhere: impor
     sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "results"
+# wrk's script: one JSON line of totals, socket errors by kind (a timeout is a request left
+# unanswered for 10 s: a starved connection; a connect/read error, a dropped one) and latencies.
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -43,8 +45,10 @@ f:close()
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format('{"requests": %d, "duration_us": %d, "socket_errors": %d, "non2xx": %d, '
+    .. '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "timeouts": %d, '
     .. '"p50_us": %.1f, "p95_us": %.1f, "p99_us": %.1f, "mean_us": %.1f}\\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    e.connect, e.read, e.write, e.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean))
 end
 """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -62,3 +64,15 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse, "description": "invalid field (type, range, empty text...)"},
     429: {"model": ErrorResponse, "description": "overloaded: too many requests in flight"},
 }
+
+
+def json_response(body: object) -> Response:
+    """A response body built from plain types (numpy arrays too), written by orjson.
+
+    The inference routes return these rather than models: FastAPI's response-model
+    re-validation is a measurable share of a sub-millisecond request, and ``Response`` is what
+    the edge's direct path (``app.api.fast``) calls endpoints for. The routes' declared
+    ``response_model`` still documents the shape in the OpenAPI schema."""
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
+    )

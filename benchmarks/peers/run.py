@@ -42,27 +42,9 @@ if str(REPO) not in sys.path:  # `python benchmarks/peers/run.py` from anywhere
     sys.path.insert(0, str(REPO))
 
 from benchmarks.peers.common import SENTENCE, Forecast, NextWord, Sentiment  # noqa: E402
-from benchmarks.run import free_port, m4_series  # noqa: E402
+from benchmarks.run import LUA, free_port, m4_series  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results"
-# benchmarks/run.py's wrk script, with the socket errors by kind: a timeout (a request unanswered
-# for 10 s) means a server starved a connection, a connect/read error that it dropped one.
-LUA = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = assert(io.open(os.getenv("BODY_FILE"), "rb"))
-wrk.body = f:read("*a")
-f:close()
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('{"requests": %d, "duration_us": %d, "socket_errors": %d, "non2xx": %d, '
-    .. '"connect_errors": %d, "read_errors": %d, "write_errors": %d, "timeouts": %d, '
-    .. '"p50_us": %.1f, "p95_us": %.1f, "p99_us": %.1f, "mean_us": %.1f}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    e.connect, e.read, e.write, e.timeout,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean))
-end
-"""
 SERVER_CPU, LOAD_CPU = "0", "1"
 TOLERANCE = 1e-5
 # The model libraries at the versions constraints-serve.txt pins (seqserve runs on these), so

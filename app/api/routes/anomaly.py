@@ -6,12 +6,17 @@ import datetime as dt
 from typing import Annotated, Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from app.api.deps import ContainerDep
-from app.api.schemas import ERROR_RESPONSES, MAX_SERIES, MAX_SERIES_VALUES, ModelRef
+from app.api.schemas import (
+    ERROR_RESPONSES,
+    MAX_SERIES,
+    MAX_SERIES_VALUES,
+    ModelRef,
+    json_response,
+)
 from app.services.anomaly import AnomalyInput, AnomalyService
 from app.services.common import MAX_ABS_VALUE
 
@@ -116,6 +121,4 @@ async def anomaly(
         "warnings": warnings,
         "model": {"name": rec.name, "version": rec.version},
     }
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
-    )
+    return json_response(body)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, Field
 
@@ -15,6 +14,7 @@ from app.api.schemas import (
     TEXT_PATTERN,
     ModelRef,
     StrictRequest,
+    json_response,
 )
 from app.services.next_word import NextWordService
 from app.tasks.next_word_schema import NextWordRequest
@@ -82,8 +82,6 @@ async def next_word(
         top_k=request.top_k,
         seed=request.seed,
     )
-    # Built from plain types and written by orjson: no response-model re-validation (see
-    # app.api.routes.sentiment); the declared response_model documents the shape.
     body = {
         "candidates": [{"word": c.word, "probability": c.probability} for c in res.candidates],
         "state": res.state,
@@ -92,9 +90,7 @@ async def next_word(
         "completion_tokens": res.completion_tokens,
         "model": {"name": rec.name, "version": rec.version},
     }
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
-    )
+    return json_response(body)
 
 
 @router.post(
@@ -116,6 +112,4 @@ async def score(
         "perplexity": res.perplexity,
         "model": {"name": rec.name, "version": rec.version},
     }
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json"
-    )
+    return json_response(body)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
@@ -15,6 +14,7 @@ from app.api.schemas import (
     MAX_TEXTS,
     ModelRef,
     StrictRequest,
+    json_response,
     text_schema,
 )
 from app.services.sentiment import Prediction, SentimentService
@@ -109,7 +109,4 @@ async def sentiment(
         if request.text is not None
         else {"results": [_result(p) for p in preds], "model": model}
     )
-    # The body is built from plain types here, so it skips FastAPI's response-model
-    # re-validation (a measurable share of a sub-millisecond request); the declared
-    # response_model still documents it in the OpenAPI schema.
-    return Response(orjson.dumps(body), media_type="application/json")
+    return json_response(body)
