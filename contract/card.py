@@ -160,6 +160,17 @@ class RecurrentState(_Open):
     hidden_size: int = Field(ge=1)
 
 
+class LMCacheSection(_Open):
+    """The continuous cache's settings (``contract.lm_cache``); both graphs output ``output``."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    theta: float = Field(gt=0, allow_inf_nan=False)
+    lam: float = Field(alias="lambda", gt=0, lt=1)
+    window: int = Field(ge=1)
+    ramp: float = Field(0.0, ge=0, allow_inf_nan=False)
+    output: str = Field("hidden", min_length=1)
+
+
 class NextWordCard(Header):
     task: Literal["next-word"]
     tokenizer: FileRef
@@ -168,6 +179,15 @@ class NextWordCard(Header):
     state: RecurrentState
     score_onnx: Graph
     weights: FileRef | None = None
+    cache: LMCacheSection | None = None
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_output(cls, v: LMCacheSection | None, info: Any) -> LMCacheSection | None:
+        graphs = [info.data.get("onnx"), info.data.get("score_onnx")]
+        if v is not None and any(g is not None and v.output not in g.output_names for g in graphs):
+            raise ValueError(f"cache.output {v.output!r} must be an output of both graphs")
+        return v
 
 
 # --- forecast --------------------------------------------------------------------------------

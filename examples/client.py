@@ -331,10 +331,12 @@ class SeqServeClient:
         *,
         model: str | None = None,
         complete: int = 0,
+        cache: bool | None = None,
     ) -> NextWordResult:
         """The ``k`` likeliest next words after ``text``. With ``state`` (from an earlier
-        result), ``text`` holds only the new words and continues that earlier text."""
-        payload = {"text": text, "k": k, "state": state, "model": model}
+        result), ``text`` holds only the new words and continues that earlier text. A model
+        with a continuous cache uses it over this request's ``text`` (``cache=False``: off)."""
+        payload = {"text": text, "k": k, "state": state, "model": model, "cache": cache}
         if complete:
             payload["complete"] = complete
         body = self.request("POST", "/next-word", payload)
@@ -346,12 +348,16 @@ class SeqServeClient:
             completion=body.get("completion"),
         )
 
-    def next_word_session(self, k: int = 5, model: str | None = None) -> NextWordSession:
-        return NextWordSession(self, k=k, model=model)
+    def next_word_session(
+        self, k: int = 5, model: str | None = None, cache: bool | None = None
+    ) -> NextWordSession:
+        return NextWordSession(self, k=k, model=model, cache=cache)
 
-    def score(self, text: str, model: str | None = None) -> ScoreResult:
+    def score(self, text: str, model: str | None = None, cache: bool | None = None) -> ScoreResult:
         """Natural-log likelihood and perplexity of ``text`` under the language model."""
-        body = self.request("POST", "/next-word/score", {"text": text, "model": model})
+        body = self.request(
+            "POST", "/next-word/score", {"text": text, "model": model, "cache": cache}
+        )
         return ScoreResult(
             tokens=int(body["tokens"]),
             log_likelihood=float(body["log_likelihood"]),
@@ -438,18 +444,27 @@ class NextWordSession:
     """Type text a piece at a time: the first :meth:`feed` sends the text, each later one sends
     only its new words with the state token of the previous answer, so a request costs the same
     however long the text has grown. The session pins the model version that issued its state
-    (a token is only valid for that version, e.g. across a server reload)."""
+    (a token is only valid for that version, e.g. across a server reload). The state token
+    carries the model's state, not its continuous cache: with a cache, each feed's words are
+    all the cache sees (send the whole text without a state to cache all of it)."""
 
-    def __init__(self, client: SeqServeClient, k: int = 5, model: str | None = None) -> None:
+    def __init__(
+        self,
+        client: SeqServeClient,
+        k: int = 5,
+        model: str | None = None,
+        cache: bool | None = None,
+    ) -> None:
         self.client = client
         self.k = k
         self.model = model
+        self.cache = cache
         self.state: str | None = None
         self.tokens: list[str] = []  # everything the model has read in this session
         self.last: NextWordResult | None = None
 
     def feed(self, text: str) -> NextWordResult:
-        result = self.client.next_word(text, self.k, self.state, model=self.model)
+        result = self.client.next_word(text, self.k, self.state, model=self.model, cache=self.cache)
         self.state, self.model, self.last = result.state, result.model, result
         self.tokens.extend(result.tokens)
         return result

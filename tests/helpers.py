@@ -85,12 +85,14 @@ def text_chunks(path: Path, max_tokens: int, max_chars: int) -> list[str]:
     return chunks + ["".join(lines)] if lines else chunks
 
 
-def measured_perplexity(client: TestClient, chunks: list[str]) -> tuple[float, int]:
+def measured_perplexity(
+    client: TestClient, chunks: list[str], cache: bool = True
+) -> tuple[float, int]:
     """Perplexity over ``chunks`` measured through POST /next-word/score (each chunk starts
-    from a fresh <eos> state), and the number of tokens scored."""
+    from a fresh <eos> state, with a cache of its own), and the number of tokens scored."""
     total_ll, total_tokens = 0.0, 0
     for text in chunks:
-        r = client.post("/next-word/score", json={"text": text})
+        r = client.post("/next-word/score", json={"text": text, "cache": cache})
         assert r.status_code == 200, r.text
         total_ll += r.json()["log_likelihood"]
         total_tokens += r.json()["tokens"]

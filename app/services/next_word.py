@@ -29,7 +29,9 @@ from app.services.base import TaskService
 from app.services.common import check_text, expect, expect_finite
 from app.services.state_token import StateCodec
 from app.settings import Settings
+from contract import lm_cache
 from contract.card import NextWordCard
+from contract.lm_cache import CacheParams, History
 
 TASK = "next-word"
 ARGMAX_K = 16  # top_k up to this k by repeated argmax, beyond it by argpartition
@@ -52,12 +54,14 @@ def detokenize(tokens: list[str]) -> str:
 class StepItem:
     ids: np.ndarray  # [T] int64
     state: list[np.ndarray]  # each [layers, 1, hidden]
+    keep: int = 0  # last-layer outputs of the last ``keep`` positions wanted (the cache)
 
 
 @dataclass
 class StepOut:
     log_probs: np.ndarray  # [vocab], at the last position
     state: list[np.ndarray]
+    hidden: np.ndarray | None = None  # [min(T, keep), hidden] when asked for
 
 
 @dataclass
@@ -65,6 +69,7 @@ class ScoreItem:
     ids: np.ndarray
     targets: np.ndarray
     state: list[np.ndarray]
+    cache: CacheParams | None = None  # mix in the continuous cache over this text
 
 
 @dataclass
@@ -86,6 +91,7 @@ class NextWordResult:
     tokens: list[str]
     completion: str | None = None
     completion_tokens: list[str] | None = None
+    cache: bool = False
 
 
 @dataclass
@@ -93,6 +99,7 @@ class ScoreResult:
     tokens: int
     log_likelihood: float
     perplexity: float
+    cache: bool = False
 
 
 def pieces(n: int, size: int) -> list[slice]:
@@ -145,6 +152,14 @@ class NextWordModel:
         # A piece is a quarter of the budget, so a few long texts still share a batch.
         self.score_chunk = max(16, budget // self.score_token_bytes // 4)
         self.next_chunk = max(16, budget // self.next_token_bytes // 4)
+        # The continuous cache (contract.lm_cache) when the card has one: it keeps the last
+        # ``window`` positions' outputs of the request's text, 4 bytes each per hidden unit.
+        self.cache_params = (
+            CacheParams(card.cache.theta, card.cache.lam, card.cache.window, card.cache.ramp)
+            if card.cache
+            else None
+        )
+        self.hidden_name = card.cache.output if card.cache else None
         self.next_session = rec.sessions["model"]
         if "score" not in rec.sessions:
             rec.sessions["score"] = registry.open_session(rec, "score_onnx")
@@ -191,33 +206,70 @@ class NextWordModel:
         for n, rows in _group_by_length([len(it.ids) for it in items]).items():
             ids = np.stack([items[r].ids for r in rows])
             state = self._stack_state(items, rows)
+            keep = max(items[r].keep for r in rows)
+            names = self.next_out if not keep else [*self.next_out, str(self.hidden_name)]
+            kept: list[np.ndarray] = []
             for part in pieces(n, self.next_chunk):  # the state carries from piece to piece
-                res = self.next_session.run({self.next_in[0]: ids[:, part], **state}, self.next_out)
+                res = self.next_session.run({self.next_in[0]: ids[:, part], **state}, names)
                 state = dict(zip(self.state_in, (res[o] for o in self.state_out), strict=True))
+                if keep:  # only the last ``keep`` positions are ever needed
+                    kept = [*kept, res[names[-1]]]
+                    total = sum(h.shape[1] for h in kept)
+                    while total - kept[0].shape[1] >= keep:
+                        total -= kept.pop(0).shape[1]
             logp = res[self.next_out[0]]
+            hidden = np.concatenate(kept, axis=1)[:, -keep:] if keep else None
             for k, r in enumerate(rows):
-                out[r] = StepOut(logp[k], [res[n][:, k : k + 1] for n in self.state_out])
+                h = (
+                    None
+                    if hidden is None
+                    else hidden[k, -items[r].keep :]
+                    if items[r].keep
+                    else None
+                )
+                out[r] = StepOut(logp[k], [res[n][:, k : k + 1] for n in self.state_out], h)
         return [o for o in out if o is not None]
 
     # A row's working memory is one piece's, however long its text: pieces run one at a time.
     def _next_cost(self, item: StepItem) -> float:
-        return min(len(item.ids), self.next_chunk) * self.next_token_bytes + 16 * self.vocab_size
+        kept = 4 * self.hidden * min(len(item.ids), item.keep)
+        return (
+            min(len(item.ids), self.next_chunk) * self.next_token_bytes
+            + 16 * self.vocab_size
+            + kept
+        )
 
     def _score_cost(self, item: ScoreItem) -> float:
-        return min(len(item.ids), self.score_chunk) * self.score_token_bytes
+        piece = min(len(item.ids), self.score_chunk)
+        if item.cache is None:
+            return piece * self.score_token_bytes
+        # the cache's history and one piece's match scores against it
+        window = min(len(item.ids), item.cache.window)
+        return piece * self.score_token_bytes + 4 * (window + piece) * (self.hidden + 2 * piece)
 
     def _run_score(self, items: list[ScoreItem]) -> list[ScoreOut]:
         out: list[ScoreOut | None] = [None] * len(items)
-        names = [self.score_out[0], *self.state_out]
         for n, rows in _group_by_length([len(it.ids) for it in items]).items():
             ids = np.stack([items[r].ids for r in rows])
             targets = np.stack([items[r].targets for r in rows])
             state = self._stack_state(items, rows)
+            cached = [k for k, r in enumerate(rows) if items[r].cache is not None]
+            names = [self.score_out[0], *self.state_out]
+            if cached:
+                names.append(str(self.hidden_name))
+            history = {k: History.empty(self.hidden) for k in cached}
             lps = []
             for part in pieces(n, self.score_chunk):  # the state carries from piece to piece
                 feeds = {self.score_in[0]: ids[:, part], self.score_in[1]: targets[:, part]}
                 res = self.score_session.run({**feeds, **state}, names)
-                lps.append(res[self.score_out[0]])
+                piece_lp = res[self.score_out[0]]
+                for k in cached:  # the cache over the text so far, carried like the state
+                    params = items[rows[k]].cache
+                    assert params is not None
+                    piece_lp[k], history[k] = lm_cache.score(
+                        piece_lp[k], res[names[-1]][k], targets[k, part], history[k], params
+                    )
+                lps.append(piece_lp)
                 state = dict(zip(self.state_in, (res[o] for o in self.state_out), strict=True))
             lp = np.concatenate(lps, axis=1)
             for k, r in enumerate(rows):
@@ -287,49 +339,82 @@ class NextWordModel:
         temperature: float,
         top_k: int | None,
         seed: int | None,
+        cache: bool = True,
     ) -> NextWordResult:
         self.next_batcher.admit(1)  # refuse before tokenizing when the model is full
         with Timer("tokenize"):
             state = self.codec.decode(state_token) if state_token else self.zero_state()
             ids = self.encode(text)
         feed = ids if state_token else [self.start_id, *ids]
-        step = await self.advance(np.asarray(feed, dtype=np.int64), state)
+        params = self.cache_params if cache else None
+        step = await self.advance(np.asarray(feed, dtype=np.int64), state, params)
+        history = query = None
+        log_probs = step.log_probs
+        if params is not None and step.hidden is not None:
+            # the pairs (output at position i, the word at i + 1) of the text read so far
+            h = step.hidden
+            history = History(h[:-1], np.asarray(feed[len(feed) - len(h) + 1 :], np.int64))
+            query = h[-1]
+            log_probs = lm_cache.next_log_probs(log_probs, query, history, params)
         result = NextWordResult(
-            candidates=self.top_k(step.log_probs, k),
+            candidates=self.top_k(log_probs, k),
             state=self.codec.encode(step.state),
             tokens=[self.id_to_token[i] for i in ids],
+            cache=params is not None,
         )
         if complete:
             rng = np.random.default_rng(seed)
             generated: list[str] = []
             cur = step
             for i in range(complete):
-                nxt = self.choose(cur.log_probs, temperature, top_k, rng)
+                nxt = self.choose(log_probs, temperature, top_k, rng)
                 generated.append(self.id_to_token[nxt])
                 if i + 1 < complete:
-                    cur = await self.advance(np.asarray([nxt], dtype=np.int64), cur.state)
+                    cur = await self.advance(np.asarray([nxt], dtype=np.int64), cur.state, params)
+                    log_probs = cur.log_probs
+                    if (
+                        params
+                        and history is not None
+                        and query is not None
+                        and cur.hidden is not None
+                    ):
+                        history = history.extend(query[None, :], np.array([nxt]), params.window)
+                        query = cur.hidden[-1]
+                        log_probs = lm_cache.next_log_probs(log_probs, query, history, params)
             result.completion_tokens = generated
             result.completion = detokenize(generated)
         return result
 
-    async def advance(self, ids: np.ndarray, state: list[np.ndarray]) -> StepOut:
+    async def advance(
+        self, ids: np.ndarray, state: list[np.ndarray], cache: CacheParams | None = None
+    ) -> StepOut:
         """The next-word distribution after ``ids`` from ``state`` (the graph reads them in
-        pieces of at most ``next_chunk`` tokens, see ``_run_next``)."""
-        return await self.next_batcher.submit(StepItem(ids, state))
+        pieces of at most ``next_chunk`` tokens, see ``_run_next``); with ``cache``, also the
+        outputs of the last ``window + 1`` positions."""
+        keep = cache.window + 1 if cache is not None else 0
+        return await self.next_batcher.submit(StepItem(ids, state, keep))
 
-    async def token_log_probs(self, ids: np.ndarray, state: list[np.ndarray]) -> np.ndarray:
+    async def token_log_probs(
+        self, ids: np.ndarray, state: list[np.ndarray], cache: CacheParams | None = None
+    ) -> np.ndarray:
         """log p(ids[t + 1] | ids[: t + 1]) for every t: the graph reads the text in pieces of
-        at most ``score_chunk`` tokens, the same numbers one call over it gives."""
-        res = await self.score_batcher.submit(ScoreItem(ids[:-1], ids[1:], state))
+        at most ``score_chunk`` tokens, the same numbers one call over it gives (with ``cache``,
+        mixed with the continuous cache over ``ids``)."""
+        res = await self.score_batcher.submit(ScoreItem(ids[:-1], ids[1:], state, cache))
         return res.log_probs
 
-    async def score(self, text: str) -> ScoreResult:
+    async def score(self, text: str, cache: bool = True) -> ScoreResult:
         self.score_batcher.admit(1)
         ids = [self.start_id, *self.encode(text)]
-        token_lp = await self.token_log_probs(np.asarray(ids, dtype=np.int64), self.zero_state())
+        params = self.cache_params if cache else None
+        token_lp = await self.token_log_probs(
+            np.asarray(ids, dtype=np.int64), self.zero_state(), params
+        )
         ll = float(np.sum(token_lp, dtype=np.float64))
         n = len(ids) - 1
-        return ScoreResult(tokens=n, log_likelihood=ll, perplexity=float(np.exp(-ll / n)))
+        return ScoreResult(
+            tokens=n, log_likelihood=ll, perplexity=float(np.exp(-ll / n)), cache=params is not None
+        )
 
     async def close(self) -> None:
         await self.next_batcher.close()
@@ -357,6 +442,8 @@ class NextWordService(TaskService[NextWordModel]):
         rec, m, clean = self._model(model, text)
         return rec, await m.predict(clean, **kwargs)
 
-    async def score(self, text: str, model: str | None) -> tuple[ModelRecord, ScoreResult]:
+    async def score(
+        self, text: str, model: str | None, cache: bool = True
+    ) -> tuple[ModelRecord, ScoreResult]:
         rec, m, clean = self._model(model, text)
-        return rec, await m.score(clean)
+        return rec, await m.score(clean, cache)

@@ -62,7 +62,7 @@ class NextWordAdapter:
             )
         options = {
             k: req.parameters[k]
-            for k in ("k", "complete", "temperature", "top_k", "seed")
+            for k in ("k", "complete", "temperature", "top_k", "seed", "cache")
             if k in req.parameters
         }
         try:  # strict: "5" where an integer is expected is an error, as on the REST route
@@ -80,6 +80,7 @@ class NextWordAdapter:
                     temperature=o.temperature,
                     top_k=o.top_k,
                     seed=o.seed,
+                    cache=o.cache,
                 )
                 for text, state in zip(texts, states, strict=True)
             )

@@ -14,6 +14,10 @@ from app.api.schemas import MAX_CONTEXT_CHARS, TEXT_PATTERN, StrictRequest
 # to infinity (1e-310 is a 500 otherwise) while sampling is already as greedy as it gets.
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 5.0
+CACHE_HELP = (
+    "mix in the model's continuous cache (if its card has one) over this request's text; "
+    "false: the model alone"
+)
 
 
 def _integral(value: Any) -> Any:
@@ -75,6 +79,7 @@ class NextWordRequest(StrictRequest):
         None, description="makes sampled completions reproducible"
     )
     model: str | None = Field(None, description='"name" or "name:version"')
+    cache: bool = Field(True, description=CACHE_HELP)
 
     @field_validator("temperature")
     @classmethod

@@ -54,18 +54,19 @@ def test_sentiment_one_and_many(api: Any) -> None:
 
 
 def test_next_word_session_matches_the_whole_text(api: Any) -> None:
-    whole = api.next_word("Happy birthday, my friend", k=10)
-    session = api.next_word_session(k=10)
+    # the state is exact; the continuous cache covers one request's words, so it is off here
+    whole = api.next_word("Happy birthday, my friend", k=10, cache=False)
+    session = api.next_word_session(k=10, cache=False)
     session.feed("Happy birthday, my")
     cont = session.feed("friend")
     assert session.tokens == whole.tokens == ["Happy", "birthday", ",", "my", "friend"]
-    assert cont.tokens == ["friend"] and session.model == "wikitext2-lstm:2"
+    assert cont.tokens == ["friend"] and session.model == "wikitext2-lstm:3"
     assert cont.words == whole.words
     for a, b in zip(cont.candidates, whole.candidates, strict=True):
         assert abs(a.probability - b.probability) <= 1e-3
     # the plain method with an explicit state gives the same answer as the session
-    first = api.next_word("Happy birthday, my", k=10)
-    again = api.next_word("friend", k=10, state=first.state)
+    first = api.next_word("Happy birthday, my", k=10, cache=False)
+    again = api.next_word("friend", k=10, state=first.state, cache=False)
     assert again.words == cont.words
     s = api.score("The game was released in Japan .")
     assert s.tokens == 7 and s.log_likelihood < 0 and s.perplexity > 1

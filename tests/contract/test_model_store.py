@@ -118,7 +118,12 @@ def test_staging_and_moved_aside_folders_are_never_scanned(models: Path) -> None
 
 
 def test_every_shipped_card_validates() -> None:
-    folders = sorted(p.parent for p in MODELS.glob("*/*/*/card.json"))
+    # a publish in progress stages under a hidden folder, which the server never scans either
+    folders = sorted(
+        p.parent
+        for p in MODELS.glob("*/*/*/card.json")
+        if not any(store.is_hidden(part) for part in p.relative_to(MODELS).parts)
+    )
     assert len(folders) >= 7
     for folder in folders:
         spec = cards.read(folder, folder.parts[-3])

@@ -3,6 +3,7 @@
     seqserve-train lm train --max-minutes 100 --anneal-after-minutes 55     # WikiText-2
     seqserve-train lm evaluate --checkpoint runs/next-word/wikitext2-lstm/best.pt
     seqserve-train lm export --checkpoint runs/next-word/wikitext2-lstm/best.pt --version 7
+    seqserve-train lm cache --model models/next-word/wikitext2-lstm/2     # + continuous cache
 
 Your own text (plain text, one paragraph per line; a second file for validation):
 
@@ -147,6 +148,26 @@ def _publish(checkpoint: Path, dest: Path, cfg: ExportConfig, args: argparse.Nam
     print(try_it_lines(pub.path, TASK, try_it_requests(train_file), about))
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    """Publish a model again with a continuous cache tuned on validation text (no training)."""
+    from training.lm.cache import publish_with_cache
+
+    src = Path(args.model)
+    if not (src / "card.json").is_file():
+        raise SystemExit(f"{src}: no card.json (give a published next-word model folder)")
+    if not Path(args.dev).is_file():
+        raise SystemExit(f"{args.dev}: no such file (--dev)")
+    args.name = args.name or src.parent.name
+    dest = publish_target(args, TASK)
+    with publish(args, TASK, dest) as pub:
+        card = publish_with_cache(
+            src, Path(args.dev), pub.staging, args.text_tokens, args.max_dev_lines
+        )
+    print(json.dumps(card["metrics"]["cache"], indent=2))
+    print(pub.message())
+    return 0
+
+
 def _checkpoint_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--checkpoint", type=Path, required=True, help="best.pt from lm train (in its run folder)"
@@ -224,3 +245,26 @@ def register(subparsers: Any) -> None:
         "run's checkpoint unless --out or --models-dir is given)",
     )
     x.set_defaults(func=_cmd_export)
+
+    c = sub.add_parser(
+        "cache",
+        help="publish a model again with a continuous cache (θ, λ, window tuned on validation)",
+        formatter_class=HelpFormatter,
+    )
+    c.add_argument("--model", type=Path, required=True, help="published next-word model folder")
+    c.add_argument(
+        "--dev",
+        type=Path,
+        default=Path(__file__).resolve().parents[2].parent / "shared/data/wikitext2/valid.txt",
+        help="validation text, one paragraph a line (first half tunes, second half measures)",
+    )
+    c.add_argument(
+        "--text-tokens",
+        type=int,
+        default=4500,
+        help="lines are grouped into texts of at most this many tokens, each with its own cache, "
+        "as requests to the API would be",
+    )
+    c.add_argument("--max-dev-lines", type=int, default=None, help="only the first N lines")
+    add_publish_flags(c, name=None, name_help="published name (default: the model's own)")
+    c.set_defaults(func=_cmd_cache)

@@ -107,8 +107,10 @@ def _add_teacher(s: Any) -> None:
     from training.sentiment.teacher import TeacherConfig
 
     d = _sub(s, "teacher", "fine-tune a transformer teacher for distillation (never shipped)")
-    d.add_argument("--train", type=Path, default=DEFAULT_TRAIN, help="training file")
-    d.add_argument("--dev", type=Path, default=DEFAULT_DEV, help="dev file")
+    d.add_argument(
+        "--train", type=Path, nargs="+", default=[DEFAULT_TRAIN], help="training file(s)"
+    )
+    d.add_argument("--dev", type=Path, nargs="+", default=[DEFAULT_DEV], help="dev file(s)")
     add_config_flags(d, DataConfig)
     d.add_argument("--label-order", default=None, help="comma-separated label order")
     d.add_argument(

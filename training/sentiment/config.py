@@ -39,7 +39,8 @@ class DataConfig:
     )
     label_names: str | None = option(
         None,
-        "raw=name mapping naming every label in the data, like '1=negative,5=positive'; "
+        "raw=name mapping naming every label in the data, like '1=negative,5=positive' "
+        "('neutral=-' drops that label's rows); "
         "'none' serves labels as found (the default, except SST-2/IMDB files: 0/1 -> "
         "negative/positive); 'sst2' forces that",
     )
@@ -129,6 +130,11 @@ class ExportOptions:
         "fp16",
         "storage of embedding tables: fp16 halves the file, int8 (weight-only) quarters it",
         choices=EMBEDDINGS,
+    )
+    calibrate: bool = option(
+        False,
+        "temperature-scale the probabilities on the dev files (each file weighted equally) and "
+        "record each file's calibration error in the card",
     )
     dataset_url: str | None = option(
         None,

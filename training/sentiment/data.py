@@ -17,6 +17,7 @@ DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "sst2"
 SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 SST2_LABEL_NAMES = {"0": "negative", "1": "positive"}
+DROP = "-"  # ``--label-names neutral=-`` drops that label's rows (a binary model from 3 classes)
 KNOWN_BINARY_SETS = {"sst2", "imdb"}  # public sets whose raw labels are 0 = negative, 1 = positive
 
 
@@ -87,7 +88,8 @@ def label_map(spec: str | None, path: Path) -> dict[str, str] | None:
 
     By default labels are served as found in the data; only the public SST-2/IMDB files (0/1)
     get 'negative'/'positive'. 'sst2' forces that mapping, 'none' keeps raw labels,
-    '1=negative,5=positive' maps explicitly (two raw labels may share a name: merged classes).
+    '1=negative,5=positive' maps explicitly (two raw labels may share a name: merged classes;
+    ``neutral=-`` drops that label's rows, e.g. a binary model from three-class data).
     """
     if spec is None:
         return SST2_LABEL_NAMES if Path(path).parent.name in KNOWN_BINARY_SETS else None
@@ -129,9 +131,12 @@ def check_label_map(mapping: dict[str, str], found: set[str], *, exact: bool = T
 
 
 def apply_label_map(ds: TextDataset, mapping: dict[str, str] | None) -> TextDataset:
+    """Rename labels; rows whose label maps to ``DROP`` are left out."""
     if not mapping:
         return ds
-    return TextDataset(ds.texts, [mapping.get(x, x) for x in ds.labels])
+    named = [(t, mapping.get(x, x)) for t, x in zip(ds.texts, ds.labels, strict=True)]
+    kept = [(t, lab) for t, lab in named if lab != DROP]
+    return TextDataset([t for t, _ in kept], [lab for _, lab in kept])
 
 
 def label_list(*datasets: TextDataset, order: Sequence[str] | None = None) -> list[str]:

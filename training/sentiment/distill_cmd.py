@@ -14,7 +14,7 @@ from training.common.config_cli import config_from_args
 from training.sentiment import tokenizer as toks
 from training.sentiment.config import DataConfig
 from training.sentiment.data import TextDataset, label_list
-from training.sentiment.inputs import label_mapping, read_files, read_texts
+from training.sentiment.inputs import concat, label_mapping, read_files, read_texts
 
 
 def cmd_teacher(args: argparse.Namespace) -> int:
@@ -22,9 +22,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from training.sentiment.teacher import TeacherConfig, base_model_dir, fine_tune
 
     data = config_from_args(DataConfig, args)
-    train, dev = read_files(
-        data, [args.train, args.dev], label_mapping(args.label_names, args.train)
+    parts = read_files(
+        data, [*args.train, *args.dev], label_mapping(args.label_names, args.train[0])
     )
+    train, dev = concat(parts[: len(args.train)]), concat(parts[len(args.train) :])
     if args.sample and args.sample < len(train):
         rows = np.random.default_rng(args.seed).choice(len(train), args.sample, replace=False)
         train = TextDataset([train.texts[i] for i in rows], [train.labels[i] for i in rows])

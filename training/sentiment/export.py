@@ -173,12 +173,15 @@ def export_model(
     dev_groups: dict[str, np.ndarray] | None = None,
     experiments: Any = None,
     export: dict[str, Any] | None = None,
+    calibrate: bool = False,
 ) -> dict[str, Any]:
     """Build the ensemble from every member of ``run_dirs`` and write the model folder.
 
     ``embeddings``: how embedding tables are stored — fp32, fp16 or int8 (weight-only).
     ``dev_groups``: dev row indices per dataset, each scored separately in the card.
     ``export``: the export settings, recorded beside the training configuration.
+    ``calibrate``: fit a temperature on the dev rows (``training.common.calibration``) and bake
+    it into the graph.
     """
     summary = merge_runs(run_dirs)
     labels: list[str] = summary["labels"]
@@ -196,6 +199,13 @@ def export_model(
     dev_ids = toks.encode_batch(tok, dev_texts, max_length)
     dev_y = _label_indices(dev_labels, labels)
     fp32_probs = ort_predict(fp32_path, dev_ids)
+    calibration = None
+    if calibrate:
+        calibration = _calibrate(fp32_probs, dev_y, dev_groups)
+        ensemble.temperature = calibration["temperature"]
+        export_onnx(ensemble, fp32_path, vocab_size)
+        parity["fp32_graph"] = parity_check(ensemble, fp32_path, vocab_size)
+        fp32_probs = ort_predict(fp32_path, dev_ids)
     fp32_acc = float((fp32_probs.argmax(1) == dev_y).mean())
 
     quant: dict[str, Any] | None = None
@@ -212,8 +222,10 @@ def export_model(
         )
     fp32_path.unlink()
 
-    hits = ort_predict(onnx_path, dev_ids).argmax(1) == dev_y
+    shipped_probs = ort_predict(onnx_path, dev_ids)
+    hits = shipped_probs.argmax(1) == dev_y
     metrics = _dev_metrics(hits, dev_groups, fp32_acc, summary, shipped.variant)
+    metrics["dev_calibration_error"] = _ece_by_group(shipped_probs, dev_y, dev_groups)
     latency, latency_review = _latencies(onnx_path, ensemble, tok, dev_texts, dev_ids)
     shutil.copy(run_dirs[0] / "tokenizer.json", out_dir / "tokenizer.json")
     _plot_members(summary, out_dir / "curves.png", name)
@@ -235,12 +247,46 @@ def export_model(
         "latency_single_request": latency,
         "latency_review": latency_review,
     }
+    if calibration:
+        card["calibration"] = calibration
     if quant:
         card["quantization"] = quant
     if experiments is not None:
         card["experiments"] = experiments
     write_card(out_dir, card)
     return card
+
+
+def _ece_by_group(
+    probs: np.ndarray, y: np.ndarray, groups: dict[str, np.ndarray] | None
+) -> dict[str, float]:
+    """Expected calibration error of the shipped file on each dev file (and all of dev)."""
+    from training.common.calibration import ece
+
+    out = {"all": ece(probs, y)}
+    out.update({g: ece(probs[idx], y[idx]) for g, idx in (groups or {}).items()})
+    return out
+
+
+def _calibrate(
+    probs: np.ndarray, y: np.ndarray, groups: dict[str, np.ndarray] | None
+) -> dict[str, Any]:
+    """The temperature for the graph, chosen on dev with each dev file weighted equally, and
+    the calibration error before, after (in-sample) and cross-fitted (two folds: each half
+    scored with the temperature fitted on the other halves)."""
+    from training.common import calibration as cal
+
+    parts = {g: (probs[idx], y[idx]) for g, idx in (groups or {"dev": np.arange(len(y))}).items()}
+    t = cal.fit_temperature(list(parts.values()))
+    return {
+        "method": "temperature scaling of the ensemble's log-probabilities, softmax(log p / T), "
+        "T minimizing the mean over dev files of each file's negative log-likelihood",
+        "temperature": t,
+        "bins": cal.BINS,
+        "ece_before": {g: cal.ece(p, yy) for g, (p, yy) in parts.items()},
+        "ece_after_in_sample": {g: cal.ece(cal.scale(p, t), yy) for g, (p, yy) in parts.items()},
+        "ece_after_cross_fitted": cal.cross_fitted_ece(parts),
+    }
 
 
 @dataclass

@@ -72,6 +72,7 @@ def publish(
             datasets=dataset_records(run_paths(summary["train_path"]), dev_paths, opts.dataset_url),
             embeddings=opts.embeddings,
             quantize=opts.quantize,
+            calibrate=opts.calibrate,
             dev_groups=file_groups(dev_paths, devs),
             experiments=experiments,
             export=jsonable(opts),

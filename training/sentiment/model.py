@@ -106,10 +106,14 @@ class RNNClassifier(nn.Module):
 class EnsembleClassifier(nn.Module):
     """Averages the members' probabilities: one exported graph, one session in serving."""
 
-    def __init__(self, members: list[RNNClassifier]) -> None:
+    def __init__(self, members: list[RNNClassifier], temperature: float = 1.0) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.temperature = temperature  # calibration: softmax(log p / T) after the mean
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         probs = [torch.softmax(m(input_ids), dim=-1) for m in self.members]
-        return torch.stack(probs, 0).mean(0)
+        mean = torch.stack(probs, 0).mean(0)
+        if self.temperature == 1.0:
+            return mean
+        return torch.softmax(torch.log(mean.clamp_min(1e-30)) / self.temperature, dim=-1)

@@ -17,7 +17,7 @@ from app.api.schemas import (
     json_response,
 )
 from app.services.next_word import NextWordService
-from app.tasks.next_word_schema import NextWordRequest
+from app.tasks.next_word_schema import CACHE_HELP, NextWordRequest
 
 router = APIRouter(tags=["next-word"])
 
@@ -33,6 +33,7 @@ class NextWordResponse(BaseModel):
     tokens: list[str] = Field(description="the text as the model read it (unknown words as <unk>)")
     completion: str | None = None
     completion_tokens: list[str] | None = None
+    cache: bool = Field(description="whether the model's continuous cache was used")
     model: ModelRef
 
 
@@ -42,12 +43,14 @@ class ScoreRequest(StrictRequest):
         json_schema_extra={"pattern": TEXT_PATTERN, "maxLength": MAX_CONTEXT_CHARS},
     )
     model: str | None = None
+    cache: bool = Field(True, description=CACHE_HELP)
 
 
 class ScoreResponse(BaseModel):
     tokens: int
     log_likelihood: float = Field(description="natural-log probability of the whole text")
     perplexity: float
+    cache: bool = Field(description="whether the model's continuous cache was used")
     model: ModelRef
 
 
@@ -81,6 +84,7 @@ async def next_word(
         temperature=request.temperature,
         top_k=request.top_k,
         seed=request.seed,
+        cache=request.cache,
     )
     body = {
         "candidates": [{"word": c.word, "probability": c.probability} for c in res.candidates],
@@ -88,6 +92,7 @@ async def next_word(
         "tokens": res.tokens,
         "completion": res.completion,
         "completion_tokens": res.completion_tokens,
+        "cache": res.cache,
         "model": {"name": rec.name, "version": rec.version},
     }
     return json_response(body)
@@ -105,11 +110,14 @@ async def score(
     ],
     container: ContainerDep,
 ) -> Response:
-    rec, res = await container.get(NextWordService).score(request.text, request.model)
+    rec, res = await container.get(NextWordService).score(
+        request.text, request.model, request.cache
+    )
     body = {
         "tokens": res.tokens,
         "log_likelihood": res.log_likelihood,
         "perplexity": res.perplexity,
+        "cache": res.cache,
         "model": {"name": rec.name, "version": rec.version},
     }
     return json_response(body)
