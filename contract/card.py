@@ -187,6 +187,14 @@ class NextWordCard(Header):
         graphs = [info.data.get("onnx"), info.data.get("score_onnx")]
         if v is not None and any(g is not None and v.output not in g.output_names for g in graphs):
             raise ValueError(f"cache.output {v.output!r} must be an output of both graphs")
+        state = info.data.get("state")
+        taken = {g.output_names[0] for g in graphs if g is not None}
+        taken |= set(state.outputs) if state is not None else set()
+        if v is not None and v.output in taken:
+            raise ValueError(
+                f"cache.output {v.output!r} is the graphs' probabilities or state output; name "
+                "the last layer's per-position output"
+            )
         return v
 
 

@@ -139,9 +139,11 @@ class NextWordModel:
         self.state_out: list[str] = list(st.outputs)
         self.layers, self.hidden = st.layers, st.hidden_size
         self.next_in = card.onnx.input_names
-        self.next_out = card.onnx.output_names
+        cache_out = card.cache.output if card.cache else None
+        # the cache's output is fetched only for requests that use the cache
+        self.next_out = [n for n in card.onnx.output_names if n != cache_out]
         self.score_in = card.score_onnx.input_names
-        self.score_out = card.score_onnx.output_names
+        self.score_out = [n for n in card.score_onnx.output_names if n != cache_out]
         self.vocab_size = len(self.id_to_token)
         # Working memory per token, in bytes (float32): scoring keeps the logits and their
         # log-softmax for every position (~3 vocabulary rows with the gather); a step keeps the
@@ -220,13 +222,9 @@ class NextWordModel:
             logp = res[self.next_out[0]]
             hidden = np.concatenate(kept, axis=1)[:, -keep:] if keep else None
             for k, r in enumerate(rows):
-                h = (
-                    None
-                    if hidden is None
-                    else hidden[k, -items[r].keep :]
-                    if items[r].keep
-                    else None
-                )
+                # a copy: a view would keep the whole batch's array alive with the result
+                want = items[r].keep
+                h = hidden[k, -want:].copy() if hidden is not None and want else None
                 out[r] = StepOut(logp[k], [res[n][:, k : k + 1] for n in self.state_out], h)
         return [o for o in out if o is not None]
 
@@ -243,9 +241,10 @@ class NextWordModel:
         piece = min(len(item.ids), self.score_chunk)
         if item.cache is None:
             return piece * self.score_token_bytes
-        # the cache's history and one piece's match scores against it
+        # the cache's history, and one piece's match scores against it: float32 scores and
+        # weights, boolean masks and the position arithmetic, ~20 bytes per (query, key) pair
         window = min(len(item.ids), item.cache.window)
-        return piece * self.score_token_bytes + 4 * (window + piece) * (self.hidden + 2 * piece)
+        return piece * self.score_token_bytes + (window + piece) * (4 * self.hidden + 20 * piece)
 
     def _run_score(self, items: list[ScoreItem]) -> list[ScoreOut]:
         out: list[ScoreOut | None] = [None] * len(items)
@@ -285,6 +284,19 @@ class NextWordModel:
         full = np.concatenate([[self.start_id], ids]).astype(np.int64)
         lp = self._run_score([ScoreItem(full[:-1], full[1:], self.zero_state())])[0].log_probs
         expect_finite(lp, (len(ids),), "token log-probabilities")
+        if self.cache_params is not None:  # the cache's output and both cached paths
+            p = self.cache_params
+            step = self._run_next([StepItem(full, self.zero_state(), p.window + 1)])[0]
+            expect(
+                step.hidden is not None and step.hidden.shape == (len(full), self.hidden),
+                f"cache output {self.hidden_name!r} is not [batch, sequence, {self.hidden}]",
+            )
+            assert step.hidden is not None
+            history = History(step.hidden[:-1], full[1:])
+            mixed = lm_cache.next_log_probs(step.log_probs, step.hidden[-1], history, p)
+            expect_finite(mixed, (len(self.id_to_token),), "cached next-word log-probabilities")
+            item = ScoreItem(full[:-1], full[1:], self.zero_state(), p)
+            expect_finite(self._run_score([item])[0].log_probs, (len(ids),), "cached scores")
 
     # -- request logic ---------------------------------------------------------------------------
     def zero_state(self) -> list[np.ndarray]:
@@ -339,14 +351,14 @@ class NextWordModel:
         temperature: float,
         top_k: int | None,
         seed: int | None,
-        cache: bool = True,
+        cache: bool | None = True,
     ) -> NextWordResult:
         self.next_batcher.admit(1)  # refuse before tokenizing when the model is full
         with Timer("tokenize"):
             state = self.codec.decode(state_token) if state_token else self.zero_state()
             ids = self.encode(text)
         feed = ids if state_token else [self.start_id, *ids]
-        params = self.cache_params if cache else None
+        params = self.cache_params if cache is not False else None
         step = await self.advance(np.asarray(feed, dtype=np.int64), state, params)
         history = query = None
         log_probs = step.log_probs
@@ -403,10 +415,10 @@ class NextWordModel:
         res = await self.score_batcher.submit(ScoreItem(ids[:-1], ids[1:], state, cache))
         return res.log_probs
 
-    async def score(self, text: str, cache: bool = True) -> ScoreResult:
+    async def score(self, text: str, cache: bool | None = True) -> ScoreResult:
         self.score_batcher.admit(1)
         ids = [self.start_id, *self.encode(text)]
-        params = self.cache_params if cache else None
+        params = self.cache_params if cache is not False else None
         token_lp = await self.token_log_probs(
             np.asarray(ids, dtype=np.int64), self.zero_state(), params
         )
@@ -443,7 +455,7 @@ class NextWordService(TaskService[NextWordModel]):
         return rec, await m.predict(clean, **kwargs)
 
     async def score(
-        self, text: str, model: str | None, cache: bool = True
+        self, text: str, model: str | None, cache: bool | None = True
     ) -> tuple[ModelRecord, ScoreResult]:
         rec, m, clean = self._model(model, text)
         return rec, await m.score(clean, cache)

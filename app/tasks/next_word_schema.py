@@ -15,8 +15,8 @@ from app.api.schemas import MAX_CONTEXT_CHARS, TEXT_PATTERN, StrictRequest
 MIN_TEMPERATURE = 1e-3
 MAX_TEMPERATURE = 5.0
 CACHE_HELP = (
-    "mix in the model's continuous cache (if its card has one) over this request's text; "
-    "false: the model alone"
+    "mix in the model's continuous cache (if its card has one) over this request's text "
+    "(absent, null or true); false: the model alone"
 )
 
 
@@ -79,7 +79,7 @@ class NextWordRequest(StrictRequest):
         None, description="makes sampled completions reproducible"
     )
     model: str | None = Field(None, description='"name" or "name:version"')
-    cache: bool = Field(True, description=CACHE_HELP)
+    cache: bool | None = Field(None, description=CACHE_HELP)
 
     @field_validator("temperature")
     @classmethod

@@ -133,8 +133,14 @@ def test_cache_must_be_a_boolean(client: TestClient) -> None:
     assert client.post("/v2/models/wikitext2-lstm/infer", json=v2).status_code == 200
 
 
-def test_a_card_whose_cache_output_is_missing_is_refused() -> None:
+@pytest.mark.parametrize("output", ["not-an-output", "hn", "log_probs"])
+def test_a_card_whose_cache_output_is_not_the_per_position_output_is_refused(output: str) -> None:
     card = _card()
-    card["cache"]["output"] = "not-an-output"
+    card["cache"]["output"] = output
     with pytest.raises(CardError, match="cache"):
         parse(card)
+
+
+def test_a_null_cache_means_the_default(client: TestClient) -> None:
+    r = client.post("/next-word/score", json={"text": "the game", "cache": None, "model": CACHED})
+    assert r.status_code == 200 and r.json()["cache"] is True

@@ -50,7 +50,10 @@ def fit_temperature(groups: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
         return float(np.mean([nll(scale(p, t), y) for p, y in groups]))
 
     grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
-    best = float(grid[int(np.argmin([loss(t) for t in grid]))])
+    losses = [loss(t) for t in grid]
+    if not np.isfinite(losses).all():
+        raise ValueError("the calibration loss is not finite: an empty group or NaN probabilities")
+    best = float(grid[int(np.argmin(losses))])
     fine = best * np.exp(np.linspace(-0.06, 0.06, 41))
     return float(fine[int(np.argmin([loss(t) for t in fine]))])
 

@@ -92,12 +92,18 @@ class Scored:
 
 
 def run_score(
-    session: ort.InferenceSession, ids: list[int], start_id: int, state: dict[str, Any]
+    session: ort.InferenceSession,
+    ids: list[int],
+    start_id: int,
+    state: dict[str, Any],
+    graph: dict[str, Any],
 ) -> Scored:
+    """One text through the score graph; ``graph``: its card section (input/output names)."""
     feed = np.asarray([start_id, *ids], dtype=np.int64)[None, :]
+    ids_in, targets_in = _names(graph["inputs"])[:2]
     res = session.run(
-        ["token_log_probs", HIDDEN_OUTPUT],
-        {"input_ids": feed[:, :-1], "target_ids": feed[:, 1:], **state},
+        [_names(graph["outputs"])[0], HIDDEN_OUTPUT],
+        {ids_in: feed[:, :-1], targets_in: feed[:, 1:], **state},
     )
     return Scored(res[0][0], res[1][0], feed[0, 1:])
 
@@ -182,23 +188,29 @@ def tune(scored: list[Scored]) -> dict[str, Any]:
     return {"best": best, "base_perplexity": math.exp(-base.sum() / n), "grid": grid}
 
 
+def _names(tensors: list[Any]) -> list[str]:
+    """Tensor names from a card's list (names, or ``{"name": ...}`` entries)."""
+    return [t if isinstance(t, str) else t["name"] for t in tensors]
+
+
 def top_k(
     session: ort.InferenceSession,
     texts: list[list[int]],
     start_id: int,
     banned: list[int],
     params: CacheParams,
-    state_size: tuple[int, int],
+    card: dict[str, Any],
     k: int = 5,
 ) -> dict[str, Any]:
     """Top-1/top-5 of the next-word graph with and without the cache, stepping every text one
     token at a time in one batch (as /next-word does after each word). Positions whose target
     is a word /next-word never suggests (<unk>, end of line) are counted apart."""
-    layers, size = state_size
+    layers, size = int(card["state"]["layers"]), int(card["state"]["hidden_size"])
+    state_in, state_out = card["state"]["inputs"], card["state"]["outputs"]
+    ids_in, probs_out = _names(card["onnx"]["inputs"])[0], _names(card["onnx"]["outputs"])[0]
     b = len(texts)
     feeds = [np.asarray([start_id, *t], dtype=np.int64) for t in texts]
-    h = np.zeros((layers, b, size), np.float32)
-    c = np.zeros((layers, b, size), np.float32)
+    state = [np.zeros((layers, b, size), np.float32) for _ in state_in]  # h (and c for LSTM)
     hist = [History.empty(size) for _ in range(b)]
     prev_q: list[np.ndarray | None] = [None] * b
     hits = {"base": np.zeros(2), "cache": np.zeros(2)}
@@ -208,11 +220,12 @@ def top_k(
     for t in tqdm(range(steps), desc="top-k"):
         live = [i for i in range(b) if t + 1 < len(feeds[i])]
         x = np.array([[feeds[i][t]] for i in live], np.int64)
-        lp, hn, cn, hid = session.run(
-            ["log_probs", "hn", "cn", HIDDEN_OUTPUT],
-            {"input_ids": x, "h0": h[:, live], "c0": c[:, live]},
+        lp, hid, *new = session.run(
+            [probs_out, HIDDEN_OUTPUT, *state_out],
+            {ids_in: x, **{n: s[:, live] for n, s in zip(state_in, state, strict=True)}},
         )
-        h[:, live], c[:, live] = hn, cn
+        for s, v in zip(state, new, strict=True):
+            s[:, live] = v
         for j, i in enumerate(live):
             q = hid[j, -1]
             prev = prev_q[i]
@@ -259,7 +272,13 @@ def prepare(src: Path, dst: Path) -> dict[str, Any]:
         name = card[key]["file"]
         m = onnx.load(str(src / name), load_external_data=False)
         onnx.save(add_hidden_output(m, size), str(dst / name))
-        card[key]["outputs"] = [*card[key]["outputs"], HIDDEN_OUTPUT]
+        outputs = card[key]["outputs"]
+        if HIDDEN_OUTPUT not in _names(outputs):  # in the layout the card already uses
+            typed = bool(outputs) and isinstance(outputs[0], dict)
+            entry: Any = HIDDEN_OUTPUT
+            if typed:
+                entry = {"name": HIDDEN_OUTPUT, "dtype": "float32", "shape": ["batch", "seq", size]}
+            card[key]["outputs"] = [*outputs, entry]
     return card
 
 
@@ -277,7 +296,9 @@ def run(
     zero = {n: np.zeros((layers, 1, size), np.float32) for n in card["state"]["inputs"]}
     score_s = session(work / card["score_onnx"]["file"])
     t0 = time.perf_counter()
-    scored = [run_score(score_s, t, start, zero) for t in tqdm(texts, desc="score")]
+    scored = [
+        run_score(score_s, t, start, zero, card["score_onnx"]) for t in tqdm(texts, desc="score")
+    ]
     tuned = tune(scored[:half])
     b = tuned["best"]
     params = CacheParams(b["theta"], b["lambda"], b["window"], b["ramp"])
@@ -294,7 +315,7 @@ def run(
         }
     banned = [int(card["special_tokens"]["unk"]["id"]), int(card["special_tokens"]["eos"]["id"])]
     next_s = session(work / card["onnx"]["file"])
-    report["held_out"]["top_k"] = top_k(next_s, texts[half:], start, banned, params, (layers, size))
+    report["held_out"]["top_k"] = top_k(next_s, texts[half:], start, banned, params, card)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     card["cache"] = {
         "theta": params.theta,
@@ -341,6 +362,9 @@ def publish_with_cache(
         "cache": {**report, "grid_size": len(grid)},
     }
     card["created"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    if "folder_bytes" in card:  # written below; the grid file and the card count too
+        files = [f for f in staging.iterdir() if f.is_file() and f.name != "card.json"]
+        card["folder_bytes"] = sum(f.stat().st_size for f in files)
     (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     (staging / "cache_grid.json").write_text(json.dumps(grid) + "\n", encoding="utf-8")
     return card

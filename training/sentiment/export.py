@@ -249,6 +249,11 @@ def export_model(
     }
     if calibration:
         card["calibration"] = calibration
+        t = calibration["temperature"]
+        model: dict[str, Any] = card["model"]  # type: ignore[assignment]
+        model["combine"] = f"{model['combine']}, then temperature-scaled: softmax(log p / {t:.4g})"
+        said = str(card["description"]).rstrip(".")
+        card["description"] = f"{said}; probabilities temperature-scaled on the dev files."
     if quant:
         card["quantization"] = quant
     if experiments is not None:
@@ -277,6 +282,12 @@ def _calibrate(
     from training.common import calibration as cal
 
     parts = {g: (probs[idx], y[idx]) for g, idx in (groups or {"dev": np.arange(len(y))}).items()}
+    small = sorted(g for g, (_, yy) in parts.items() if len(yy) < 20)
+    if small:  # an empty file (all its rows dropped by --label-names) would make T meaningless
+        raise SystemExit(
+            f"--calibrate needs at least 20 dev rows per dev file; {', '.join(small)} "
+            f"{'has' if len(small) == 1 else 'have'} fewer (after --label-names)"
+        )
     t = cal.fit_temperature(list(parts.values()))
     return {
         "method": "temperature scaling of the ensemble's log-probabilities, softmax(log p / T), "

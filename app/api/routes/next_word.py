@@ -43,7 +43,7 @@ class ScoreRequest(StrictRequest):
         json_schema_extra={"pattern": TEXT_PATTERN, "maxLength": MAX_CONTEXT_CHARS},
     )
     model: str | None = None
-    cache: bool = Field(True, description=CACHE_HELP)
+    cache: bool | None = Field(None, description=CACHE_HELP)
 
 
 class ScoreResponse(BaseModel):
