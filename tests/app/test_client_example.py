@@ -47,7 +47,7 @@ def api() -> Iterator[Any]:
 
 def test_sentiment_one_and_many(api: Any) -> None:
     r = api.sentiment("a gorgeous, witty, moving film")
-    assert r.label == "positive" and r.score > 0.5 and r.model == "sst2-imdb-bilstm:1"
+    assert r.label == "positive" and r.score > 0.5 and r.model == "sst2-imdb-tweets-bilstm:1"
     assert abs(sum(r.probabilities.values()) - 1) < 1e-3 and not r.truncated
     many = api.sentiment_many(["awful, tedious and dull", "great", "brilliant"], batch_size=2)
     assert [m.label for m in many] == ["negative", "positive", "positive"]
