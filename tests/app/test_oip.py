@@ -94,7 +94,9 @@ def test_sentiment_infer_echoes_id_and_honours_requested_outputs(client: TestCli
     p = np.asarray(probs["data"]).reshape(2, 2)
     np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
     # the same numbers as the task route
-    task = client.post("/sentiment", json={"text": "a gorgeous, witty, moving film"}).json()
+    task = client.post(
+        "/sentiment", json={"text": "a gorgeous, witty, moving film", "model": "sst2-imdb-bilstm"}
+    ).json()
     assert p[0, 1] == pytest.approx(task["probabilities"]["positive"], abs=1e-6)
 
 

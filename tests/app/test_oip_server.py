@@ -132,7 +132,7 @@ def test_metrics_are_summed_over_workers_and_logs_carry_request_ids(
     for i in range(n):
         req = urllib.request.Request(
             f"http://{url}/sentiment",
-            data=json.dumps({"text": "a fine film"}).encode(),
+            data=json.dumps({"text": "a fine film", "model": "sst2-imdb-bilstm"}).encode(),
             headers={"content-type": "application/json", "x-request-id": f"mp-{i}"},
         )
         # a new connection each time, so the kernel spreads them over both workers
