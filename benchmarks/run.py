@@ -58,6 +58,16 @@ SENTENCE = (
 )  # 20 words
 
 
+def machine() -> dict[str, Any]:
+    """The box a benchmark ran on, recorded beside its figures."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -288,12 +298,7 @@ def main() -> int:
         "forecast": {"series": [m4_series(1)[0]], "horizon": 48},
     }
     result: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine(),
         "settings": {
             "seconds_per_point": args.seconds,
             "server_processes": 1,

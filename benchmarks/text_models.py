@@ -40,17 +40,11 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
+from benchmarks.holdout import post  # noqa: E402  (raises with the body on a non-200)
 from training.common.calibration import ece  # noqa: E402  (numpy only)
 
 DATA = REPO.parent / "shared" / "data"
 BINARY = {"0": "negative", "1": "positive", "negative": "negative", "positive": "positive"}
-
-
-def post(client: TestClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    r = client.post(path, json=body)
-    if r.status_code != 200:
-        raise RuntimeError(f"POST {path}: {r.status_code} {r.text[:300]}")
-    return r.json()
 
 
 def read_rows(path: Path, quoted: bool = True) -> list[tuple[str, str]]:

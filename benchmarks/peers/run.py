@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import resource
 import signal
 import statistics
@@ -42,7 +41,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/peers/run.py` from anywhere
     sys.path.insert(0, str(REPO))
 
 from benchmarks.peers.common import SENTENCE, Forecast, NextWord, Sentiment  # noqa: E402
-from benchmarks.run import LUA, free_port, m4_series  # noqa: E402
+from benchmarks.run import LUA, free_port, m4_series, machine  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results"
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -817,12 +816,7 @@ def main() -> int:
         "request": request_text(args.task),
         "started": started,
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine(),
         "settings": {
             "blocks": args.blocks,
             "seconds": args.seconds,
