@@ -23,7 +23,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 2
 SUPPORTED_SCHEMAS = (1, 2)
@@ -206,13 +214,39 @@ class ShiftRule(_Open):
     abs_floor: float = Field(gt=0)
 
 
+class NormaliseRule(_Open):
+    """Version 3 on: the equivariant scaling (``contract.forecast.Scaling``)."""
+
+    rule: Literal["affine", "floorlog"]
+    delta: float = Field(0.1, gt=0)
+    clip: float = Field(30.0, gt=0)
+    ceiling_ranges: float = Field(5.0, gt=0)
+
+
 class Preprocessing(_Open):
-    shift: ShiftRule
+    # exactly one: the positive shift + in-graph log of versions 1-2, or the scaling
+    shift: ShiftRule | None = None
+    normalise: NormaliseRule | None = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Preprocessing:
+        if (self.shift is None) == (self.normalise is None):
+            raise ValueError("give exactly one of preprocessing.shift and preprocessing.normalise")
+        return self
+
+
+class PerSeriesIntervals(_Open):
+    """Per-series conformal calibration from backtests (``contract.forecast``)."""
+
+    min_origins: int = Field(ge=1)
+    max_origins: int = Field(ge=1)
+    stride: int = Field(ge=1)
 
 
 class Intervals(_Open):
     levels: list[float] = Field(min_length=2)
     table: list[list[float]] = Field(min_length=1)
+    per_series: PerSeriesIntervals | None = None
 
     @field_validator("levels")
     @classmethod

@@ -8,6 +8,7 @@ the same functions to every request, so the intervals it returns are the ones tr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -145,3 +146,208 @@ def interval_bounds(
     the shift [N] and the multipliers [H]: median * exp(-/+ k * spread) - shift."""
     kk = k[None, :]
     return med * np.exp(-kk * spread) - shift[:, None], med * np.exp(kk * spread) - shift[:, None]
+
+
+# --- equivariant scaling (card: preprocessing.normalise) -------------------------------------
+#
+# forecast(a*x + b) == a*forecast(x) + b for every a > 0 and b, by construction: each window is
+# described by a location, a scale and a floor of its own (float64, on the host), the graph
+# reads the window in units of those and forecasts in the same units, and every output is
+# mapped back with them. The only floor that keeps that property and never gives a
+# non-negative history a negative forecast is the window's own minimum (any such floor L has
+# L(x) = min(x) + L(x - min(x)) >= min(x)), so every output is floored there. A constant window
+# has scale 0: every output is that constant, every interval has width 0.
+#
+# Two graph spaces, both equivariant:
+#   "affine":   g = (x - loc) / scale, loc = mean of the last period;
+#   "floorlog": g = ln((x - min) / scale + delta): a log measured from the window's floor,
+#               so series that swing from near their minimum to many times it (the night and
+#               day of a load curve) are modelled in relative terms, as a log model does.
+
+SCALINGS = ("affine", "floorlog")
+G_CLIP = 30.0  # card: preprocessing.normalise.clip; |g| beyond it is clipped before the graph
+SPREAD_FLOOR = 1e-6  # graph-space spread floor (card: intervals.rule)
+# card: preprocessing.normalise.ceiling_ranges: no output goes above the window's maximum by
+# more than this many times its range (a log-space bound at a high level can otherwise reach
+# 1e30 on a window whose upper quantile is uncertain); equivariant like the floor
+CEILING_RANGES = 5.0
+
+
+@dataclass(frozen=True)
+class WindowNorm:
+    """Per-row location, scale, floor and ceiling of windows [N, W] (float64, [N] each)."""
+
+    loc: np.ndarray
+    scale: np.ndarray
+    floor: np.ndarray
+    ceiling: np.ndarray
+
+    def take(self, rows: np.ndarray | slice) -> WindowNorm:
+        return WindowNorm(self.loc[rows], self.scale[rows], self.floor[rows], self.ceiling[rows])
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """The card's ``preprocessing.normalise``: how raw windows become graph inputs and graph
+    outputs become values. Training and serving both call these methods."""
+
+    rule: str = "affine"
+    delta: float = 0.1  # floorlog: offset of the log, in scales
+    period: int = 24
+    clip: float = G_CLIP
+    ceiling_ranges: float = CEILING_RANGES
+
+    def __post_init__(self) -> None:
+        if self.rule not in SCALINGS:
+            raise ValueError(f"normalise rule must be one of {SCALINGS}, got {self.rule!r}")
+
+    def stats(self, x: np.ndarray) -> WindowNorm:
+        """loc (affine: mean of the last period; floorlog: the minimum), scale = standard
+        deviation of the window (0 for a constant window), floor = the minimum."""
+        x = np.asarray(x, dtype=np.float64)
+        lo = x.min(axis=1)
+        scale = x.std(axis=1)
+        # a spread lost in the float rounding of the values is a constant window
+        scale = np.where(scale > 1e-13 * np.abs(x).max(axis=1), scale, 0.0)
+        loc = x[:, -self.period :].mean(axis=1) if self.rule == "affine" else lo
+        hi = x.max(axis=1)
+        return WindowNorm(loc, scale, lo, hi + self.ceiling_ranges * (hi - lo))
+
+    def encode(self, x: np.ndarray, n: WindowNorm) -> np.ndarray:
+        """Values [N, T] -> graph units (float64), clipped to +-clip; 0 for constant rows."""
+        x = np.asarray(x, dtype=np.float64)
+        ok = n.scale[:, None] > 0
+        u = (x - n.loc[:, None]) / np.where(ok, n.scale[:, None], 1.0)
+        if self.rule == "floorlog":
+            u = np.log(np.maximum(u + self.delta, self.delta * 1e-6))
+        return np.clip(np.where(ok, u, 0.0), -self.clip, self.clip)
+
+    def decode(self, g: np.ndarray, n: WindowNorm) -> np.ndarray:
+        """Graph units [N, ...] -> values, kept within [floor, ceiling] of each window."""
+        g = np.asarray(g, dtype=np.float64)
+        shape = (-1,) + (1,) * (g.ndim - 1)
+        # exp(50) * scale is far above any ceiling: the clip only avoids overflow
+        u = np.exp(np.minimum(g, 50.0)) - self.delta if self.rule == "floorlog" else g
+        out = n.loc.reshape(shape) + n.scale.reshape(shape) * u
+        return np.clip(out, n.floor.reshape(shape), n.ceiling.reshape(shape))
+
+
+def g_spread(qg: np.ndarray) -> np.ndarray:
+    """Half the distance between the highest and lowest graph quantile (graph units), floored:
+    the unit of the conformal table and of the per-series scores."""
+    return np.maximum(0.5 * (qg[..., -1] - qg[..., 0]), SPREAD_FLOOR)
+
+
+def g_scores(yg: np.ndarray, med_g: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Conformal scores |y - median| / spread, all in the window's graph units [N, H]."""
+    return np.abs(yg - med_g) / spread
+
+
+def conformal_quantile(scores: np.ndarray, level: float, axis: int | None = 0) -> np.ndarray:
+    """The finite-sample conformal quantile ceil((n + 1) L) / n of ``scores`` along ``axis``
+    (``method="higher"``); the largest score when n is too small to resolve L."""
+    n = scores.shape[axis] if axis is not None else scores.size
+    p = min(1.0, math.ceil((n + 1) * level / 100.0) / n)
+    return np.quantile(scores, p, axis=axis, method="higher")
+
+
+def scaled_bounds(
+    sc: Scaling, med_g: np.ndarray, spread: np.ndarray, k: np.ndarray, n: WindowNorm
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) values from the graph-space median [N, H], spread [N, H] and multipliers
+    ``k`` ([H], or [N, H] per series): decode(median -/+ k * spread), floored."""
+    kk = k if np.ndim(k) == 2 else k[None, :]
+    return sc.decode(med_g - kk * spread, n), sc.decode(med_g + kk * spread, n)
+
+
+# Per-series intervals (card: intervals.per_series): a series with at least `min_origins`
+# backtest origins beyond its window gets its own multiplier on the global table, from its
+# own errors at the last `max_origins` origins, `stride` points apart, each forecasting the
+# `horizon` points after it from the window before it.
+
+
+def backtest_origins(n: int, window: int, horizon: int, stride: int, max_origins: int) -> list[int]:
+    """Cut points of a series of length ``n``, newest first: the last ``horizon`` points are
+    the first target, then every ``stride`` points back, each with a full ``window`` before."""
+    out: list[int] = []
+    o = n - horizon
+    while o >= window and len(out) < max_origins:
+        out.append(o)
+        o -= stride
+    return out
+
+
+def series_ratio(scores: np.ndarray, k: np.ndarray, level: float) -> float:
+    """How much the global multipliers ``k`` [H] must be scaled for this series' backtest
+    scores [J, H] to reach coverage ``level``: the conformal quantile of scores / k."""
+    ratios = scores / np.maximum(k, SPREAD_FLOOR)[None, :]
+    return float(conformal_quantile(ratios.ravel(), level, axis=None))
+
+
+@dataclass(frozen=True)
+class Backtests:
+    """One series' backtests: the graph inputs of the windows before each origin [J, W], the
+    targets after them [J, h] and the windows' norms."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    norm: WindowNorm
+
+
+def plan_backtests(
+    sc: Scaling,
+    values: np.ndarray,
+    window: int,
+    horizon: int,
+    min_origins: int,
+    max_origins: int,
+    stride: int,
+) -> Backtests | None:
+    """The backtests of one series (None: fewer than ``min_origins`` usable origins, so the
+    global table is used). A constant backtest window has no error scale and is skipped."""
+    v = np.asarray(values, dtype=np.float64)
+    origins = np.asarray(backtest_origins(len(v), window, horizon, stride, max_origins), int)
+    if len(origins) < min_origins:
+        return None
+    win = np.stack([v[o - window : o] for o in origins])
+    norm = sc.stats(win)
+    keep = norm.scale > 0
+    if keep.sum() < min_origins:
+        return None
+    win, norm = win[keep], norm.take(keep)
+    targets = np.stack([v[o : o + horizon] for o in origins[keep]])
+    return Backtests(sc.encode(win, norm), targets, norm)
+
+
+def series_multipliers(
+    sc: Scaling,
+    bt: Backtests,
+    med_g: np.ndarray,
+    q_g: np.ndarray,
+    k_global: np.ndarray,
+    level: float,
+) -> np.ndarray:
+    """Per-horizon multipliers [h] for one series at ``level``: the global ones scaled by the
+    conformal ratio of its backtest scores (graph outputs ``med_g`` [J, >=h], ``q_g``)."""
+    h = bt.targets.shape[1]
+    scores = g_scores(sc.encode(bt.targets, bt.norm), med_g[:, :h], g_spread(q_g[:, :h]))
+    return series_ratio(scores, k_global, level) * k_global
+
+
+def multipliers(
+    sc: Scaling,
+    table: np.ndarray,
+    grid: np.ndarray | tuple[float, ...],
+    level: float,
+    horizon: int,
+    backtests: list[tuple[Backtests, np.ndarray, np.ndarray] | None],
+) -> np.ndarray:
+    """Interval multipliers [N, horizon] at ``level`` for N series: the global table's, or per
+    series (an entry (backtests, their graph medians, their graph quantiles)) scaled by its own
+    backtests' conformal ratio (:func:`series_multipliers`)."""
+    k_global = interval_k(table[:horizon], level, grid)
+    k = np.repeat(k_global[None, :], len(backtests), axis=0)
+    for i, entry in enumerate(backtests):
+        if entry is not None:
+            k[i] = series_multipliers(sc, entry[0], entry[1], entry[2], k_global, level)
+    return k

@@ -21,15 +21,8 @@ from app.services.base import TaskService
 from app.services.common import OFF_LOOP_VALUES, check_series, expect, expect_finite, off_loop
 from app.settings import Settings
 from contract.card import ForecastCard
-from contract.forecast import (
-    interval_bounds,
-    interval_k,
-    last_window,
-    level_label,
-    level_labels,
-    log_spread,
-    positive_shift,
-)
+from contract.forecast import level_labels
+from contract.forecaster import Plan, SeriesForecaster
 
 TASK = "forecast"
 _FREQ = re.compile(r"^ *([0-9]*) *(s|sec|min|t|h|d|w) *$", re.IGNORECASE | re.ASCII)
@@ -89,6 +82,14 @@ class SeriesForecast:
     bounds: dict[str, np.ndarray]
     timestamps: list[str] | None = None
     warnings: list[str] = field(default_factory=list)
+    # "series": intervals calibrated on this series' own backtests; "global": the card's table
+    calibration: str = "global"
+    backtests: int = 0  # backtest origins behind a "series" calibration
+
+
+# Warnings about the scale of a series: the model is scale-free, but values this small or this
+# large (or varying this little relative to their level) usually mean wrong units or rounding.
+TINY_SCALE, HUGE_SCALE, NEAR_CONSTANT = 1e-9, 1e12, 1e-9
 
 
 class ForecastModel:
@@ -101,13 +102,7 @@ class ForecastModel:
         self.period = card.seasonal_period
         self.freq = card.freq
         self.min_length = card.min_length or self.period
-        shift = card.preprocessing.shift
-        self.rel_margin, self.abs_floor = shift.rel_margin, shift.abs_floor
-        self.grid = np.asarray(card.intervals.levels, dtype=np.float64)
-        self.table = np.asarray(card.intervals.table, dtype=np.float64)
-        if self.table.shape[0] < self.max_horizon:  # card: beyond the table use its last row
-            extra = np.repeat(self.table[-1:], self.max_horizon - self.table.shape[0], axis=0)
-            self.table = np.concatenate([self.table, extra])
+        self.core = SeriesForecaster.from_card(card)
         self.input_name = card.onnx.input_names[0]
         self.median_name, self.quantiles_name = "median", "quantiles"
         self.session = rec.sessions["model"]
@@ -130,7 +125,8 @@ class ForecastModel:
 
     def smoke(self) -> None:
         """One real inference before the model takes traffic (raises ModelLoadError)."""
-        med, q = self._predict([np.linspace(10.0, 20.0, self.window, dtype=np.float32)])[0]
+        plan = self.core.plan([np.linspace(10.0, 20.0, self.window)], self.max_horizon)
+        med, q = self._predict([plan.inputs[0]])[0]
         expect_finite(med, (self.max_horizon,), "median")
         expect(q.shape[0] == self.max_horizon, f"quantiles have shape {q.shape}")
         expect(bool(np.isfinite(q).all()), "quantiles have non-finite values")
@@ -173,23 +169,15 @@ class ForecastModel:
         # Millions of values take ~0.1 s to check and window: in a thread, so probes and small
         # requests keep being answered meanwhile.
         big = sum(len(s.values) for s in series) >= OFF_LOOP_VALUES
-        raw, shift = await off_loop(big, self._prepare, series, horizon, levels)
-        outs = await self.batcher.submit_many(list((raw + shift[:, None]).astype(np.float32)))
-        return await off_loop(big, self._finish, series, outs, horizon, levels, shift)
+        plan = await off_loop(big, self._prepare, series, horizon, levels)
+        outs = await self.batcher.submit_many(list(plan.inputs))
+        return await off_loop(big, self._finish, series, outs, horizon, levels, plan)
 
-    def _prepare(
-        self, series: list[SeriesInput], horizon: int, levels: list[float]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Checks, then the last window of each series and its positive shift."""
+    def _prepare(self, series: list[SeriesInput], horizon: int, levels: list[float]) -> Plan:
+        """Checks, then the graph rows (``contract.forecaster``)."""
         self.validate(series, horizon)
         check_levels(levels)
-        raw = np.stack(
-            [
-                last_window(np.asarray(s.values, dtype=np.float64), self.window, self.period)
-                for s in series
-            ]
-        )
-        return raw, positive_shift(raw, self.rel_margin, self.abs_floor)
+        return self.core.plan([np.asarray(s.values, dtype=np.float64) for s in series], horizon)
 
     def _finish(
         self,
@@ -197,21 +185,18 @@ class ForecastModel:
         outs: list[tuple[np.ndarray, np.ndarray]],
         horizon: int,
         levels: list[float],
-        shift: np.ndarray,
+        plan: Plan,
     ) -> list[SeriesForecast]:
-        """Means, interval bounds and timestamps from the model's outputs."""
-        med = np.stack([o[0][:horizon] for o in outs]).astype(np.float64)  # shifted space
-        q = np.stack([o[1][:horizon] for o in outs]).astype(np.float64)
-        spread = log_spread(q)
-        bounds: dict[str, np.ndarray] = {}
-        for level in sorted(levels):
-            k = interval_k(self.table[:horizon], level, self.grid)
-            name = level_label(level)
-            bounds[f"lo-{name}"], bounds[f"hi-{name}"] = interval_bounds(med, spread, shift, k)
-        mean = med - shift[:, None]
+        """Means, interval bounds, warnings and timestamps from the model's outputs."""
+        med = np.stack([o[0] for o in outs])
+        q = np.stack([o[1] for o in outs])
+        fc = self.core.outputs(plan, med, q, horizon, levels)
         results = []
         for i, s in enumerate(series):
-            r = SeriesForecast(s.id, mean[i], {k: v[i] for k, v in bounds.items()})
+            r = SeriesForecast(s.id, fc.mean[i], {k: v[i] for k, v in fc.bounds.items()})
+            if fc.backtests[i]:
+                r.calibration, r.backtests = "series", int(fc.backtests[i])
+            r.warnings.extend(self._warnings(s, plan, i))
             if s.freq is not None and freq_seconds(s.freq) != freq_seconds(self.freq):
                 r.warnings.append(
                     f"series {echo(s.id)} has freq {echo(s.freq)} but the model was trained on "
@@ -223,6 +208,43 @@ class ForecastModel:
                 r.timestamps = [(first + step * h).isoformat() for h in range(horizon)]
             results.append(r)
         return results
+
+    def _warnings(self, s: SeriesInput, prep: Plan, i: int) -> list[str]:
+        """What the model had to assume about this series, in words."""
+        out: list[str] = []
+        sid = echo(s.id)
+        if len(s.values) < self.window:
+            out.append(
+                f"series {sid} has {len(s.values)} values, fewer than the model's window of "
+                f"{self.window}: the window was padded by repeating its first seasonal cycle "
+                f"({self.period} values)"
+            )
+        if prep.norm is None:
+            if prep.shift is not None and prep.shift[i] > 0:
+                out.append(
+                    f"series {sid} has values <= 0: it was shifted up by {prep.shift[i]:.6g} "
+                    "for the model's log scale and back; this model's forecasts change when "
+                    "a constant is added to a series"
+                )
+            return out
+        scale, level = prep.norm.scale[i], abs(float(prep.norm.loc[i]))
+        if scale == 0:
+            out.append(
+                f"series {sid} is constant over the model's window: its forecast is that "
+                "constant, with zero-width intervals"
+            )
+        elif scale < NEAR_CONSTANT * level:
+            out.append(
+                f"series {sid} is near-constant: its variation ({scale:.3g}) is a "
+                f"{scale / level:.1e} fraction of its level ({level:.6g}); the forecast "
+                "follows that variation, which may be rounding noise"
+            )
+        elif scale < TINY_SCALE or scale > HUGE_SCALE:
+            out.append(
+                f"series {sid} varies on a scale of {scale:.3g}: the model forecasts in units "
+                "of each series' own spread, so this is fine if the units are right"
+            )
+        return out
 
 
 class ForecastService(TaskService[ForecastModel]):

@@ -29,11 +29,23 @@ class ForecastAdapter:
 
     def outputs(self, rec: ModelRecord) -> list[dict[str, Any]]:
         h = int(rec.card["max_horizon"])
-        return [meta("mean", "FP32", [-1, h])] + [
-            meta(f"{side}-{level}", "FP32", [-1, h], level=level)
-            for level in (80, 95)
-            for side in ("lo", "hi")
-        ]
+        return (
+            [meta("mean", "FP32", [-1, h])]
+            + [
+                meta(f"{side}-{level}", "FP32", [-1, h], level=level)
+                for level in (80, 95)
+                for side in ("lo", "hi")
+            ]
+            + [
+                meta(
+                    "backtests",
+                    "INT64",
+                    [-1],
+                    meaning="backtest origins the series' intervals were calibrated on "
+                    "(0: the card's global table)",
+                )
+            ]
+        )
 
     async def infer(self, c: Container, ref: str, req: InferRequest) -> list[Tensor]:
         values = series_matrix(req)
@@ -56,6 +68,7 @@ class ForecastAdapter:
                         key, "FP32", np.stack([r.bounds[key] for r in results]).astype(np.float32)
                     )
                 )
+        out.append(Tensor("backtests", "INT64", np.asarray([r.backtests for r in results])))
         return out
 
 

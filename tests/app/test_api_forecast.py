@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from contract.forecast import last_window, positive_shift
+from contract.forecast import Scaling, interval_k, last_window
 
 MAX_SERIES = 50  # a small request limit, so a test can go past it
 
@@ -41,7 +42,10 @@ def test_forecast_shapes_intervals_and_timestamps(fc_client: TestClient) -> None
     r = fc_client.post("/forecast", json=body)
     assert r.status_code == 200, r.text
     out = r.json()
-    assert [f["id"] for f in out["forecasts"]] == ["a", "b"] and out["warnings"] == []
+    assert [f["id"] for f in out["forecasts"]] == ["a", "b"]
+    # 'b' is shorter than the window (48): padded, and said so
+    assert len(out["warnings"]) == 1 and "series 'b' has 30 values" in out["warnings"][0]
+    assert "padded" in out["warnings"][0]
     for f in out["forecasts"]:
         mean, lo80, hi80 = map(np.asarray, (f["mean"], f["lo-80"], f["hi-80"]))
         lo95, hi95 = np.asarray(f["lo-95"]), np.asarray(f["hi-95"])
@@ -62,27 +66,44 @@ def test_matches_the_graph_on_the_documented_window(
     folder = tiny_forecast_models / "forecast" / "tiny-fc" / "1"
     values = _wave(500)
     r = fc_client.post("/forecast", json={"series": [{"values": values}], "horizon": 24}).json()
-    x = np.asarray(values[-48:], dtype=np.float32)[None]
-    med = ort_session(folder / "model.onnx").run(["median"], {"values": x})[0][0]
-    assert np.allclose(r["forecasts"][0]["mean"], med, rtol=1e-5)
+    x = np.asarray(values[-48:], dtype=np.float64)[None]
+    card = json.loads((folder / "card.json").read_text())
+    rule = card["preprocessing"]["normalise"]
+    sc = Scaling(rule["rule"], rule["delta"], 24, rule["clip"])
+    n = sc.stats(x)  # floorlog: min and std of the window
+    assert np.isclose(n.loc[0], x.min()) and np.isclose(n.scale[0], x.std())
+    g = np.log((x - x.min()) / x.std() + rule["delta"]).astype(np.float32)
+    med = ort_session(folder / "model.onnx").run(["median"], {"values": g})[0][0]
+    want = np.maximum(x.min() + x.std() * (np.exp(med.astype(np.float64)) - rule["delta"]), x.min())
+    assert np.allclose(r["forecasts"][0]["mean"], want, rtol=1e-5)
     assert r["forecasts"][0]["id"] == "0"
 
 
 def test_zero_negative_and_constant_series_get_finite_forecasts(fc_client: TestClient) -> None:
+    sparse = np.zeros(120)
+    sparse[::17] = [3.0, 0.5, 7.0, 1.0, 0.2, 4.0, 0.1, 2.0]
     series = [
         {"id": "zeros", "values": [0.0] * 60},
         {"id": "const", "values": [7.0] * 60},
         {"id": "temps", "values": _wave(96, offset=-3.0, amp=5.0)},
         {"id": "returns", "values": list(np.random.default_rng(0).normal(0, 1, 72))},
+        {"id": "sparse", "values": sparse.tolist()},  # mostly zero, never negative
     ]
     r = fc_client.post("/forecast", json={"series": series, "horizon": 24})
     assert r.status_code == 200, r.text
-    f = {x["id"]: x for x in r.json()["forecasts"]}
+    body = r.json()
+    f = {x["id"]: x for x in body["forecasts"]}
     for x in f.values():
         assert np.isfinite(x["mean"]).all() and np.isfinite(x["lo-95"]).all()
-    assert np.allclose(f["zeros"]["mean"], 0, atol=0.5)
-    assert np.allclose(f["const"]["mean"], 7, rtol=0.1)
+    # constant series: that constant, exactly, with zero-width intervals, and a warning
+    for sid, c in (("zeros", 0.0), ("const", 7.0)):
+        for key in ("mean", "lo-80", "hi-80", "lo-95", "hi-95"):
+            assert f[sid][key] == [c] * 24, (sid, key)
+        assert any(f"series '{sid}' is constant" in w for w in body["warnings"])
     assert np.min(f["temps"]["mean"]) < 0  # negative values come back negative, not clipped
+    # a history that never goes below zero never gets a negative forecast or bound
+    for key in ("mean", "lo-80", "lo-95"):
+        assert np.min(f["sparse"][key]) >= 0.0, key
 
 
 def test_freq_mismatch_is_answered_with_a_warning(fc_client: TestClient) -> None:
@@ -166,10 +187,6 @@ def test_serving_rules_match_training_reference() -> None:
     from contract import forecast as ref
 
     rng = np.random.default_rng(1)
-    x = rng.normal(0, 5, (6, 48))
-    x[0] = 0.0
-    x[1] = 3.0
-    assert np.allclose(positive_shift(x, 0.1, 1.0), ref.positive_shift(x))
     for n in (24, 30, 47, 48, 100):
         s = rng.normal(size=n)
         assert np.array_equal(last_window(s, 48, 24), ref.last_window(s, 48, 24))
@@ -183,33 +200,54 @@ def test_card_documents_the_contract(tiny_forecast_models: Path) -> None:
         assert key in card
 
 
+@pytest.mark.parametrize("length", [60, 200])
 def test_intervals_match_training_reference_rule(
-    fc_client: TestClient, tiny_forecast_models: Path
+    fc_client: TestClient, tiny_forecast_models: Path, length: int
 ) -> None:
-    from contract.forecast import positive_shift as ref_shift
+    """Global intervals (60 values: no backtest fits) and per-series ones (200 values: three
+    backtests), against the training code's rule and the contract's backtest ratio."""
     from training.common.onnx_utils import ort_session
-    from training.forecast.train import intervals as ref_intervals
+    from training.forecast.train import intervals_scaled
 
     folder = tiny_forecast_models / "forecast" / "tiny-fc" / "1"
     card = json.loads((folder / "card.json").read_text())
-    values = np.asarray(_wave(200, offset=-2.0, amp=8.0))  # crosses zero: exercises the shift
+    rule, ps = card["preprocessing"]["normalise"], card["intervals"]["per_series"]
+    sc = Scaling(rule["rule"], rule["delta"], 24, rule["clip"])
+    values = np.asarray(_wave(length, offset=-2.0, amp=8.0))
+    values += np.random.default_rng(3).normal(0, 2.0, length)  # noisier than training data
     body = fc_client.post(
         "/forecast",
         json={"series": [{"values": values.tolist()}], "horizon": 24, "level": [80, 99.5]},
     ).json()["forecasts"][0]
+    sess = ort_session(folder / "model.onnx")
+
+    def graph(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+        n = sc.stats(x)
+        med, q = sess.run(["median", "quantiles"], {"values": sc.encode(x, n).astype(np.float32)})
+        return med.astype(np.float64), q.astype(np.float64), n
+
     x = values[-48:][None]
-    shift = ref_shift(x)
-    med, q = ort_session(folder / "model.onnx").run(
-        ["median", "quantiles"], {"values": (x + shift[:, None]).astype(np.float32)}
-    )
     table = np.asarray(card["intervals"]["table"])
+    origins = list(range(length - 24, 47, -ps["stride"]))[: ps["max_origins"]]
+    per_series = len(origins) >= ps["min_origins"]
+    assert body["calibration"] == ("series" if per_series else "global")
+    assert body["backtests"] == (len(origins) if per_series else 0)
     for level in (80, 99.5):
-        lo, hi = ref_intervals(
-            med.astype(np.float64) - shift[:, None],
-            q.astype(np.float64) - shift[:, None, None],
-            shift,
-            table,
-            level,
-        )
+        lo, hi = intervals_scaled(sc, *graph(x), table, level)
+        if per_series:  # the global multipliers times the conformal ratio of own errors
+            bx = np.stack([values[o - 48 : o] for o in origins])
+            by = np.stack([values[o : o + 24] for o in origins])
+            bm, bq, bn = graph(bx)
+            scores = np.abs(sc.encode(by, bn) - bm) / np.maximum(
+                0.5 * (bq[..., 2] - bq[..., 0]), 1e-6
+            )
+            k = interval_k(table, level, card["intervals"]["levels"])
+            r = scores / k[None, :]
+            m = r.size
+            ratio = np.quantile(r, min(1.0, np.ceil((m + 1) * level / 100) / m), method="higher")
+            med, q, n = graph(x)
+            spread = np.maximum(0.5 * (q[..., 2] - q[..., 0]), 1e-6)
+            lo = sc.decode(med - ratio * k * spread, n)
+            hi = sc.decode(med + ratio * k * spread, n)
         assert np.allclose(body[f"lo-{level:g}"], lo[0], rtol=1e-4, atol=1e-4)
         assert np.allclose(body[f"hi-{level:g}"], hi[0], rtol=1e-4, atol=1e-4)

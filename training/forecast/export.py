@@ -1,8 +1,10 @@
 """ONNX export of the ensemble, parity check against PyTorch, figures and card.json.
 
-The graph takes RAW values (``values`` float32 [batch, window], the most recent ``window``
-points, shifted to be positive by serving when needed) and returns forecasts in the original
-scale; the scaling, the members and their median all live inside the graph.
+Versions 3 on (``--normalise floorlog|affine``): the graph takes each window in its own units
+(``values`` float32 [batch, window] = ``contract.forecast.Scaling.encode`` of the most recent
+``window`` points, computed by the host in float64) and returns the members' median and
+quantiles in those units; the host maps them back. Versions 1-2 (``log``): the graph takes RAW
+values (shifted positive by serving when needed), the scaling lives inside it.
 """
 
 from __future__ import annotations
@@ -16,20 +18,26 @@ from typing import Any
 
 import numpy as np
 
-from contract.forecast import LEVEL_GRID, positive_shift
+from contract.forecast import CEILING_RANGES, G_CLIP, LEVEL_GRID, positive_shift
 from training.forecast.data import SeriesSet
 from training.forecast.metrics import score
 from training.forecast.train import (
     QUANTILES,
     ForecastConfig,
     evaluate_all,
+    graph_input,
     intervals,
+    intervals_scaled,
     known_dataset,
     member_plan,
     predict,
+    predict_g,
+    scaling_of,
 )
 
 PARITY_BATCHES = (1, 3, 64, 257)
+# card: intervals.per_series (scaled models); see contract.forecast.plan_backtests
+PER_SERIES = {"min_origins": 3, "max_origins": 3, "stride": 24}
 
 
 def export_onnx(ens: Any, path: str | Path, window: int) -> Path:
@@ -72,10 +80,10 @@ def rel_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def parity(ens: Any, sess: Any, x: np.ndarray) -> dict[str, Any]:
-    """Max relative difference ONNX vs PyTorch on several batch sizes (raw graph inputs)."""
+    """Max relative difference ONNX vs PyTorch on several batch sizes (the graph's inputs)."""
     import torch
 
-    xs = x + positive_shift(x)[:, None]
+    xs = graph_input(x, ens.scaling)
     out: dict[str, Any] = {"batches": {}}
     worst = 0.0
     for b in PARITY_BATCHES:
@@ -107,8 +115,8 @@ def plot_parity(ens: Any, sess: Any, x: np.ndarray, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    med_t, _ = predict(ens, x)
-    med_o, _ = predict(sess, x)
+    med_t, _ = predict(ens, x, ens.scaling)
+    med_o, _ = predict(sess, x, ens.scaling)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     axes[0].scatter(med_t.ravel(), med_o.ravel(), s=2, alpha=0.4)
     lim = [min(med_t.min(), med_o.min()), max(med_t.max(), med_o.max())]
@@ -252,12 +260,12 @@ def int8_report(
     from training.common.onnx_utils import ort_session, quantize_int8
 
     x, y, scales = data["val"]
-    x64 = x[:64] + positive_shift(x[:64])[:, None]
+    x64 = graph_input(x[:64], scaling_of(cfg))
     with tempfile.TemporaryDirectory() as scratch:
         q_path = Path(scratch) / "model.int8.onnx"
         quantize_int8(onnx_path, q_path)
         qs = ort_session(q_path)
-        med_q, _ = predict(qs, x)
+        med_q, _ = predict(qs, x, scaling_of(cfg))
         info: dict[str, Any] = {
             "metrics": score(y, med_q[:, : cfg.holdout], scales),
             "bytes": q_path.stat().st_size,
@@ -302,7 +310,7 @@ def export_model(
     sess = ort_session(onnx_path)
     par = parity(ens, sess, x)
     log(f"parity: {json.dumps(par)}")
-    med_o, q_o = predict(sess, x)
+    med_o, q_o = predict(sess, x, ens.scaling)
     metrics["ensemble_onnx"] = score(y, med_o[:, : cfg.holdout], scales)
 
     int8_info: dict[str, Any] = {"considered": True, "shipped": False}
@@ -365,7 +373,11 @@ def write_figures(
     )
     plot_parity(ens, sess, x, out / "parity.png")
     med_o, q_o = pred
-    lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
+    sc = scaling_of(cfg)
+    if sc is None:
+        lo, hi = intervals(med_o, q_o, positive_shift(x), table, 80)
+    else:
+        lo, hi = intervals_scaled(sc, *predict_g(sess, x, sc), table, 80)
     plot_examples(x, y, med_o, lo, hi, out / "examples.png", data["val_ids"])
 
 
@@ -382,7 +394,10 @@ def onnx_section(cfg: ForecastConfig, onnx_path: Path) -> dict[str, Any]:
                 "dtype": "float32",
                 "shape": ["batch", cfg.window],
                 "meaning": "raw last `window` points of each series, oldest first, "
-                "after the preprocessing shift",
+                "after the preprocessing shift"
+                if cfg.normalise == "log"
+                else "the last `window` points of each series, oldest first, in the "
+                "window's own units (preprocessing.normalise)",
             }
         ],
         "outputs": [
@@ -390,7 +405,9 @@ def onnx_section(cfg: ForecastConfig, onnx_path: Path) -> dict[str, Any]:
                 "name": "median",
                 "dtype": "float32",
                 "shape": ["batch", cfg.horizon],
-                "meaning": "point forecast (median) in the shifted original scale",
+                "meaning": "point forecast (median) in the shifted original scale"
+                if cfg.normalise == "log"
+                else "point forecast (median) in the window's units (decode on the host)",
             },
             {
                 "name": "quantiles",
@@ -405,12 +422,14 @@ def onnx_section(cfg: ForecastConfig, onnx_path: Path) -> dict[str, Any]:
 
 def preprocessing_section(cfg: ForecastConfig) -> dict[str, Any]:
     """card.preprocessing: the rules of ``contract.forecast`` serving applies, in words."""
-    return {
+    section: dict[str, Any] = {
         "input": f"the most recent `window` ({cfg.window}) observations, oldest first. "
         f"Series shorter than `window` (but >= seasonal_period) are left-padded by "
         f"repeating their first seasonal cycle, keeping the phase: "
         f"pad[i] = x[(i - pad_len) mod seasonal_period].",
-        "shift": {
+    }
+    if cfg.normalise == "log":
+        section["shift"] = {
             "rule": "per series row x (the values fed to the graph): if min(x) > 0 then "
             "shift = 0; else margin = max(0.1*(max(x)-min(x)), 0.1*max(|x|)), "
             "margin = 1.0 if that is 0 (all-zero row), shift = -min(x) + margin. "
@@ -419,18 +438,82 @@ def preprocessing_section(cfg: ForecastConfig) -> dict[str, Any]:
             "rel_margin": 0.1,
             "abs_floor": 1.0,
             "reference": "contract.forecast.positive_shift",
-        },
-        "in_graph": "level = max(mean(last seasonal_period values), 1e-6); "
-        "z = log(max(values/level, 1e-4)); members predict a log-space "
-        "correction on top of the seasonal-naive forecast (last period of z "
-        "repeated); outputs = exp(median over members) * level.",
+        }
+        section["in_graph"] = (
+            "level = max(mean(last seasonal_period values), 1e-6); "
+            "z = log(max(values/level, 1e-4)); members predict a log-space "
+            "correction on top of the seasonal-naive forecast (last period of z "
+            "repeated); outputs = exp(median over members) * level."
+        )
+        return section
+    space = (
+        f"g = ln((x - min) / scale + {cfg.delta:g}), loc = min"
+        if cfg.normalise == "floorlog"
+        else "g = (x - loc) / scale, loc = mean of the last seasonal_period values"
+    )
+    back = (
+        f"x = min + scale * (exp(g) - {cfg.delta:g})"
+        if cfg.normalise == "floorlog"
+        else "x = loc + scale * g"
+    )
+    section["normalise"] = {
+        "rule": cfg.normalise,
+        "delta": cfg.delta,
+        "clip": G_CLIP,
+        "ceiling_ranges": CEILING_RANGES,
+        "text": f"per window x (float64, on the host): min = min(x), scale = std(x) (0 when "
+        f"the spread is below 1e-13 * max|x|: a constant window); {space}, clipped to "
+        f"+-{G_CLIP:g}, 0 for a constant window; fed as float32. Every graph output g (median, "
+        f"quantiles, interval bounds) maps back as {back}, kept within "
+        f"[min(x), max(x) + {CEILING_RANGES:g} * (max(x) - min(x))]. So "
+        "forecast(a*x + b) = a*forecast(x) + b for any a > 0 and b, a non-negative history "
+        "never gets a negative forecast or bound, and a constant window gets that constant "
+        "with zero-width intervals.",
+        "reference": "contract.forecast.Scaling",
     }
+    section["in_graph"] = (
+        "members read the window one seasonal period per step and predict a correction to "
+        "the seasonal-naive forecast in graph units (last period of g repeated)"
+        + (
+            "; each also reads the window's affine and ln(1 + v) views, derived in-graph"
+            if cfg.views
+            else ""
+        )
+        + "; outputs = elementwise median over members, in graph units."
+    )
+    return section
 
 
 def intervals_section(
     cfg: ForecastConfig, table: np.ndarray, metrics: dict[str, Any]
 ) -> dict[str, Any]:
     """card.intervals: the conformal table, its levels and how serving turns it into bounds."""
+    if cfg.normalise != "log":
+        return {
+            "method": "normalised split-conformal in each window's graph units, per series "
+            "from its own backtests when it brings enough history",
+            "rule": "for level L in (0,100), per horizon step h: spread_h = "
+            "max((g_q0.9_h - g_q0.1_h)/2, 1e-6); k_h(L) = linear interpolation of `table[h]` "
+            "over `levels` for L <= levels[-1], else table[h][-1] * ln(1 - L/100) / "
+            "ln(1 - levels[-1]/100); lo/hi = decode(g_median_h -/+ k_h(L) * spread_h), "
+            "floored at the window's minimum. Per series (per_series): when at least "
+            "min_origins origins o = n - h, n - h - stride, ... (at most max_origins) have a "
+            "full window before them, each backtest forecasts x[o:o+h] from x[o-window:o]; "
+            "scores s = |g(y) - g_median| / spread in that window's units; k_h(L) is "
+            "multiplied by the conformal quantile (ceil((m+1)L)/m of the m scores) of s_h / "
+            "k_h(L). Monotone in L per series; lo <= median <= hi.",
+            "levels": list(LEVEL_GRID),
+            "table": np.round(table, 5).tolist(),
+            "table_horizon": int(table.shape[0]),
+            "beyond_table_horizon": "use the last row of the table",
+            "per_series": dict(PER_SERIES),
+            "calibration": calibration_text(cfg, metrics),
+            "calibration_mode": cfg.calibration,
+            "calibration_windows": metrics["calibration_windows"],
+            "calibration_coverage": metrics["calibration_coverage"],
+            "reference": "contract.forecast (g_spread, interval_k, scaled_bounds, "
+            "plan_backtests, series_multipliers)",
+        }
     return {
         "method": "normalised split-conformal on log residuals",
         "rule": "for level L in (0,100), per horizon step h (shifted space): "
@@ -524,8 +607,9 @@ def build_card(
             "count": n,
             "seeds": [seed for seed, _ in member_plan(cfg)],
             "loss_weights": [w for _, w in member_plan(cfg)],
-            "combination": "elementwise median over members of the log-space "
-            "quantiles, computed in-graph",
+            "combination": "elementwise median over members of the "
+            + ("log-space" if cfg.normalise == "log" else "graph-unit")
+            + " quantiles, computed in-graph",
         },
         "onnx": onnx_section(cfg, onnx_path),
         "window": cfg.window,
@@ -538,7 +622,7 @@ def build_card(
         "metrics": metrics_section(cfg, metrics, len(y)),
         "parity": par,
         "int8": int8_info,
-        "latency_ms_batch64_fp32": latency_ms(sess, x[:64] + positive_shift(x[:64])[:, None]),
+        "latency_ms_batch64_fp32": latency_ms(sess, graph_input(x[:64], scaling_of(cfg))),
         "training": training_section(cfg, ckpt),
         "datasets": [dataset],
         "figures": {"curves": "curves.png", "parity": "parity.png", "examples": "examples.png"},

@@ -1,6 +1,8 @@
 """The forecaster: a recurrent net that reads whole days and corrects the seasonal-naive forecast.
 
-* Input scaling (inside the graph): ``level = max(mean(last period values), EPS)``,
+* Input scaling: ``affine`` (the default) — the host feeds z = (x - loc) / scale of each
+  window (``contract.forecast``), so forecasts are shift- and scale-equivariant; ``log``
+  (versions 1-2, inside the graph) — ``level = max(mean(last period values), EPS)``,
   ``z = log(max(x / level, RATIO_FLOOR))``.
 * The window of ``W`` hours is read as ``W / period`` steps of ``period`` values each (14 steps
   of 24 for a 336-hour window): much faster than one hour per step and works better.
@@ -15,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+
+from contract.forecast import Scaling
 
 EPS = 1e-6  # floor of the level, so zero / constant-zero windows don't divide by zero
 RATIO_FLOOR = 1e-4  # floor of x / level before the log (values <= 0 can't be logged)
@@ -43,6 +47,7 @@ class ForecastNet(nn.Module):
         horizon: int = 48,
         dropout: float = 0.0,
         linear_skip: bool = False,
+        views: float = 0.0,
     ):
         super().__init__()
         if cell not in CELLS:
@@ -50,9 +55,14 @@ class ForecastNet(nn.Module):
         if window % period:
             raise ValueError(f"window {window} must be a multiple of the period {period}")
         self.cell, self.window, self.period, self.horizon = cell, window, period, horizon
+        # views > 0 (floorlog inputs u = ln(v + views), v = (x - min) / std): the net also reads
+        # v's affine view (v minus its last-period mean) and ln(v + 1), both derived in-graph
+        # from u, so it sees the window relative to its floor and in plain units at once
+        self.views = views
+        channels = 3 if views > 0 else 1
         kwargs = {"nonlinearity": "tanh"} if cell == "rnn" else {}
         self.rnn = CELLS[cell](
-            input_size=period,
+            input_size=period * channels,
             hidden_size=hidden,
             num_layers=layers,
             batch_first=True,
@@ -75,7 +85,16 @@ class ForecastNet(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         b = z.shape[0]
-        steps = z.reshape(b, self.window // self.period, self.period)
+        days = self.window // self.period
+        steps = z.reshape(b, days, self.period)
+        if self.views > 0:
+            v = torch.exp(z) - self.views
+            flat = v - v[:, -self.period :].mean(dim=1, keepdim=True)
+            wide = torch.log1p(v.clamp(min=0.0))
+            steps = torch.cat(
+                [steps, flat.reshape(b, days, self.period), wide.reshape(b, days, self.period)],
+                dim=2,
+            )
         out, _ = self.rnn(steps)
         d = self.head(out[:, -1]).reshape(b, self.horizon, 3)
         base = z.index_select(1, self.snaive_idx)
@@ -99,16 +118,25 @@ def median_over_members(outs: torch.Tensor) -> torch.Tensor:
 
 
 class ForecastEnsemble(nn.Module):
-    """Raw values [B, W] -> (median [B, H], quantiles [B, H, 3]) in the original scale."""
+    """``scaling=None`` (versions 1-2): raw values [B, W] -> (median [B, H], quantiles
+    [B, H, 3]) in the (shifted) original scale, the log scaling inside. With a
+    ``contract.forecast.Scaling``: the window in graph units (``Scaling.encode``, on the host
+    in float64) -> median and quantiles of the future in graph units; the host maps them back
+    (``Scaling.decode``)."""
 
-    def __init__(self, members: list[ForecastNet]):
+    def __init__(self, members: list[ForecastNet], scaling: Scaling | None = None):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
         self.members = nn.ModuleList(members)
         self.period = members[0].period
+        self.scaling = scaling  # None: the log scaling inside the graph
 
     def forward(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.scaling is not None:
+            outs = torch.stack([m(values) for m in self.members], dim=0)
+            qz = median_over_members(outs)
+            return qz[..., 1], qz
         level = level_of(values, self.period)
         z = to_log_ratio(values, level)
         outs = torch.stack([m(z) for m in self.members], dim=0)

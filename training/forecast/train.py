@@ -26,11 +26,17 @@ import numpy as np
 
 from contract.forecast import (
     LEVEL_GRID,
+    Scaling,
+    WindowNorm,
+    conformal_quantile,
+    g_scores,
+    g_spread,
     interval_bounds,
     interval_k,
     last_window,
     log_spread,
     positive_shift,
+    scaled_bounds,
     tail_ratio,
 )
 from training.common.config_cli import option
@@ -54,7 +60,8 @@ MIN_CALIBRATION = 400  # conformal calibration windows wanted in total
 # held-out calibration never takes more than this share of the shortest training part
 CALIB_MAX_FRACTION = 0.25
 CALIBRATION_MODES = ("held-out", "in-sample")
-LOSS_WEIGHTS = ("none", "mase")
+LOSS_WEIGHTS = ("none", "mase", "relative")
+NORMALISE = ("floorlog", "affine", "log")
 WEIGHT_CAP = 10.0  # loss_weight="mase": cap of a window's weight, in medians of the batch
 
 
@@ -90,6 +97,16 @@ class ForecastConfig:
         "(useful for single-series data)",
     )
     # model
+    # "affine" (version 3 on): forecast(a*x + b) = a*forecast(x) + b by construction; "log":
+    # versions 1-2 (a log of the shifted values inside the graph)
+    normalise: str = option(
+        "floorlog",
+        "floorlog: each window is fed as ln((x - min) / std + delta) of its own; affine: as "
+        "(x - level) / std; both make forecasts follow any shift and scale of the data "
+        "exactly (contract.forecast.Scaling); log: the log-ratio scaling of versions 1-2",
+        choices=list(NORMALISE),
+    )
+    delta: float = option(0.1, "floorlog: the log's offset above the window's minimum, in stds")
     cell: str = option("gru", "recurrent cell", choices=["rnn", "lstm", "gru"])
     window: int = option(336, "input length in steps (a multiple of --period)")
     horizon: int = option(48, "max forecast horizon output by the graph (>= --holdout)")
@@ -97,6 +114,9 @@ class ForecastConfig:
     layers: int = option(1, "recurrent layers")
     dropout: float = option(0.0, "dropout between recurrent layers")
     linear_skip: bool = option(False, "add a direct linear window -> median correction path")
+    views: bool = option(
+        False, "floorlog: the net also reads the window's affine and ln(1 + v) views (in-graph)"
+    )
     # optimisation
     members: int = option(5, "ensemble size (seeds --seed, --seed + 1, ...)")
     seed: int = option(0, "first seed")
@@ -126,6 +146,11 @@ class ForecastConfig:
         choices=list(LOSS_WEIGHTS),
     )
     # see member_plan
+    relative_members: int = option(
+        0,
+        "scaled models: train the first N of the --members with the 'relative' weighting "
+        "(errors relative to the series' level, as sMAPE weighs them)",
+    )
     mase_members: int = option(
         0,
         "with --loss-weight none: train the last N of the --members with the mase weighting "
@@ -189,6 +214,40 @@ def mase_weights(x: np.ndarray, period: int, cap: float = WEIGHT_CAP) -> np.ndar
     return w / w.mean()
 
 
+def scaling_of(cfg: ForecastConfig) -> Scaling | None:
+    """The equivariant scaling of a run (None: the log scaling of versions 1-2)."""
+    if cfg.normalise == "log":
+        return None
+    return Scaling(cfg.normalise, cfg.delta, cfg.period)
+
+
+def scaled_weights(
+    x: np.ndarray, sc: Scaling, n: WindowNorm, kind: str, cap: float = WEIGHT_CAP
+) -> np.ndarray:
+    """Per-window loss weights for the graph-space pinball loss (windows [B, W], raw values).
+
+    ``relative`` (and ``none`` for affine): the unit of a graph-space error / |level|, so the
+    loss is the error relative to the series' level, as the log-space loss of versions 1-2
+    (and sMAPE) weigh it; ``none`` for floorlog: 1 (an error relative to the distance from
+    the window's floor). ``mase``: the unit of a graph-space error over the window's
+    seasonal-naive MAE, as MASE weighs it. Divided by the batch median, capped at ``cap``
+    (near-zero levels and near-periodic windows cannot dominate), mean 1 over the batch."""
+    p = sc.period
+    if sc.rule == "floorlog":  # d(value) = (value - min + delta * scale) * d(graph unit)
+        unit = x[:, -p:].mean(axis=1) - n.floor + sc.delta * n.scale
+    else:
+        unit = n.scale
+    if kind == "mase":
+        den = np.abs(x[:, p:] - x[:, :-p]).mean(axis=1)
+    elif sc.rule == "floorlog" and kind == "none":
+        return np.ones(len(x))
+    else:
+        den = np.abs(x[:, -p:].mean(axis=1))
+    w = unit / np.maximum(den, 1e-3 * unit + 1e-300)
+    w = np.minimum(w / np.median(w), cap)
+    return w / w.mean()
+
+
 def shifted(x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, Any, np.ndarray]:
     s = positive_shift(x)
     return x + s[:, None], (None if y is None else y + s[:, None]), s
@@ -196,10 +255,14 @@ def shifted(x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, Any
 
 def member_plan(cfg: ForecastConfig) -> list[tuple[int, str]]:
     """(seed, loss weighting) of every member, in order."""
-    if cfg.loss_weight == "mase" or cfg.mase_members <= 0:
+    if cfg.loss_weight == "mase" or (cfg.mase_members <= 0 and cfg.relative_members <= 0):
         return [(cfg.seed + i, cfg.loss_weight) for i in range(cfg.members)]
-    n_mase = min(cfg.mase_members, cfg.members)
-    plain = [(cfg.seed + i, "none") for i in range(cfg.members - n_mase)]
+    n_mase = min(max(cfg.mase_members, 0), cfg.members)
+    n_rel = min(max(cfg.relative_members, 0), cfg.members - n_mase)
+    plain = [
+        (cfg.seed + i, "relative" if i < n_rel else cfg.loss_weight)
+        for i in range(cfg.members - n_mase)
+    ]
     return plain + [(cfg.seed + i, "mase") for i in range(n_mase)]
 
 
@@ -228,6 +291,10 @@ def train_epoch(
 
     from training.forecast.model import level_of, to_log_ratio
 
+    sc = scaling_of(cfg)
+    if sc is not None:
+        return train_epoch_scaled(cfg, sc, net, opt, sched, x, y, weighting)
+
     xt = torch.from_numpy(x.astype(np.float32))
     yt = torch.from_numpy(y.astype(np.float32))
     wt = None
@@ -240,6 +307,41 @@ def train_epoch(
         level = level_of(xb, cfg.period)
         pred = net(to_log_ratio(xb, level))
         loss = pinball(pred, to_log_ratio(yb, level), QUANTILES, None if wt is None else wt[rows])
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def train_epoch_scaled(
+    cfg: ForecastConfig,
+    sc: Scaling,
+    net: Any,
+    opt: Any,
+    sched: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    weighting: str,
+) -> float:
+    """One pass over raw windows fed in graph units: pinball loss on the future's graph units,
+    each window weighted by :func:`scaled_weights` (constant windows are dropped: every output
+    of theirs is the constant, whatever the graph says)."""
+    import torch
+
+    n = sc.stats(x)
+    keep = n.scale > 0
+    x, y, n = x[keep], y[keep], n.take(keep)
+    z, yz = sc.encode(x, n), sc.encode(y, n)
+    w = scaled_weights(x, sc, n, weighting, cfg.weight_cap)
+    zt, yt = torch.from_numpy(z.astype(np.float32)), torch.from_numpy(yz.astype(np.float32))
+    wt = torch.from_numpy(w.astype(np.float32))
+    losses = []
+    for i in range(len(z) // cfg.batch_size):
+        rows = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+        loss = pinball(net(zt[rows]), yt[rows], QUANTILES, wt[rows])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
@@ -273,6 +375,7 @@ def train_member(
         cfg.horizon,
         cfg.dropout,
         cfg.linear_skip,
+        cfg.delta if cfg.views and cfg.normalise == "floorlog" else 0.0,
     )
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     steps_per_epoch = max(1, cfg.windows_per_epoch // cfg.batch_size)
@@ -282,10 +385,11 @@ def train_member(
         t0 = time.time()
         net.train()
         x, y = sampler.sample(steps_per_epoch * cfg.batch_size, rng)
-        x, y, _ = shifted(x, y)
+        if cfg.normalise == "log":
+            x, y, _ = shifted(x, y)
         loss = train_epoch(cfg, net, opt, sched, x, y, loss_weight or cfg.loss_weight)
         net.eval()
-        m = evaluate_point(ForecastEnsemble([net]), *val, cfg.holdout)
+        m = evaluate_point(ForecastEnsemble([net], scaling_of(cfg)), *val, cfg.holdout)
         rec = {
             "epoch": epoch,
             "train_loss": loss,
@@ -305,10 +409,9 @@ def train_member(
 # prediction / evaluation
 
 
-def predict(model: Any, x: np.ndarray, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Raw windows [N, W] (any sign) -> (median [N, H], quantiles [N, H, 3]) with the serving
-    shift rule applied around the model (torch module or ORT session)."""
-    xs, _, s = shifted(np.asarray(x, dtype=np.float64))
+def run_graph(model: Any, xs: np.ndarray, batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's own outputs (median, quantiles) for its inputs ``xs`` (torch module or
+    ORT session), float64."""
     meds, qs = [], []
     for i in range(0, len(xs), batch):
         xb = xs[i : i + batch].astype(np.float32)
@@ -322,15 +425,42 @@ def predict(model: Any, x: np.ndarray, batch: int = 1024) -> tuple[np.ndarray, n
             med, q = med_t.numpy(), q_t.numpy()
         meds.append(med)
         qs.append(q)
-    med = np.concatenate(meds).astype(np.float64) - s[:, None]
-    q = np.concatenate(qs).astype(np.float64) - s[:, None, None]
-    return med, q
+    return np.concatenate(meds).astype(np.float64), np.concatenate(qs).astype(np.float64)
+
+
+def graph_input(x: np.ndarray, sc: Scaling | None) -> np.ndarray:
+    """What the graph is fed for raw windows ``x`` (float32): scaled or shifted values."""
+    x = np.asarray(x, dtype=np.float64)
+    if sc is not None:
+        return sc.encode(x, sc.stats(x)).astype(np.float32)
+    return (x + positive_shift(x)[:, None]).astype(np.float32)
+
+
+def predict_g(model: Any, x: np.ndarray, sc: Scaling) -> tuple[np.ndarray, np.ndarray, WindowNorm]:
+    """Scaled models: (median, quantiles) in graph units and the windows' norms."""
+    n = sc.stats(x)
+    med_g, q_g = run_graph(model, sc.encode(x, n))
+    return med_g, q_g, n
+
+
+def predict(model: Any, x: np.ndarray, sc: Scaling | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw windows [N, W] (any sign) -> (median [N, H], quantiles [N, H, 3]) in the original
+    scale, with the serving rules applied around the model (torch module or ORT session):
+    the equivariant scaling ``sc`` (floored at each window's minimum) or, for None, the
+    positive shift of versions 1-2."""
+    x = np.asarray(x, dtype=np.float64)
+    if sc is not None:
+        med_g, q_g, n = predict_g(model, x, sc)
+        return sc.decode(med_g, n), sc.decode(q_g, n)
+    xs, _, s = shifted(x)
+    med, q = run_graph(model, xs)
+    return med - s[:, None], q - s[:, None, None]
 
 
 def evaluate_point(
     model: Any, x: np.ndarray, y: np.ndarray, scales: np.ndarray, holdout: int
 ) -> dict[str, float]:
-    med, _ = predict(model, x)
+    med, _ = predict(model, x, getattr(model, "scaling", None))
     return score(y, med[:, :holdout], scales)
 
 
@@ -363,15 +493,33 @@ def conformal_table(y: np.ndarray, med: np.ndarray, q: np.ndarray, shift: np.nda
     ly = np.log(np.maximum(y + shift[:, None], 1e-12))
     lm = np.log(np.maximum(med[:, :h] + shift[:, None], 1e-12))
     r = np.abs(ly - lm) / log_spread(q[:, :h] + shift[:, None, None])
-    n = len(r)
+    return table_from_scores(r)
+
+
+def conformal_table_scaled(
+    sc: Scaling, y: np.ndarray, med_g: np.ndarray, q_g: np.ndarray, n: WindowNorm
+) -> np.ndarray:
+    """Scaled models: per-horizon quantiles of |y_g - median_g| / spread_g (each window in its
+    own graph units, ``contract.forecast.g_scores``) -> [H, len(LEVEL_GRID)]. Constant windows
+    (scale 0) are answered exactly and left out."""
+    h = y.shape[1]
+    keep = n.scale > 0
+    nk = n.take(keep)
+    r = g_scores(sc.encode(y[keep], nk), med_g[keep, :h], g_spread(q_g[keep, :h]))
+    return table_from_scores(r)
+
+
+def table_from_scores(r: np.ndarray) -> np.ndarray:
+    """Conformal scores [N, H] -> the table [H, len(LEVEL_GRID)], non-decreasing along levels;
+    levels too fine for N windows continue with the exponential tail."""
+    n, h = r.shape
     top = resolved_level(n)
     table = np.zeros((h, len(LEVEL_GRID)))
     for j, lev in enumerate(LEVEL_GRID):
         if lev == 0 or lev > top:
             continue
         # finite-sample conformal quantile: ceil((n+1) L) / n
-        p = min(1.0, math.ceil((n + 1) * lev / 100.0) / n)
-        table[:, j] = np.quantile(r, p, axis=0, method="higher")
+        table[:, j] = conformal_quantile(r, lev, axis=0)
     table = np.maximum.accumulate(table, axis=1)
     if top < LEVEL_GRID[-1]:
         # Too few windows to tell these levels apart (each would be the largest residual, so 80%
@@ -388,6 +536,21 @@ def resolved_level(n: int) -> float:
     quantile is below the largest residual, which every higher level would share."""
     ok = [lev for lev in LEVEL_GRID if 0 < lev and math.ceil((n + 1) * lev / 100.0) < n]
     return ok[-1] if ok else LEVEL_GRID[1]
+
+
+def intervals_scaled(
+    sc: Scaling,
+    med_g: np.ndarray,
+    q_g: np.ndarray,
+    n: WindowNorm,
+    table: np.ndarray,
+    level: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The serving rule for scaled models (``contract.forecast.scaled_bounds``) with the
+    global table: decode(median_g -/+ k_h(level) * spread_g), floored."""
+    h = table.shape[0]
+    k = interval_k(table, level)
+    return scaled_bounds(sc, med_g[:, :h], g_spread(q_g[:, :h]), k, n)
 
 
 def intervals(
@@ -520,16 +683,18 @@ def build_ensemble(ckpt: dict[str, Any]) -> Any:
             c["horizon"],
             c["dropout"],
             c.get("linear_skip", False),
+            c["delta"] if c.get("views") and c.get("normalise") == "floorlog" else 0.0,
         )
         net.load_state_dict(sd)
         net.eval()
         nets.append(net)
-    return ForecastEnsemble(nets).eval()
+    return ForecastEnsemble(nets, scaling_of(ForecastConfig(**c))).eval()
 
 
 def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """Metrics on the validation windows + conformal calibration on the calibration windows."""
     cfg = ForecastConfig(**ckpt["config"])
+    sc = scaling_of(cfg)
     x, y, scales = data["val"]
     ens = build_ensemble(ckpt)
     from training.forecast.model import ForecastEnsemble
@@ -539,25 +704,39 @@ def evaluate_all(ckpt: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         {
             "seed": seed,
             "loss_weight": weighting,
-            **evaluate_point(ForecastEnsemble([m]), x, y, scales, cfg.holdout),
+            **evaluate_point(ForecastEnsemble([m], sc), x, y, scales, cfg.holdout),
         }
         for (seed, weighting), m in zip(member_plan(cfg), ens.members, strict=True)
     ]
-    med, q = predict(ens, x)
+    med, q = predict(ens, x, sc)
     metrics["ensemble"] = score(y, med[:, : cfg.holdout], scales)
-    shift_val = positive_shift(x)
     metrics["quantile_coverage_10_90"] = coverage(y, q[:, : cfg.holdout, 0], q[:, : cfg.holdout, 2])
 
     # conformal calibration on the calibration windows (held out of training by default)
     cx, cy, _ = calibration_set(cfg, data)
-    cm, cq = predict(ens, cx)
-    cs = positive_shift(cx)
-    table = conformal_table(cy, cm, cq, cs)
+    cm, cq = predict(ens, cx, sc)
+    if sc is not None:
+        vg, cg = predict_g(ens, x, sc), predict_g(ens, cx, sc)
+        table = conformal_table_scaled(sc, cy, *cg)
+
+        def bounds(which: str, lev: float) -> tuple[np.ndarray, np.ndarray]:
+            assert sc is not None
+            return intervals_scaled(sc, *(vg if which == "val" else cg), table, lev)
+
+    else:
+        shift_val, cs = positive_shift(x), positive_shift(cx)
+        table = conformal_table(cy, cm, cq, cs)
+
+        def bounds(which: str, lev: float) -> tuple[np.ndarray, np.ndarray]:
+            if which == "val":
+                return intervals(med, q, shift_val, table, lev)
+            return intervals(cm, cq, cs, table, lev)
+
     cov, cal_cov = {}, {}
     for lev in (50, 80, 95):
-        lo, hi = intervals(med, q, shift_val, table, lev)
+        lo, hi = bounds("val", lev)
         cov[str(lev)] = coverage(y, lo, hi)
-        lo, hi = intervals(cm, cq, cs, table, lev)
+        lo, hi = bounds("cal", lev)
         cal_cov[str(lev)] = coverage(cy, lo, hi)
     metrics["interval_coverage"] = cov
     metrics["calibration_coverage"] = cal_cov  # in-sample for the table: ~ the nominal level
@@ -593,6 +772,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = dict(torch.load(path, map_location="cpu", weights_only=True))
     # checkpoints from before the calibration split calibrated on windows they trained on
     ckpt["config"].setdefault("calibration", "in-sample")
+    # and checkpoints from before the affine scaling were log-scaled
+    ckpt["config"].setdefault("normalise", "log")
+    ckpt["config"].setdefault("delta", 0.1)
+    ckpt["config"].setdefault("views", False)
+    ckpt["config"].setdefault("relative_members", 0)
     return ckpt
 
 

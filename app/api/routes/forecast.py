@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -94,6 +94,13 @@ class SeriesForecastOut(BaseModel):
     id: str
     mean: list[float]
     timestamps: list[str] | None = None
+    calibration: Literal["series", "global"] = Field(
+        description="series: the intervals were calibrated on this series' own backtests "
+        "(the model forecast its last stretches from the values before them); global: the "
+        "model card's table (too little history beyond the model's window, or a model "
+        "without per-series calibration)"
+    )
+    backtests: int = Field(description="backtest origins behind a 'series' calibration (0: global)")
 
 
 class ForecastResponse(BaseModel):
@@ -138,7 +145,13 @@ async def forecast(
     out: list[dict[str, Any]] = []
     warnings: list[str] = []
     for r in results:
-        item: dict[str, Any] = {"id": r.id, "mean": r.mean, **r.bounds}
+        item: dict[str, Any] = {
+            "id": r.id,
+            "mean": r.mean,
+            **r.bounds,
+            "calibration": r.calibration,
+            "backtests": r.backtests,
+        }
         if r.timestamps is not None:
             item["timestamps"] = r.timestamps
         out.append(item)
