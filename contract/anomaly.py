@@ -46,9 +46,25 @@ Rules (parameters in ``card["scoring"]``):
   ``clip(-log10(2 q) / 10, 0, 1)`` (q >= 0.5, i.e. no excess error, scores 0; q = 5e-6
   scores 0.5); 0 until ``min_history`` valid errors exist. ``short2`` > 0 adds a second
   comparison with that short window (max of the two);
-* range novelty (as Numenta's "spatial anomaly"): 1 when a value leaves [min, max] of all
-  earlier values by more than ``spatial_tolerance`` times that range (``spatial_gated``: only
-  after ``min_history``); the score is the max of the two;
+* seasonal likelihood (``season_lags``, e.g. [288]; empty: off): for each lag L the
+  difference ``d[t] = c[t] - c[t - L]`` of the clipped normalised values, ``min(|d|, z_cap)``,
+  goes through the same likelihood as the model's errors (valid where t and t - L are; its
+  ``min_history`` counts those points) — a change in the repeated daily shape that a
+  one-step forecaster follows;
+* range novelty (as Numenta's "spatial anomaly"): ``spatial_score`` (1 in nab-gru:1) when a
+  value leaves [min, max] of all earlier values by more than ``spatial_tolerance`` times that
+  range (``spatial_gated``: only after ``min_history``); below ``refractory_threshold`` it is
+  held back inside the refractory period like any other moderate score;
+* level change (``shift_short`` > 0): on the clipped normalised values c, the mean ``m`` of
+  the last ``shift_short`` points against the mean ``mu`` and std ``sd`` of the ``shift_long``
+  points just before them (``sd`` floored at ``change_floor``); ``z = |m - mu| / sd /
+  shift_scale`` scores ``clip(-log10(2 Q(z)) / 10, 0, 1)`` (z 4.4: 0.5);
+* variance change (``var_short`` > 0): the std of c over the last ``var_short`` points against
+  the std over the ``var_long`` points before them (both floored at ``change_floor``) scores
+  ``clip(0.5 |ln(ratio)| / var_log_ratio, 0, 1)`` (a ratio of e^var_log_ratio either way:
+  0.5); both change scores are 0 until ``short + long`` points after the warm-up exist and
+  at missing points and the step after one;
+* the score is the max of all of these (likelihood(s), range novelty, change detectors);
 * alarms: walking forward over the points scoring ``>= threshold``, a point fires unless it
   lies within ``suppress`` points after the last firing point, or within ``refractory``
   points of it and scores below ``refractory_threshold``; points that do not fire are
@@ -88,6 +104,16 @@ DEFAULT_SCORING: dict[str, Any] = {  # the shipped nab-gru:1 configuration
     "suppress_factor": 0.0,
     "refractory": 300,
     "refractory_threshold": 0.99,
+    # change detectors (0 = off; off in nab-gru:1, so its cards score exactly as before)
+    "shift_short": 0,
+    "shift_long": 0,
+    "shift_scale": 1.0,
+    "var_short": 0,
+    "var_long": 0,
+    "var_log_ratio": 1.5,
+    "change_floor": 0.05,
+    "season_lags": [],
+    "spatial_score": 1.0,
 }
 
 
@@ -267,6 +293,52 @@ def spatial_scores(x: np.ndarray, valid: np.ndarray, p: dict[str, Any]) -> np.nd
     return np.where(valid, out, 0.0)
 
 
+def _window_stats(c: np.ndarray, short: int, long: int) -> tuple[np.ndarray, ...]:
+    """For each t: mean and std of c over (t - short, t], then over the ``long`` points before
+    that window, and whether both windows lie inside the series (float64; std from running
+    sums, centred on the series' first value to keep the sums small)."""
+    n = len(c)
+    x = c - c[0] if n else c
+    s1 = np.concatenate([[0.0], np.cumsum(x)])
+    s2 = np.concatenate([[0.0], np.cumsum(x * x)])
+    t = np.arange(1, n + 1)  # window (t - short, t] is rows [t - short, t) of the cumsum
+    a = np.maximum(t - short, 0)
+    b = np.maximum(a - long, 0)
+
+    def stats(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cnt = np.maximum(hi - lo, 1)
+        m = (s1[hi] - s1[lo]) / cnt
+        v = np.maximum((s2[hi] - s2[lo]) / cnt - m * m, 0.0)
+        return m, np.sqrt(v)
+
+    m_s, sd_s = stats(a, t)
+    m_r, sd_r = stats(b, a)
+    full = t >= short + long
+    return m_s, sd_s, m_r, sd_r, full
+
+
+def change_scores(c: np.ndarray, valid: np.ndarray, p: dict[str, Any]) -> np.ndarray:
+    """Level- and variance-change scores of the clipped normalised values ``c`` (0 when both
+    detectors are off): the max of the two, 0 where not ``valid`` or before
+    ``short + long`` valid points exist."""
+    out = np.zeros(len(c))
+    floor = float(p["change_floor"])
+    cum_valid = np.cumsum(valid)
+    s, L = int(p["shift_short"]), int(p["shift_long"])
+    if s > 0 and L > 0:
+        m_s, _, m_r, sd_r, full = _window_stats(c, s, L)
+        z = np.abs(m_s - m_r) / np.maximum(sd_r, floor) / float(p["shift_scale"])
+        sc = np.clip(-(_log10_upper_tail(z) + np.log10(2.0)) / 10.0, 0.0, 1.0)
+        out = np.maximum(out, np.where(full & (cum_valid >= s + L), sc, 0.0))
+    s, L = int(p["var_short"]), int(p["var_long"])
+    if s > 0 and L > 0:
+        _, sd_s, _, sd_r, full = _window_stats(c, s, L)
+        ratio = np.log(np.maximum(sd_s, floor) / np.maximum(sd_r, floor))
+        sc = np.clip(0.5 * np.abs(ratio) / float(p["var_log_ratio"]), 0.0, 1.0)
+        out = np.maximum(out, np.where(full & (cum_valid >= s + L), sc, 0.0))
+    return np.where(valid, out, 0.0)
+
+
 def suppress(scores: np.ndarray, p: dict[str, Any]) -> np.ndarray:
     """One alarm per event. Walking forward over the points scoring >= ``threshold``: a point
     fires unless it is within ``suppress`` points after the last firing point, or within
@@ -311,10 +383,23 @@ def finish(values: np.ndarray, outputs: dict[str, np.ndarray], card: dict[str, A
     s = likelihood_scores(a, valid, p)
     if int(p["short2"]) > 0:  # a second, slower comparison (sustained moderate errors)
         s = np.maximum(s, likelihood_scores(a, valid, {**p, "short": p["short2"]}))
-    sp = spatial_scores(filled, valid, p)
+    c = np.clip(u, -p["clip"], p["clip"])
+    for lag in p["season_lags"]:
+        lag = int(lag)
+        if 0 < lag < n:
+            d = np.zeros(n)
+            d[lag:] = np.abs(c[lag:] - c[:-lag])
+            ok = valid.copy()
+            ok[:lag] = False
+            ok[lag:] &= valid[:-lag]
+            a_s = np.minimum(d, float(p["z_cap"]))
+            s = np.maximum(s, likelihood_scores(a_s, ok, p))
+    sp = spatial_scores(filled, valid, p) * float(p["spatial_score"])
     if p["spatial_gated"]:
         sp = np.where(np.cumsum(valid) >= int(p["min_history"]), sp, 0.0)
     s = np.maximum(s, sp)
+    if int(p["shift_short"]) > 0 or int(p["var_short"]) > 0:
+        s = np.maximum(s, change_scores(c, valid, p))
     s = np.where(np.isfinite(s), s, 0.0)
     return suppress(s, p)
 
