@@ -244,11 +244,12 @@ def g_scores(yg: np.ndarray, med_g: np.ndarray, spread: np.ndarray) -> np.ndarra
 
 
 def conformal_quantile(scores: np.ndarray, level: float, axis: int | None = 0) -> np.ndarray:
-    """The finite-sample conformal quantile ceil((n + 1) L) / n of ``scores`` along ``axis``
-    (``method="higher"``); the largest score when n is too small to resolve L."""
-    n = scores.shape[axis] if axis is not None else scores.size
-    p = min(1.0, math.ceil((n + 1) * level / 100.0) / n)
-    return np.quantile(scores, p, axis=axis, method="higher")
+    """The finite-sample conformal quantile of ``scores`` along ``axis``: the k-th smallest,
+    k = ceil((n + 1) L / 100); the largest score when n is too small to resolve L."""
+    s = np.sort(scores.ravel() if axis is None else scores, axis=0 if axis is None else axis)
+    n = s.shape[0 if axis is None else axis]
+    k = min(n, max(1, math.ceil((n + 1) * level / 100.0)))
+    return np.take(s, k - 1, axis=0 if axis is None else axis)
 
 
 def scaled_bounds(

@@ -117,6 +117,20 @@ def register(subparsers: Any) -> None:
     unset_flags(x, ("name",), "the checkpoint's")
     x.set_defaults(func=cmd_export)
 
+    c = sub.add_parser(
+        "coverage",
+        help="interval coverage and accuracy of a published folder on M4 validation and ETTh1",
+        description="Interval coverage (as served, and with the card's global table only), "
+        "sMAPE and MASE of a published forecaster, computed by serving's own code "
+        "(contract.forecaster) on M4 validation and on ETTh1 rolling origins.",
+        formatter_class=HelpFormatter,
+    )
+    c.add_argument("--model", type=Path, required=True, help="models/forecast/<name>/<version>")
+    c.add_argument("--m4", type=Path, default=None, help="M4 Hourly-train.csv (default: shared)")
+    c.add_argument("--etth1", type=Path, default=None, help="ETTh1.csv (default: shared)")
+    c.add_argument("--every", type=int, default=168, help="ETTh1: hours between origins")
+    c.set_defaults(func=cmd_coverage)
+
 
 def default_name(data: str | Path, cell: str) -> str:
     """``m4-hourly-gru`` on the default data; a user's file gets its own name."""
@@ -232,6 +246,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     data = prepare(cfg)
     card, folder = _publish(ckpt, data, dest, args)
     _print_try_it(card, folder, ForecastConfig(**ckpt["config"]), data)
+    return 0
+
+
+def cmd_coverage(args: argparse.Namespace) -> int:
+    from contract.card import CardError, ForecastCard, read
+    from training.forecast import coverage
+
+    try:
+        card = read(args.model, TASK)
+    except (CardError, OSError) as exc:
+        raise SystemExit(f"seqserve-train: {args.model}: {exc}") from None
+    assert isinstance(card, ForecastCard)
+    report = coverage.coverage_report(
+        args.model, card, args.m4 or coverage.M4_FILE, args.etth1 or coverage.ETTH1_FILE, args.every
+    )
+    print(json.dumps(report, indent=1))
     return 0
 
 
