@@ -255,6 +255,8 @@ def shifted(x: np.ndarray, y: np.ndarray | None = None) -> tuple[np.ndarray, Any
 
 def member_plan(cfg: ForecastConfig) -> list[tuple[int, str]]:
     """(seed, loss weighting) of every member, in order."""
+    if "plan" in cfg.extra:  # a merged ensemble (merge_checkpoints) lists its members
+        return [(int(seed), str(w)) for seed, w in cfg.extra["plan"]]
     if cfg.loss_weight == "mase" or (cfg.mase_members <= 0 and cfg.relative_members <= 0):
         return [(cfg.seed + i, cfg.loss_weight) for i in range(cfg.members)]
     n_mase = min(max(cfg.mase_members, 0), cfg.members)
@@ -666,6 +668,32 @@ def run_training(cfg: ForecastConfig, log: Any = print) -> dict[str, Any]:
         states.append(net.state_dict())
         histories.append(hist)
     return {"config": asdict(cfg), "members": states, "history": histories}
+
+
+def merge_checkpoints(
+    ckpts: list[dict[str, Any]], weightings: set[str] | None = None
+) -> dict[str, Any]:
+    """One ensemble of the members of several runs with the same data and architecture (e.g.
+    more members of one weighting trained later), optionally only the members trained with
+    ``weightings``: the first run's configuration, its member list (seeds and weightings, in
+    order) written into ``extra["plan"]``."""
+    keys = ("data", "normalise", "delta", "views", "cell", "window", "horizon", "hidden", "layers")
+    first = ckpts[0]["config"]
+    for c in ckpts[1:]:
+        diff = [k for k in keys if c["config"].get(k) != first.get(k)]
+        if diff:
+            raise ValueError(f"cannot merge runs that differ in {diff}")
+    plan, members, history = [], [], []
+    for c in ckpts:
+        for (seed, w), m, h in zip(
+            member_plan(ForecastConfig(**c["config"])), c["members"], c["history"], strict=True
+        ):
+            if weightings is None or w in weightings:
+                plan.append([seed, w])
+                members.append(m)
+                history.append(h)
+    config = {**first, "members": len(plan), "extra": {**first.get("extra", {}), "plan": plan}}
+    return {"config": config, "members": members, "history": history}
 
 
 def build_ensemble(ckpt: dict[str, Any]) -> Any:
