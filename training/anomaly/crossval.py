@@ -260,21 +260,3 @@ def official_scorer(nab: list[NabSeries], scorer: Path | None = None) -> Callabl
             return run_scorer(tmp, "cv", scorer or SCORER)
 
     return run
-
-
-def in_sample(
-    nab: list[NabSeries],
-    outputs: list[dict[str, Any]],
-    card: dict[str, Any],
-    settings: list[dict[str, Any]],
-    windows: dict[str, list[list[str]]],
-) -> tuple[dict[str, Any], float]:
-    """The setting with the best fast standard score on ALL the series (in-sample: for a
-    published card, whose cross-validated figure comes from ``crossvalidate``)."""
-    files = nabscore.nab_files(nab, windows)
-    best = (-1e9, 0)
-    for j, knobs in enumerate(settings):
-        val = nabscore.score(files, setting_scores(nab, outputs, card, knobs))["standard"]
-        if val > best[0]:
-            best = (val, j)
-    return settings[best[1]], best[0]
