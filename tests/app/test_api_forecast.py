@@ -238,9 +238,11 @@ def test_intervals_match_training_reference_rule(
             bx = np.stack([values[o - 48 : o] for o in origins])
             by = np.stack([values[o : o + 24] for o in origins])
             bm, bq, bn = graph(bx)
-            scores = np.abs(sc.encode(by, bn) - bm) / np.maximum(
-                0.5 * (bq[..., 2] - bq[..., 0]), 1e-6
-            )
+            bs = np.maximum(0.5 * (bq[..., 2] - bq[..., 0]), 1e-6)
+            scores = np.abs(sc.encode(by, bn) - bm) / bs
+            # a target below its window's floor: capped where the lower bound hits the floor
+            cap = np.maximum(bm - sc.encode(bn.floor[:, None], bn), 0) / bs
+            scores = np.where(by < bn.floor[:, None], np.minimum(scores, cap), scores)
             k = interval_k(table, level, card["intervals"]["levels"])
             r = scores / k[None, :]
             m = r.size

@@ -198,7 +198,12 @@ def test_v2_level_outputs_use_the_same_labels(client: TestClient) -> None:
     }
     r = client.post("/v2/models/m4-hourly-gru/infer", json=req)
     assert r.status_code == 200, r.text
-    assert {o["name"] for o in r.json()["outputs"]} == {"mean", "lo-99.99999999", "hi-99.99999999"}
+    assert {o["name"] for o in r.json()["outputs"]} == {
+        "mean",
+        "lo-99.99999999",
+        "hi-99.99999999",
+        "backtests",
+    }
 
 
 # --- 6. empty state ---------------------------------------------------------------------------

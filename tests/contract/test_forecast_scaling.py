@@ -75,3 +75,21 @@ def test_series_ratio_is_the_conformal_quantile_of_scores_over_k() -> None:
     assert series_ratio(scores, k, 50) == 1.0
     assert series_ratio(scores, k, 99) == 2.0  # too few scores for 99%: the largest
     assert conformal_quantile(np.arange(1.0, 11.0), 80, axis=None) == 9.0  # ceil(11*.8)/10
+
+
+def test_a_target_below_the_floor_is_capped_not_infinite() -> None:
+    """Below the window's floor no interval reaches (bounds are floored): the score stops where
+    the lower bound hits the floor instead of growing without limit."""
+    from contract.forecast import g_scores
+
+    sc = Scaling("floorlog", 0.02, 24)
+    x = np.abs(np.sin(np.arange(48) / 4.0)) + 1.0  # floor 1.0
+    n = sc.stats(x[None])
+    med = np.full((1, 2), np.log(0.5 + 0.02))  # median at (x - min)/std = 0.5
+    q = np.stack([med - 0.1, med, med + 0.1], axis=-1)
+    y = np.array([[1.0 - 1e6, 1.0 - 1e-9]])  # far and just below the floor
+    s = g_scores(sc, y, med, q, n)
+    cap = (np.log(0.52) - np.log(0.02)) / 0.1
+    assert np.allclose(s, cap)
+    above = g_scores(sc, np.array([[5.0, 5.0]]), med, q, n)
+    assert (above > 0).all() and np.isfinite(above).all()

@@ -383,7 +383,9 @@ def test_cli_m4_wide_dry_run(
     assert iv["calibration_mode"] == "held-out"
     assert "held out of member training" in iv["calibration"]
     assert card["members"]["loss_weights"] == ["none", "mase"]
-    assert "loss weight 'mase'" in card["training"]["loss"]
+    assert "'mase' by one graph unit" in card["training"]["loss"]
+    assert card["preprocessing"]["normalise"]["rule"] == "floorlog"
+    assert card["intervals"]["per_series"] == {"min_origins": 1, "max_origins": 1, "stride": 24}
     assert card["experiments"][-1]["variant"] == "shipped"
     assert set(card["experiments"][-1]["validation"]) >= {"smape", "mase", "coverage"}
     for f in ("model.onnx", "curves.png", "parity.png"):

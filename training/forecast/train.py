@@ -507,7 +507,7 @@ def conformal_table_scaled(
     h = y.shape[1]
     keep = n.scale > 0
     nk = n.take(keep)
-    r = g_scores(sc.encode(y[keep], nk), med_g[keep, :h], g_spread(q_g[keep, :h]))
+    r = g_scores(sc, y[keep], med_g[keep, :h], q_g[keep, :h], nk)
     return table_from_scores(r)
 
 
