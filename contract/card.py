@@ -241,6 +241,13 @@ class PerSeriesIntervals(_Open):
     min_origins: int = Field(ge=1)
     max_origins: int = Field(ge=1)
     stride: int = Field(ge=1)
+    # "levelwise" (versions 3-4): per level, the conformal ratio at that level over the
+    # requested horizon; "scaled" (version 5 on): one factor per series from a max_horizon
+    # backtest at reference_level, clipped to max_ratio (contract.forecast.series_factor)
+    rule: Literal["levelwise", "scaled"] = "levelwise"
+    reference_level: float = Field(80.0, gt=0, lt=100)
+    max_ratio: float = Field(4.0, ge=1)
+    min_scores: int = Field(24, ge=1)
 
 
 class Intervals(_Open):

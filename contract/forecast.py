@@ -206,7 +206,10 @@ class Scaling:
         deviation of the window (0 for a constant window), floor = the minimum."""
         x = np.asarray(x, dtype=np.float64)
         lo = x.min(axis=1)
-        scale = x.std(axis=1)
+        # std of x / max|x|, times max|x|: squares of values below ~1e-154 would underflow
+        mag = np.abs(x).max(axis=1)
+        unit = np.where(mag > 0, mag, 1.0)
+        scale = unit * (x / unit[:, None]).std(axis=1)
         # a spread lost in the float rounding of the values is a constant window
         scale = np.where(scale > 1e-13 * np.abs(x).max(axis=1), scale, 0.0)
         loc = x[:, -self.period :].mean(axis=1) if self.rule == "affine" else lo
@@ -343,6 +346,33 @@ def series_multipliers(
     conformal ratio of its backtest scores (graph outputs ``med_g`` [J, >=h], ``q_g``)."""
     scores = g_scores(sc, bt.targets, med_g, q_g, bt.norm)
     return series_ratio(scores, k_global, level) * k_global
+
+
+def series_factor(
+    sc: Scaling,
+    bt: Backtests,
+    med_g: np.ndarray,
+    q_g: np.ndarray,
+    k_ref: np.ndarray,
+    reference_level: float,
+    max_ratio: float,
+    min_scores: int,
+) -> float | None:
+    """One factor for every level and step of a series' intervals (``per_series.rule ==
+    "scaled"``): the conformal quantile at ``reference_level`` of its backtest scores over the
+    global multipliers at that level ``k_ref`` [H], clipped to [1/max_ratio, max_ratio]. Targets
+    below their window's floor are left out (no interval reaches them, whatever the factor);
+    None (use the global table) when fewer than ``min_scores`` scores remain. Scaling every
+    level by one factor keeps intervals nested and the first steps independent of the
+    requested horizon (the backtest always spans the card's max_horizon)."""
+    h = min(bt.targets.shape[1], len(k_ref))
+    scores = g_scores(sc, bt.targets[:, :h], med_g, q_g, bt.norm)
+    ok = bt.targets[:, :h] >= bt.norm.floor[:, None]
+    if ok.sum() < min_scores:
+        return None
+    ratios = (scores / np.maximum(k_ref[:h], SPREAD_FLOOR)[None, :])[ok]
+    rho = float(conformal_quantile(ratios, reference_level, axis=None))
+    return float(np.clip(rho, 1.0 / max_ratio, max_ratio))
 
 
 def multipliers(

@@ -28,6 +28,7 @@ from contract.forecast import (
     plan_backtests,
     positive_shift,
     scaled_bounds,
+    series_factor,
 )
 
 
@@ -38,6 +39,10 @@ class PerSeries:
     min_origins: int
     max_origins: int
     stride: int
+    rule: str = "levelwise"
+    reference_level: float = 80.0
+    max_ratio: float = 4.0
+    min_scores: int = 24
 
 
 @dataclass
@@ -91,7 +96,15 @@ class SeriesForecaster:
             abs_floor=pre.shift.abs_floor if pre.shift is not None else 1.0,
             # per-series calibration needs the graph-unit scores only scaled models have
             per_series=(
-                PerSeries(ps.min_origins, ps.max_origins, ps.stride)
+                PerSeries(
+                    ps.min_origins,
+                    ps.max_origins,
+                    ps.stride,
+                    ps.rule,
+                    ps.reference_level,
+                    ps.max_ratio,
+                    ps.min_scores,
+                )
                 if ps is not None and scaling is not None
                 else None
             ),
@@ -109,12 +122,14 @@ class SeriesForecaster:
         rows = [sc.encode(raw, norm)]
         plan = Plan(np.empty(0), raw, norm=norm)
         start = len(values)
+        # "scaled": the backtest spans the card's max_horizon whatever the request's horizon
+        bt_h = self.table.shape[0] if ps is not None and ps.rule == "scaled" else horizon
         for i, v in enumerate(values):
             if ps is None:
                 break
-            bt = plan_backtests(
-                sc, v, self.window, horizon, ps.min_origins, ps.max_origins, ps.stride
-            )
+            if norm.scale[i] == 0:  # a constant window: every output is that constant
+                continue
+            bt = plan_backtests(sc, v, self.window, bt_h, ps.min_origins, ps.max_origins, ps.stride)
             if bt is None:
                 continue
             rows.append(bt.inputs)
@@ -128,6 +143,7 @@ class SeriesForecaster:
     ) -> Forecasts:
         """Means and bounds from the graph's outputs for ``plan.inputs`` (median [R, >=h],
         quantiles [R, >=h, Q], any float dtype)."""
+        full = (med, q)  # "scaled" backtests read every step
         med = np.asarray(med, dtype=np.float64)[:, :horizon]
         q = np.asarray(q, dtype=np.float64)[:, :horizon]
         n = len(plan.raw)
@@ -142,15 +158,37 @@ class SeriesForecaster:
                 name = level_label(level)
                 bounds[f"lo-{name}"], bounds[f"hi-{name}"] = interval_bounds(med, spread, shift, k)
             return Forecasts(med - shift[:, None], bounds, counts)
-        sc = self.scaling
+        sc, ps = self.scaling, self.per_series
         assert sc is not None
         spread = g_spread(q[:n])
         entries: list[tuple[Backtests, np.ndarray, np.ndarray] | None] = [None] * n
+        factors = np.ones(n)
+        full_med = np.asarray(full[0], dtype=np.float64)
+        full_q = np.asarray(full[1], dtype=np.float64)
+        scaled = ps is not None and ps.rule == "scaled"
+        if ps is not None and scaled:
+            k_ref = interval_k(self.table, ps.reference_level, self.grid)
         for i, (bt, rows) in plan.backtests.items():
-            entries[i] = (bt, med[rows], q[rows])
+            if ps is not None and scaled:
+                f = series_factor(
+                    sc,
+                    bt,
+                    full_med[rows],
+                    full_q[rows],
+                    k_ref,
+                    ps.reference_level,
+                    ps.max_ratio,
+                    ps.min_scores,
+                )
+                if f is None:
+                    continue
+                factors[i] = f
+            else:
+                entries[i] = (bt, med[rows], q[rows])
             counts[i] = len(bt.targets)
         for level in sorted(levels):
             k = multipliers(sc, self.table, self.grid, level, horizon, entries)
+            k = k * factors[:, None]
             name = level_label(level)
             bounds[f"lo-{name}"], bounds[f"hi-{name}"] = scaled_bounds(
                 sc, med[:n], spread, k, plan.norm

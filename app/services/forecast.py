@@ -165,7 +165,8 @@ class ForecastModel:
         self, series: list[SeriesInput], horizon: int | None, levels: list[float]
     ) -> list[SeriesForecast]:
         horizon = self.max_horizon if horizon is None else horizon
-        self.batcher.admit(len(series))  # refuse before windowing when the model is full
+        # refuse before windowing when the model is full (a backtest row per series at most)
+        self.batcher.admit(len(series) * (2 if self.core.per_series is not None else 1))
         # Millions of values take ~0.1 s to check and window: in a thread, so probes and small
         # requests keep being answered meanwhile.
         big = sum(len(s.values) for s in series) >= OFF_LOOP_VALUES

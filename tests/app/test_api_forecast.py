@@ -204,8 +204,10 @@ def test_card_documents_the_contract(tiny_forecast_models: Path) -> None:
 def test_intervals_match_training_reference_rule(
     fc_client: TestClient, tiny_forecast_models: Path, length: int
 ) -> None:
-    """Global intervals (60 values: no backtest fits) and per-series ones (200 values: three
-    backtests), against the training code's rule and the contract's backtest ratio."""
+    """Global intervals (60 values: no backtest fits) and per-series ones (200 values: one
+    backtest of max_horizon), against the training code's rule and the card's per-series rule
+    written out: one factor = the conformal 80% quantile of the backtest's scores over the
+    global 80% multipliers (targets below the window's floor left out), clipped to [1/4, 4]."""
     from training.common.onnx_utils import ort_session
     from training.forecast.train import intervals_scaled
 
@@ -228,7 +230,8 @@ def test_intervals_match_training_reference_rule(
 
     x = values[-48:][None]
     table = np.asarray(card["intervals"]["table"])
-    origins = list(range(length - 24, 47, -ps["stride"]))[: ps["max_origins"]]
+    assert ps["rule"] == "scaled" and ps["max_origins"] == 1
+    origins = [length - 24] if length - 24 >= 48 else []
     per_series = len(origins) >= ps["min_origins"]
     assert body["calibration"] == ("series" if per_series else "global")
     assert body["backtests"] == (len(origins) if per_series else 0)
@@ -240,16 +243,35 @@ def test_intervals_match_training_reference_rule(
             bm, bq, bn = graph(bx)
             bs = np.maximum(0.5 * (bq[..., 2] - bq[..., 0]), 1e-6)
             scores = np.abs(sc.encode(by, bn) - bm) / bs
-            # a target below its window's floor: capped where the lower bound hits the floor
-            cap = np.maximum(bm - sc.encode(bn.floor[:, None], bn), 0) / bs
-            scores = np.where(by < bn.floor[:, None], np.minimum(scores, cap), scores)
-            k = interval_k(table, level, card["intervals"]["levels"])
-            r = scores / k[None, :]
+            k80 = interval_k(table, 80, card["intervals"]["levels"])
+            r = (scores / k80[None, :])[by >= bn.floor[:, None]]
             m = r.size
-            ratio = np.sort(r.ravel())[min(m, int(np.ceil((m + 1) * level / 100))) - 1]
+            assert m >= ps["min_scores"]
+            ratio = np.sort(r)[min(m, int(np.ceil((m + 1) * 80 / 100))) - 1]
+            ratio = min(max(ratio, 1 / ps["max_ratio"]), ps["max_ratio"])
+            k = interval_k(table, level, card["intervals"]["levels"])
             med, q, n = graph(x)
             spread = np.maximum(0.5 * (q[..., 2] - q[..., 0]), 1e-6)
             lo = sc.decode(med - ratio * k * spread, n)
             hi = sc.decode(med + ratio * k * spread, n)
         assert np.allclose(body[f"lo-{level:g}"], lo[0], rtol=1e-4, atol=1e-4)
         assert np.allclose(body[f"hi-{level:g}"], hi[0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 24])
+def test_per_series_intervals_are_nested_and_do_not_depend_on_the_horizon(
+    fc_client: TestClient, horizon: int
+) -> None:
+    rng = np.random.default_rng(5)
+    values = np.asarray(_wave(300)) + rng.normal(0, 3.0, 300)
+    levels = [50, 80, 95, 99.5]
+    body = {"series": [{"values": values.tolist()}], "level": levels}
+    f = fc_client.post("/forecast", json={**body, "horizon": horizon}).json()["forecasts"][0]
+    full = fc_client.post("/forecast", json={**body, "horizon": 24}).json()["forecasts"][0]
+    assert f["calibration"] == "series"
+    for a, b in zip(levels, levels[1:], strict=False):
+        assert (np.asarray(f[f"lo-{b:g}"]) <= np.asarray(f[f"lo-{a:g}"])).all()
+        assert (np.asarray(f[f"hi-{a:g}"]) <= np.asarray(f[f"hi-{b:g}"])).all()
+        assert (np.asarray(f[f"hi-{a:g}"]) < np.asarray(f[f"hi-{b:g}"])).any()  # not all equal
+    for key in ("mean", "lo-80", "hi-80", "lo-99.5", "hi-99.5"):
+        assert np.allclose(f[key], full[key][:horizon], rtol=1e-9)

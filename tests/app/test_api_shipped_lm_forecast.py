@@ -106,7 +106,7 @@ def test_shipped_forecaster_beats_seasonal_naive_on_a_noisy_daily_pattern(
         ("2", {"smape": 10.5, "mase": 0.83, "cov80": (78, 82), "cov95": (93, 97)}),
         # issue 23 (the default): equivariant, per-series intervals from one backtest (a bit
         # narrow at 95% on M4; see the card's coverage_by_set)
-        ("4", {"smape": 9.8, "mase": 0.81, "cov80": (75, 82), "cov95": (89, 96)}),
+        ("5", {"smape": 9.8, "mase": 0.81, "cov80": (75, 82), "cov95": (91, 97)}),
     ],
 )
 def test_shipped_forecaster_validation_figures_through_the_api(
@@ -157,7 +157,7 @@ def test_shipped_forecaster_validation_figures_through_the_api(
 
 
 def test_the_default_forecaster_is_the_calibrated_one(client: TestClient) -> None:
-    assert client.get("/v1/models").json()["defaults"]["forecast"] == "m4-hourly-gru:4"
+    assert client.get("/v1/models").json()["defaults"]["forecast"] == "m4-hourly-gru:5"
 
 
 @pytest.mark.skipif(

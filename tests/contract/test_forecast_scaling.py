@@ -93,3 +93,27 @@ def test_a_target_below_the_floor_is_capped_not_infinite() -> None:
     assert np.allclose(s, cap)
     above = g_scores(sc, np.array([[5.0, 5.0]]), med, q, n)
     assert (above > 0).all() and np.isfinite(above).all()
+
+
+def test_series_factor_leaves_out_floor_targets_clips_and_needs_enough_scores() -> None:
+    from contract.forecast import Backtests, series_factor
+
+    sc = Scaling("floorlog", 0.02, 24)
+    win = (np.sin(np.arange(48) / 4.0) + 2.0)[None]
+    n = sc.stats(win)
+    med = np.full((1, 40), np.log(0.5 + 0.02))
+    q = np.stack([med - 0.1, med, med + 0.1], axis=-1)
+    k = np.ones(40)
+
+    def factor(y: np.ndarray, **kw: float) -> float | None:
+        bt = Backtests(sc.encode(win, n), y[None], n)
+        args = {"max_ratio": 4.0, "min_scores": 24} | kw
+        return series_factor(sc, bt, med, q, k, 80.0, args["max_ratio"], int(args["min_scores"]))
+
+    on_median = sc.decode(med, n)[0]
+    assert factor(on_median) == 0.25  # zero error: clipped at 1 / max_ratio
+    far = on_median + 50.0
+    assert factor(far) == 4.0  # huge error: clipped at max_ratio
+    below = np.r_[np.full(10, n.floor[0] - 1.0), on_median[10:]]
+    assert factor(below) == 0.25  # the 10 uncoverable targets are left out, not scored
+    assert factor(below, min_scores=31) is None  # 30 scores left: use the global table

@@ -385,7 +385,9 @@ def test_cli_m4_wide_dry_run(
     assert card["members"]["loss_weights"] == ["none", "mase"]
     assert "'mase' by one graph unit" in card["training"]["loss"]
     assert card["preprocessing"]["normalise"]["rule"] == "floorlog"
-    assert card["intervals"]["per_series"] == {"min_origins": 1, "max_origins": 1, "stride": 24}
+    ps = card["intervals"]["per_series"]
+    assert ps["rule"] == "scaled" and (ps["min_origins"], ps["max_origins"]) == (1, 1)
+    assert ps["min_scores"] == HORIZON // 2
     assert card["experiments"][-1]["variant"] == "shipped"
     assert set(card["experiments"][-1]["validation"]) >= {"smape", "mase", "coverage"}
     for f in ("model.onnx", "curves.png", "parity.png"):

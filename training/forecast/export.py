@@ -38,7 +38,14 @@ from training.forecast.train import (
 
 PARITY_BATCHES = (1, 3, 64, 257)
 # card: intervals.per_series (scaled models); see contract.forecast.plan_backtests
-PER_SERIES = {"min_origins": 1, "max_origins": 1, "stride": 24}
+PER_SERIES = {
+    "rule": "scaled",
+    "min_origins": 1,
+    "max_origins": 1,
+    "stride": 24,
+    "reference_level": 80.0,
+    "max_ratio": 4.0,
+}  # + min_scores: half of the max_horizon backtest scores (intervals_section)
 
 
 def export_onnx(ens: Any, path: str | Path, window: int) -> Path:
@@ -512,17 +519,21 @@ def intervals_section(
             "max((g_q0.9_h - g_q0.1_h)/2, 1e-6); k_h(L) = linear interpolation of `table[h]` "
             "over `levels` for L <= levels[-1], else table[h][-1] * ln(1 - L/100) / "
             "ln(1 - levels[-1]/100); lo/hi = decode(g_median_h -/+ k_h(L) * spread_h), "
-            "floored at the window's minimum. Per series (per_series): when at least "
-            "min_origins origins o = n - h, n - h - stride, ... (at most max_origins) have a "
-            "full window before them, each backtest forecasts x[o:o+h] from x[o-window:o]; "
-            "scores s = |g(y) - g_median| / spread in that window's units; k_h(L) is "
-            "multiplied by the conformal quantile (ceil((m+1)L)/m of the m scores) of s_h / "
-            "k_h(L). Monotone in L per series; lo <= median <= hi.",
+            "kept within [window min, window max + ceiling_ranges * range]. Per series "
+            "(per_series, rule 'scaled'): when the series has at least window + max_horizon "
+            "values, a backtest forecasts its last max_horizon values x[o:o+H] from "
+            "x[o-window:o] (o = n - H); scores s_h = |g(y_h) - g_median_h| / spread_h in that "
+            "window's units, leaving out targets below the window's floor (no bound reaches "
+            "them); with at least min_scores scores, every k_h(L) of the series is multiplied "
+            "by one factor: the conformal quantile (k-th smallest, k = ceil((m+1) R/100)) of "
+            "s_h / k_h(R) at R = reference_level, clipped to [1/max_ratio, max_ratio]. "
+            "Monotone in L; lo <= median <= hi; the first steps do not depend on the "
+            "requested horizon.",
             "levels": list(LEVEL_GRID),
             "table": np.round(table, 5).tolist(),
             "table_horizon": int(table.shape[0]),
             "beyond_table_horizon": "use the last row of the table",
-            "per_series": dict(PER_SERIES),
+            "per_series": {**PER_SERIES, "min_scores": max(1, cfg.horizon // 2)},
             "calibration": calibration_text(cfg, metrics),
             "calibration_mode": cfg.calibration,
             "calibration_windows": metrics["calibration_windows"],

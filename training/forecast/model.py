@@ -1,7 +1,8 @@
 """The forecaster: a recurrent net that reads whole days and corrects the seasonal-naive forecast.
 
-* Input scaling: ``affine`` (the default) — the host feeds z = (x - loc) / scale of each
-  window (``contract.forecast``), so forecasts are shift- and scale-equivariant; ``log``
+* Input scaling: ``floorlog`` (the default) or ``affine`` — the host feeds each window in
+  units of its own (``contract.forecast.Scaling``), so forecasts are shift- and
+  scale-equivariant; ``log``
   (versions 1-2, inside the graph) — ``level = max(mean(last period values), EPS)``,
   ``z = log(max(x / level, RATIO_FLOOR))``.
 * The window of ``W`` hours is read as ``W / period`` steps of ``period`` values each (14 steps

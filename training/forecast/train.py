@@ -97,7 +97,8 @@ class ForecastConfig:
         "(useful for single-series data)",
     )
     # model
-    # "affine" (version 3 on): forecast(a*x + b) = a*forecast(x) + b by construction; "log":
+    # "floorlog"/"affine" (version 3 on): forecast(a*x + b) = a*forecast(x) + b by construction;
+    # "log":
     # versions 1-2 (a log of the shifted values inside the graph)
     normalise: str = option(
         "floorlog",
