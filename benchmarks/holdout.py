@@ -320,8 +320,11 @@ def table(res: dict[str, Any]) -> str:
         n = f"{fc['series']} series x {fc['horizon']}"
         add("forecast", fc["model"], "sMAPE", fc["smape"], _get(c, "ensemble", "smape"), n)
         add("forecast", fc["model"], "MASE", fc["mase"], _get(c, "ensemble", "mase"), n)
+        # version 5 on: the card's coverage as served (per-series intervals) on the same set
+        served = ("coverage_by_set", "m4_validation", "served", "coverage")
+        where = served if _get(c, *served) is not None else ("coverage",)
         for level, v in fc["coverage"].items():
-            add("forecast", fc["model"], f"coverage {level}%", v, _get(c, "coverage", level), n)
+            add("forecast", fc["model"], f"coverage {level}%", v, _get(c, *where, level), n)
         sn = fc["seasonal_naive"]
         add("forecast", "seasonal naive", "sMAPE", sn["smape"], None, n)
         add("forecast", "seasonal naive", "MASE", sn["mase"], None, n)
