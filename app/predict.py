@@ -159,7 +159,7 @@ async def forecast(
     horizon: int | None,
     levels: list[float],
     model: str | None,
-) -> tuple[str, list[dict[str, Any]], list[str]]:
+) -> tuple[str, list[dict[str, Any]], list[str], str]:
     rec, results = await c.get(ForecastService).forecast([series], horizon, levels, model)
     r = results[0]
     rows = []
@@ -171,7 +171,7 @@ async def forecast(
         for key, arr in r.bounds.items():
             row[key] = float(arr[h])
         rows.append(row)
-    return rec.ref, rows, r.warnings
+    return rec.ref, rows, r.warnings, r.calibration
 
 
 def write_csv(rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:
@@ -252,13 +252,14 @@ def run_forecast(args: argparse.Namespace, st: Settings) -> int:
     data = read_series_csv(args.csv, args.column, args.time_col)
     col = data.column
     series = SeriesInput(col, data.values, *start_and_freq(args.csv, args.time_col, data.stamps))
-    ref, rows, warnings = run_with_container(
+    ref, rows, warnings, calibration = run_with_container(
         st, lambda c: forecast(c, series, args.horizon, args.level, args.model)
     )
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"model": ref, "series": col, "forecast": rows}, indent=1))
+        out = {"model": ref, "series": col, "calibration": calibration, "forecast": rows}
+        print(json.dumps(out, indent=1))
     else:
         write_csv(rows)
     return 0

@@ -100,6 +100,7 @@ def test_predict_forecast_from_csv(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["predict", "forecast", "--csv", str(f), "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["series"] == "load" and len(res["forecast"]) == 48
+    assert res["calibration"] in ("series", "global")
     f.write_text("time,load\n2024-01-01T00:00:00,1\n2024-01-01T01:00:00,\n")
     assert main(["predict", "forecast", "--csv", str(f)]) == 2
     assert "line 3: load is '', not a number" in capsys.readouterr().err
