@@ -41,7 +41,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from training.forecast.data import load_series  # noqa: E402
-from training.forecast.metrics import mase_scale  # noqa: E402
+from training.forecast.metrics import mase_scale, smape  # noqa: E402
 
 H, M = 48, 24
 LEVELS = [80.0, 95.0]
@@ -79,10 +79,7 @@ def scores(f: dict[str, Any], hist: list[np.ndarray], y: np.ndarray) -> dict[str
     scales = np.asarray([mase_scale(x, M) for x in hist])
     ok = scales > 0
     err = np.abs(y - f["mean"]).mean(axis=1)
-    den = np.abs(y) + np.abs(f["mean"])
-    sm = 200 * np.mean(
-        np.divide(np.abs(y - f["mean"]), den, out=np.zeros_like(den), where=den > 0), axis=1
-    )
+    sm = smape(y, f["mean"])
     cov = {
         f"{lev:g}": float(100 * np.mean((y >= f[f"lo-{lev:g}"]) & (y <= f[f"hi-{lev:g}"])))
         for lev in LEVELS

@@ -74,6 +74,14 @@ class SeriesForecaster:
     rel_margin: float = 0.1
     abs_floor: float = 1.0
     per_series: PerSeries | None = None
+    # "scaled" per-series rule: the global multipliers at its reference level, once per model
+    k_ref: np.ndarray | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        ps = self.per_series
+        if ps is not None and ps.rule == "scaled":
+            k_ref = interval_k(self.table, ps.reference_level, self.grid)
+            object.__setattr__(self, "k_ref", k_ref)
 
     @classmethod
     def from_card(cls, card: ForecastCard) -> SeriesForecaster:
@@ -165,17 +173,14 @@ class SeriesForecaster:
         factors = np.ones(n)
         full_med = np.asarray(full[0], dtype=np.float64)
         full_q = np.asarray(full[1], dtype=np.float64)
-        scaled = ps is not None and ps.rule == "scaled"
-        if ps is not None and scaled:
-            k_ref = interval_k(self.table, ps.reference_level, self.grid)
         for i, (bt, rows) in plan.backtests.items():
-            if ps is not None and scaled:
+            if ps is not None and self.k_ref is not None:  # rule "scaled"
                 f = series_factor(
                     sc,
                     bt,
                     full_med[rows],
                     full_q[rows],
-                    k_ref,
+                    self.k_ref,
                     ps.reference_level,
                     ps.max_ratio,
                     ps.min_scores,

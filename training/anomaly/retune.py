@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from contract.anomaly import DEFAULT_SCORING, finish, prepare, run_graph, scoring_params
+from contract.anomaly import DEFAULT_SCORING, scoring_params
+from training.anomaly.evaluate import score_all
 
 KNOB_RULES = (
     "scoring rules and parameters: contract.anomaly module docstring; the knobs of this "
@@ -61,22 +61,7 @@ def throughput(run: Any, series: list[np.ndarray], card: dict[str, Any], passes:
     """prepare + graph + finish over every series, best and median of ``passes``."""
     rates, best = [], None
     for _ in range(passes):
-        t0 = time.perf_counter()
-        inputs = [prepare(v, card) for v in series]
-        t1 = time.perf_counter()
-        outs = run_graph(run, inputs)
-        t2 = time.perf_counter()
-        for v, o in zip(series, outs, strict=True):
-            finish(v, o, card)
-        t3 = time.perf_counter()
-        pts = sum(len(v) for v in series)
-        row = {
-            "points": float(pts),
-            "prepare_s": t1 - t0,
-            "graph_s": t2 - t1,
-            "finish_s": t3 - t2,
-            "points_per_ms": pts / (1000 * (t3 - t0)),
-        }
+        _, row = score_all(run, series, card)
         rates.append(row["points_per_ms"])
         if best is None or row["points_per_ms"] > best["points_per_ms"]:
             best = row

@@ -26,7 +26,7 @@ import numpy as np
 from contract.card import ForecastCard
 from contract.forecaster import SeriesForecaster
 from training.forecast.data import load_series
-from training.forecast.metrics import mase_scale, smape
+from training.forecast.metrics import coverage, mase_scale, smape
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -49,6 +49,16 @@ def forecast_all(
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+def covered(y: np.ndarray, f: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
+    """Coverage (%) at each of LEVELS over the windows ``rows`` (1e-12 of slack for ties)."""
+    return {
+        f"{lev:g}": coverage(
+            y[rows], f[f"lo-{lev:g}"][rows] - 1e-12, f[f"hi-{lev:g}"][rows] + 1e-12
+        )
+        for lev in LEVELS
+    }
+
+
 def score_set(
     sess: Any,
     core: SeriesForecaster,
@@ -65,16 +75,7 @@ def score_set(
         err = np.abs(futures - f["mean"]).mean(axis=1)
         ok = scales > 0
         res: dict[str, Any] = {
-            "coverage": {
-                f"{lev:g}": float(
-                    100
-                    * np.mean(
-                        (futures >= f[f"lo-{lev:g}"] - 1e-12)
-                        & (futures <= f[f"hi-{lev:g}"] + 1e-12)
-                    )
-                )
-                for lev in LEVELS
-            },
+            "coverage": covered(futures, f, np.ones(len(futures), bool)),
             "smape": float(np.mean(smape(futures, f["mean"]))),
             "mase": float(np.mean(err[ok] / scales[ok])),
         }
@@ -83,16 +84,7 @@ def score_set(
             res["per_series_share"] = float(per.mean())
             if per.any() and (~per).any():
                 for tag, m in (("per_series_windows", per), ("global_windows", ~per)):
-                    res[tag] = {
-                        f"{lev:g}": float(
-                            100
-                            * np.mean(
-                                (futures[m] >= f[f"lo-{lev:g}"][m] - 1e-12)
-                                & (futures[m] <= f[f"hi-{lev:g}"][m] + 1e-12)
-                            )
-                        )
-                        for lev in LEVELS
-                    }
+                    res[tag] = covered(futures, f, m)
         out[name] = res
     return out
 

@@ -507,58 +507,64 @@ def preprocessing_section(cfg: ForecastConfig) -> dict[str, Any]:
     return section
 
 
+# card: intervals.rule, in words (the code is contract.forecast / contract.forecaster)
+SCALED_RULE = (
+    "for level L in (0,100), per horizon step h: spread_h = "
+    "max((g_q0.9_h - g_q0.1_h)/2, 1e-6); k_h(L) = linear interpolation of `table[h]` "
+    "over `levels` for L <= levels[-1], else table[h][-1] * ln(1 - L/100) / "
+    "ln(1 - levels[-1]/100); lo/hi = decode(g_median_h -/+ k_h(L) * spread_h), "
+    "kept within [window min, window max + ceiling_ranges * range]. Per series "
+    "(per_series, rule 'scaled'): when the series has at least window + max_horizon "
+    "values, a backtest forecasts its last max_horizon values x[o:o+H] from "
+    "x[o-window:o] (o = n - H); scores s_h = |g(y_h) - g_median_h| / spread_h in that "
+    "window's units, leaving out targets below the window's floor (no bound reaches "
+    "them); with at least min_scores scores, every k_h(L) of the series is multiplied "
+    "by one factor: the conformal quantile (k-th smallest, k = ceil((m+1) R/100)) of "
+    "s_h / k_h(R) at R = reference_level, clipped to [1/max_ratio, max_ratio]. "
+    "Monotone in L; lo <= median <= hi; the first steps do not depend on the "
+    "requested horizon."
+)
+LOG_RULE = (
+    "for level L in (0,100), per horizon step h (shifted space): "
+    "spread_h = max((ln q0.9_h - ln q0.1_h)/2, 1e-6); k_h(L) = linear "
+    "interpolation of `table[h]` over `levels` for L <= levels[-1], else "
+    "table[h][-1] * ln(1 - L/100) / ln(1 - levels[-1]/100); "
+    "lo = median*exp(-k_h(L)*spread_h), hi = median*exp(+k_h(L)*spread_h); "
+    "then subtract the shift. Monotone in L; lo <= median <= hi."
+)
+
+
 def intervals_section(
     cfg: ForecastConfig, table: np.ndarray, metrics: dict[str, Any]
 ) -> dict[str, Any]:
     """card.intervals: the conformal table, its levels and how serving turns it into bounds."""
-    if cfg.normalise != "log":
-        return {
-            "method": "normalised split-conformal in each window's graph units, per series "
-            "from its own backtests when it brings enough history",
-            "rule": "for level L in (0,100), per horizon step h: spread_h = "
-            "max((g_q0.9_h - g_q0.1_h)/2, 1e-6); k_h(L) = linear interpolation of `table[h]` "
-            "over `levels` for L <= levels[-1], else table[h][-1] * ln(1 - L/100) / "
-            "ln(1 - levels[-1]/100); lo/hi = decode(g_median_h -/+ k_h(L) * spread_h), "
-            "kept within [window min, window max + ceiling_ranges * range]. Per series "
-            "(per_series, rule 'scaled'): when the series has at least window + max_horizon "
-            "values, a backtest forecasts its last max_horizon values x[o:o+H] from "
-            "x[o-window:o] (o = n - H); scores s_h = |g(y_h) - g_median_h| / spread_h in that "
-            "window's units, leaving out targets below the window's floor (no bound reaches "
-            "them); with at least min_scores scores, every k_h(L) of the series is multiplied "
-            "by one factor: the conformal quantile (k-th smallest, k = ceil((m+1) R/100)) of "
-            "s_h / k_h(R) at R = reference_level, clipped to [1/max_ratio, max_ratio]. "
-            "Monotone in L; lo <= median <= hi; the first steps do not depend on the "
-            "requested horizon.",
-            "levels": list(LEVEL_GRID),
-            "table": np.round(table, 5).tolist(),
-            "table_horizon": int(table.shape[0]),
-            "beyond_table_horizon": "use the last row of the table",
-            "per_series": {**PER_SERIES, "min_scores": max(1, cfg.horizon // 2)},
+    scaled = cfg.normalise != "log"
+    section: dict[str, Any] = {
+        "method": "normalised split-conformal in each window's graph units, per series "
+        "from its own backtests when it brings enough history"
+        if scaled
+        else "normalised split-conformal on log residuals",
+        "rule": SCALED_RULE if scaled else LOG_RULE,
+        "levels": list(LEVEL_GRID),
+        "table": np.round(table, 5).tolist(),
+        "table_horizon": int(table.shape[0]),
+        "beyond_table_horizon": "use the last row of the table",
+    }
+    if scaled:
+        section["per_series"] = {**PER_SERIES, "min_scores": max(1, cfg.horizon // 2)}
+    section.update(
+        {
             "calibration": calibration_text(cfg, metrics),
             "calibration_mode": cfg.calibration,
             "calibration_windows": metrics["calibration_windows"],
             "calibration_coverage": metrics["calibration_coverage"],
             "reference": "contract.forecast (g_spread, interval_k, scaled_bounds, "
-            "plan_backtests, series_multipliers)",
+            "plan_backtests, series_factor)"
+            if scaled
+            else "contract.forecast (log_spread, interval_k, interval_bounds)",
         }
-    return {
-        "method": "normalised split-conformal on log residuals",
-        "rule": "for level L in (0,100), per horizon step h (shifted space): "
-        "spread_h = max((ln q0.9_h - ln q0.1_h)/2, 1e-6); k_h(L) = linear "
-        "interpolation of `table[h]` over `levels` for L <= levels[-1], else "
-        "table[h][-1] * ln(1 - L/100) / ln(1 - levels[-1]/100); "
-        "lo = median*exp(-k_h(L)*spread_h), hi = median*exp(+k_h(L)*spread_h); "
-        "then subtract the shift. Monotone in L; lo <= median <= hi.",
-        "levels": list(LEVEL_GRID),
-        "table": np.round(table, 5).tolist(),
-        "table_horizon": int(table.shape[0]),
-        "beyond_table_horizon": "use the last row of the table",
-        "calibration": calibration_text(cfg, metrics),
-        "calibration_mode": cfg.calibration,
-        "calibration_windows": metrics["calibration_windows"],
-        "calibration_coverage": metrics["calibration_coverage"],
-        "reference": "contract.forecast (log_spread, interval_k, interval_bounds)",
-    }
+    )
+    return section
 
 
 def metrics_section(cfg: ForecastConfig, metrics: dict[str, Any], n_val: int) -> dict[str, Any]:

@@ -303,13 +303,24 @@ def train_epoch(
     wt = None
     if weighting == "mase":
         wt = torch.from_numpy(mase_weights(x, cfg.period, cfg.weight_cap).astype(np.float32))
-    losses = []
-    for i in range(len(x) // cfg.batch_size):
-        rows = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+
+    def loss_of(rows: slice) -> Any:
         xb, yb = xt[rows], yt[rows]
         level = level_of(xb, cfg.period)
         pred = net(to_log_ratio(xb, level))
-        loss = pinball(pred, to_log_ratio(yb, level), QUANTILES, None if wt is None else wt[rows])
+        return pinball(pred, to_log_ratio(yb, level), QUANTILES, None if wt is None else wt[rows])
+
+    return optimise(cfg, net, opt, sched, len(x), loss_of)
+
+
+def optimise(cfg: ForecastConfig, net: Any, opt: Any, sched: Any, n: int, loss_of: Any) -> float:
+    """One step per full batch of ``n`` rows (``loss_of(rows)``), gradients clipped at
+    ``cfg.clip``; returns the mean loss."""
+    import torch
+
+    losses = []
+    for i in range(n // cfg.batch_size):
+        loss = loss_of(slice(i * cfg.batch_size, (i + 1) * cfg.batch_size))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
@@ -341,17 +352,14 @@ def train_epoch_scaled(
     w = scaled_weights(x, sc, n, weighting, cfg.weight_cap)
     zt, yt = torch.from_numpy(z.astype(np.float32)), torch.from_numpy(yz.astype(np.float32))
     wt = torch.from_numpy(w.astype(np.float32))
-    losses = []
-    for i in range(len(z) // cfg.batch_size):
-        rows = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
-        loss = pinball(net(zt[rows]), yt[rows], QUANTILES, wt[rows])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    return float(np.mean(losses))
+    return optimise(
+        cfg,
+        net,
+        opt,
+        sched,
+        len(z),
+        lambda rows: pinball(net(zt[rows]), yt[rows], QUANTILES, wt[rows]),
+    )
 
 
 def train_member(
